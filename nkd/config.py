@@ -1,0 +1,247 @@
+"""Every option of a run, in one place: its type, default and help text.
+
+`Config` is the single source of truth. `define_flags` turns its fields into absl flags, so a
+flagfile in `experiments/` holds only overrides of these defaults, and later command-line flags
+override the flagfile. `validate` turns bad values into one-line `ConfigError`s naming the flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Sequence
+
+from absl import flags
+
+from nkd.errors import ConfigError
+
+
+def _opt(default, help_text, **extra):
+  return dataclasses.field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """Options of one training run (teacher, student alone, or distilled student)."""
+
+  # Run identity and places.
+  name: str = _opt("", "Experiment name; default: the stem of the last --flagfile, or 'run'.")
+  workdir: str = _opt("", "Run folder (config.json, metrics.jsonl, checkpoints/, results.json); "
+                      "default: WORKSPACE/runs/NAME/seed_SEED.")
+  workspace: str = _opt("workspace", "Root for data caches, shared teachers and default run "
+                        "folders (see WORKSPACE.md).")
+  seed: int = _opt(0, "Root seed of the run; every random stream derives from it.")
+  mode: str = _opt("ce", "'ce': cross-entropy training (teacher, or student alone); 'kd': Hinton "
+                   "distillation from a teacher.", choices=("ce", "kd"))
+
+  # Model.
+  model: str = _opt("wrn-16-2", "Model, 'wrn-DEPTH-WIDTH' with DEPTH = 6n+4.")
+  dropout: float = _opt(0.0, "Dropout rate between the two convolutions of each WRN block.")
+  dtype: str = _opt("float32", "Compute dtype (parameters stay float32).",
+                    choices=("float32", "bfloat16"))
+
+  # Data.
+  dataset: str = _opt("cifar10", "Data set.", choices=("cifar10", "synthetic"))
+  data_dir: str = _opt("", "Folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz "
+                       "(or a TFDS data dir); default: WORKSPACE/data.")
+  data_source: str = _opt("auto", "Where CIFAR-10 comes from: 'auto' tries the official Python "
+                          "folder, the tarball, TFDS, then a download.",
+                          choices=("auto", "python", "tfds"))
+  download: bool = _opt(True, "Download CIFAR-10 into --data_dir when it is absent (needs a "
+                        "network).")
+  train_subset: int = _opt(0, "Use only the first N training images (0: all).")
+  validation_size: int = _opt(0, "Hold out the last N training images as a validation split.")
+  synthetic_train_size: int = _opt(4096, "Training images of the synthetic data set.")
+  synthetic_test_size: int = _opt(1024, "Test images of the synthetic data set.")
+  synthetic_seed: int = _opt(0, "Seed of the synthetic data set (fixed across run seeds).")
+  augment: bool = _opt(True, "Random crop (pad 4) and horizontal flip, on device.")
+
+  # Optimisation.
+  epochs: int = _opt(200, "Training epochs.")
+  batch_size: int = _opt(128, "Global batch size (split over the devices).")
+  lr: float = _opt(0.1, "Peak learning rate.")
+  lr_schedule: str = _opt("step", "'step': multiply by --lr_decay at --lr_milestones; 'cosine': "
+                          "cosine decay to 0 over the run.", choices=("step", "cosine"))
+  lr_milestones: tuple = _opt((60, 120, 160), "Epochs at which the step schedule decays.",
+                              element=int)
+  lr_decay: float = _opt(0.2, "Factor of each step-schedule decay.")
+  momentum: float = _opt(0.9, "SGD momentum.")
+  nesterov: bool = _opt(False, "Nesterov momentum.")
+  weight_decay: float = _opt(5e-4, "L2 weight decay (added to the gradient, as PyTorch SGD).")
+
+  # Distillation.
+  alpha: float = _opt(0.9, "Weight of the KD term; (1 - alpha) weighs the cross-entropy.")
+  tau: float = _opt(4.0, "Distillation temperature.")
+  teacher_flagfile: str = _opt("", "Flagfile of the teacher's recipe (mode=kd). Its teacher is "
+                               "trained once per recipe and seed, then reused.")
+  teacher_seed: int = _opt(0, "Seed of the teacher run to distil from.")
+  teacher_flags: tuple = _opt((), "Extra flags for the teacher recipe, e.g. "
+                              "--teacher_flags=--epochs=15 (repeatable).", multi=True)
+  teacher_workdir: str = _opt("", "Use the finished teacher run in this folder instead of the "
+                              "recipe's shared teacher.")
+
+  # Cadence and bookkeeping (do not change the result).
+  log_every: int = _opt(100, "Log progress every N steps.")
+  eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).")
+  checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).")
+  keep_checkpoints: int = _opt(3, "Checkpoints kept.")
+  eval_batch_size: int = _opt(1000, "Batch size of evaluation.")
+  gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
+                                 "reproduces a run bit-exactly; false trades that for speed.")
+
+
+# Options that change where or how often things are written, never the trained parameters.
+BOOKKEEPING = frozenset({"name", "workdir", "workspace", "data_dir", "log_every", "eval_every",
+                         "checkpoint_every", "keep_checkpoints", "eval_batch_size", "download",
+                         "teacher_workdir", "gpu_deterministic"})
+# Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
+INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
+                        "train_subset", "validation_size", "synthetic_train_size",
+                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainOptions):
+  """A run's resolved options: training plus evaluation."""
+
+  def to_dict(self) -> dict[str, Any]:
+    return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+  def replace(self, **changes) -> "Config":
+    return dataclasses.replace(self, **changes)
+
+  def semantic_dict(self) -> dict[str, Any]:
+    """The options that determine the trained parameters."""
+    return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING}
+
+  def recipe_hash(self) -> str:
+    blob = json.dumps(self.semantic_dict(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _jsonable(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def option_names() -> list[str]:
+  return [f.name for f in dataclasses.fields(Config)]
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines one absl flag per `Config` field."""
+  for f in dataclasses.fields(Config):
+    meta, default = f.metadata, f.default
+    help_text = meta.get("help", "")
+    if meta.get("multi"):
+      flags.DEFINE_multi_string(f.name, list(default), help_text, flag_values=flag_values)
+    elif "choices" in meta:
+      flags.DEFINE_enum(f.name, default, list(meta["choices"]), help_text,
+                        flag_values=flag_values)
+    elif isinstance(default, bool):
+      flags.DEFINE_bool(f.name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(f.name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, float):
+      flags.DEFINE_float(f.name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(f.name, [str(v) for v in default], help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(f.name, default, help_text, flag_values=flag_values)
+
+
+def from_flags(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> Config:
+  """Builds a resolved, validated Config from parsed flags."""
+  values = {}
+  for f in dataclasses.fields(Config):
+    value = flag_values[f.name].value
+    if f.metadata.get("multi"):
+      value = tuple(value or ())
+    elif isinstance(f.default, tuple):
+      element = f.metadata.get("element", str)
+      try:
+        value = tuple(element(v) for v in (value or ()))
+      except ValueError:
+        raise ConfigError(f"--{f.name} expects a comma-separated list of {element.__name__}, "
+                          f"got {','.join(value)!r}") from None
+    values[f.name] = value
+  if not values["name"]:
+    values["name"] = _flagfile_stem(argv) or "run"
+  return resolve(Config(**values))
+
+
+def parse_flagfile(path: str, extra_flags: Sequence[str] = ()) -> Config:
+  """Parses a flagfile (and overrides) into a Config, independently of the global flags."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"flagfile {path!r} not found")
+  fv = flags.FlagValues()
+  define_flags(fv)
+  argv = ["nkd", f"--flagfile={path}", *extra_flags]
+  try:
+    fv(argv)
+  except flags.Error as e:
+    raise ConfigError(f"{path}: {e}") from None
+  return from_flags(fv, argv)
+
+
+def _flagfile_stem(argv: Sequence[str]) -> str:
+  stems = [os.path.splitext(os.path.basename(a.split("=", 1)[1]))[0]
+           for a in argv if a.startswith("--flagfile=")]
+  return stems[-1] if stems else ""
+
+
+def resolve(config: Config) -> Config:
+  """Fills derived defaults (data_dir, workdir) and validates."""
+  changes = {}
+  if not config.data_dir:
+    changes["data_dir"] = os.path.join(config.workspace, "data")
+  if not config.workdir:
+    changes["workdir"] = os.path.join(config.workspace, "runs", config.name,
+                                      f"seed_{config.seed}")
+  config = config.replace(**changes)
+  validate(config)
+  return config
+
+
+def validate(config: Config) -> None:
+  """Raises ConfigError naming the first bad flag."""
+  from nkd.models.wrn import parse_model_name  # pylint: disable=g-import-not-at-top
+
+  def check(ok, flag, expected):
+    if not ok:
+      raise ConfigError(f"--{flag}={_show(getattr(config, flag))}: expected {expected}")
+
+  try:
+    parse_model_name(config.model)
+  except ValueError as e:
+    raise ConfigError(f"--model: {e}") from None
+  check(0 <= config.dropout < 1, "dropout", "a rate in [0, 1)")
+  check(config.epochs >= 1, "epochs", "a positive number of epochs")
+  check(config.batch_size >= 1, "batch_size", "a positive batch size")
+  check(config.lr > 0, "lr", "a positive learning rate")
+  check(config.lr_decay > 0, "lr_decay", "a positive factor")
+  check(0 <= config.momentum < 1, "momentum", "a value in [0, 1)")
+  check(config.weight_decay >= 0, "weight_decay", "a value >= 0")
+  check(all(0 < m for m in config.lr_milestones) and
+        list(config.lr_milestones) == sorted(config.lr_milestones),
+        "lr_milestones", "increasing positive epochs")
+  check(0 <= config.alpha <= 1, "alpha", "a weight in [0, 1]")
+  check(config.tau > 0, "tau", "a positive temperature")
+  check(config.train_subset >= 0, "train_subset", "a count >= 0")
+  check(config.validation_size >= 0, "validation_size", "a count >= 0")
+  check(config.synthetic_train_size >= 1, "synthetic_train_size", "a positive count")
+  check(config.synthetic_test_size >= 1, "synthetic_test_size", "a positive count")
+  for flag in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+               "eval_batch_size"):
+    check(getattr(config, flag) >= 1, flag, "a positive integer")
+  if config.mode == "kd":
+    check(config.teacher_flagfile or config.teacher_workdir, "teacher_flagfile",
+          "a teacher recipe (or --teacher_workdir) for --mode=kd")
+  else:
+    for flag, default in (("teacher_flagfile", ""), ("teacher_workdir", "")):
+      check(getattr(config, flag) == default, flag, "nothing: --mode=ce uses no teacher")
+
+
+def _show(value):
+  return ",".join(map(str, value)) if isinstance(value, tuple) else value

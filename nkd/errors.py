@@ -1,0 +1,17 @@
+"""Errors a user can fix: shown as one line, with a non-zero exit and no traceback."""
+
+
+class NkdError(Exception):
+  """A problem with the user's input or environment, explained in one line."""
+
+
+class ConfigError(NkdError):
+  """A flag or flagfile holds a value we cannot use."""
+
+
+class DataError(NkdError):
+  """A data file is missing, corrupt or of the wrong layout."""
+
+
+class NonFiniteLossError(NkdError):
+  """Training diverged; the last good checkpoint is kept."""

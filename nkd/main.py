@@ -1,0 +1,33 @@
+"""Entry point: `python -m nkd.main --flagfile=experiments/X.flags [--flag=value ...]`."""
+
+import sys
+
+from absl import app, flags, logging
+
+from nkd import config as config_lib
+from nkd.errors import NkdError
+
+config_lib.define_flags()
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Keeps orbax's per-save INFO chatter out of the progress log (warnings still pass)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    from nkd import pipeline  # pylint: disable=g-import-not-at-top
+    pipeline.run(config_lib.from_flags(flags.FLAGS, sys.argv))
+  except NkdError as e:
+    print(f"nkd: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,124 @@
+"""Wide ResNet WRN-d-k (Zagoruyko & Komodakis, 2016) in Flax linen.
+
+Pre-activation basic blocks, a 1x1 convolution shortcut where width or stride changes, dropout
+between the two 3x3 convolutions of each block. This matches the WRN used by the paper's lab and
+by RepDistiller, so WRN-40-2 has 2,243,546 parameters and WRN-16-2 691,674 for 10 classes.
+
+`train` (BatchNorm: batch statistics and update of the running averages) and `deterministic`
+(dropout off) are separate arguments: the Fickle Teacher keeps dropout on with BatchNorm frozen.
+Inputs are images in [0, 1]; the CIFAR-10 normalisation happens inside the model, so input noise
+and attack epsilons are in pixel units.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# Kaiming normal, fan_out, as in the reference PyTorch WRN.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_MODEL_NAME = re.compile(r"^wrn-(\d+)-(\d+)$")
+
+
+class _BatchNorm(nn.Module):
+  """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5)."""
+
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
+
+
+class BasicBlock(nn.Module):
+  """Pre-activation block: BN-ReLU-conv3x3-BN-ReLU-dropout-conv3x3 plus shortcut."""
+
+  features: int
+  stride: int
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, deterministic: bool):
+    conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
+        f, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=False,
+        kernel_init=_conv_init, dtype=self.dtype, name=name)
+    equal_in_out = x.shape[-1] == self.features and self.stride == 1
+    preact = nn.relu(_BatchNorm(self.dtype, name="bn1")(x, train))
+    shortcut = x if equal_in_out else conv(self.features, 1, self.stride, "shortcut")(preact)
+    y = conv(self.features, 3, self.stride, "conv1")(preact)
+    y = nn.relu(_BatchNorm(self.dtype, name="bn2")(y, train))
+    if self.dropout_rate > 0:
+      y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = conv(self.features, 3, 1, "conv2")(y)
+    return y + shortcut
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-widen for 32x32 images in [0, 1]; returns logits (float32)."""
+
+  depth: int
+  widen_factor: int
+  num_classes: int = 10
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, deterministic: bool = True):
+    if (self.depth - 4) % 6 or self.depth < 10:
+      raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {self.depth}")
+    n = (self.depth - 4) // 6
+    mean = jnp.asarray(CIFAR10_MEAN, jnp.float32)
+    std = jnp.asarray(CIFAR10_STD, jnp.float32)
+    x = ((x.astype(jnp.float32) - mean) / std).astype(self.dtype)
+    x = nn.Conv(16, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=_conv_init,
+                dtype=self.dtype, name="conv_init")(x)
+    for group, (width, stride) in enumerate(zip((16, 32, 64), (1, 2, 2))):
+      for i in range(n):
+        x = BasicBlock(width * self.widen_factor, stride if i == 0 else 1, self.dropout_rate,
+                       self.dtype, name=f"group{group}_block{i}")(
+                           x, train=train, deterministic=deterministic)
+    x = nn.relu(_BatchNorm(self.dtype, name="bn_final")(x, train))
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, dtype=self.dtype,
+                 name="fc")(x)
+    return x.astype(jnp.float32)
+
+
+def parse_model_name(name: str) -> tuple[int, int]:
+  """'wrn-40-2' -> (40, 2). Raises ValueError with the expected form."""
+  m = _MODEL_NAME.match(name)
+  if not m:
+    raise ValueError(f"unknown model {name!r}: expected 'wrn-DEPTH-WIDTH', e.g. 'wrn-16-2'")
+  depth, width = int(m.group(1)), int(m.group(2))
+  if depth < 10 or (depth - 4) % 6:
+    raise ValueError(f"model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), "
+                     f"got {depth}")
+  if width < 1:
+    raise ValueError(f"model {name!r}: widen factor must be >= 1, got {width}")
+  return depth, width
+
+
+def create_model(name: str, *, num_classes: int = 10, dropout_rate: float = 0.0,
+                 dtype: str = "float32") -> WideResNet:
+  depth, width = parse_model_name(name)
+  return WideResNet(depth, width, num_classes, dropout_rate, jnp.dtype(dtype))
+
+
+def init_variables(model: nn.Module, key: jax.Array, image_size: int = 32):
+  """Initial {'params', 'batch_stats'} from an explicit key."""
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  return jax.jit(lambda k: model.init(k, x, train=False))(key)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

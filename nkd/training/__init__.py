@@ -1,0 +1,1 @@
+"""Training: train state and optimiser, jitted steps, checkpoints, and the epoch loop."""

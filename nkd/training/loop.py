@@ -1,0 +1,224 @@
+"""The epoch loop: one run from its config to `results.json`, resumable at every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nkd import results as run_files
+from nkd.data import Dataset, load_dataset
+from nkd.errors import ConfigError, NonFiniteLossError
+from nkd.models import create_model
+from nkd.training import keys as run_keys_lib
+from nkd.training.checkpoint import Checkpointer
+from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
+from nkd.training.steps import (StepSpec, accuracy, make_predict_fn, make_train_step,
+                                predict_dataset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A frozen teacher: its model, its variables, and where they came from."""
+
+  model: Any
+  variables: Any
+  workdir: str
+  results: dict[str, Any]
+
+
+def environment() -> dict[str, Any]:
+  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
+  devices = jax.devices()
+  return {
+      "versions": {"python": platform.python_version(), "jax": jax.__version__,
+                   "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+                   "flax": flax.__version__, "optax": optax.__version__,
+                   "orbax_checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__},
+      "device": f"{devices[0].platform}:{devices[0].device_kind}",
+      "device_count": len(devices),
+      "process_count": jax.process_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def check_workdir(config, fingerprint: str) -> dict[str, Any] | None:
+  """Returns the results of a finished identical run; raises if the folder holds another run."""
+  config_path = os.path.join(config.workdir, run_files.CONFIG)
+  if not os.path.exists(config_path):
+    return None
+  stored = run_files.read_json(config_path)
+  ours = config.semantic_dict()
+  theirs = {k: v for k, v in stored.get("options", {}).items() if k in ours}
+  diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+  if stored.get("data_fingerprint") not in (None, fingerprint):
+    diff.append("data (the data set's bytes differ)")
+  results_path = os.path.join(config.workdir, run_files.RESULTS)
+  finished = os.path.exists(results_path)
+  if diff:
+    shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" if k in ours else k
+                      for k in diff[:4])
+    raise ConfigError(f"--workdir={config.workdir} holds a {'finished' if finished else 'partial'}"
+                      f" run with a different config ({shown}); choose another --workdir or "
+                      f"delete that folder")
+  return run_files.read_json(results_path) if finished else None
+
+
+def train_and_evaluate(config, teacher: Teacher | None = None,
+                       data: Dataset | None = None) -> dict[str, Any]:
+  """Trains (or resumes) the run of `config` and returns its results."""
+  data = data if data is not None else load_dataset(config)
+  fingerprint = data.fingerprint()
+  finished = check_workdir(config, fingerprint)
+  if finished is not None:
+    logging.info("%s is finished (results.json present); not redone.", config.workdir)
+    return finished
+
+  mesh = make_mesh()
+  if config.batch_size % mesh.size:
+    raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {mesh.size} "
+                      f"devices")
+  n_train = len(data.train_images)
+  steps_per_epoch = n_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise ConfigError(f"--batch_size={config.batch_size} is larger than the {n_train} "
+                      f"training images")
+  total_steps = config.epochs * steps_per_epoch
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(config.workdir, exist_ok=True)
+    run_files.write_json(os.path.join(config.workdir, run_files.CONFIG), {
+        "options": config.to_dict(), "data_fingerprint": fingerprint,
+        "data_source": data.source, "num_train": n_train,
+        "teacher": teacher and {"workdir": teacher.workdir,
+                                "params_sha256": teacher.results.get("params_sha256")},
+        **environment()})
+
+  keys = run_keys_lib.run_keys(config.seed)
+  model = create_model(config.model, num_classes=data.num_classes, dropout_rate=config.dropout,
+                       dtype=config.dtype)
+  tx = make_optimizer(config, steps_per_epoch)
+  replicated = NamedSharding(mesh, P())
+  state = jax.device_put(create_train_state(model, keys["init"], tx), replicated)
+  checkpointer = Checkpointer(os.path.join(config.workdir, "checkpoints"),
+                              keep=config.keep_checkpoints)
+  start_epoch, elapsed = 0, 0.0
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    start_epoch = int(state.step) // steps_per_epoch
+    kept = run_files.truncate_metrics(config.workdir, start_epoch) if is_main else []
+    elapsed = kept[-1]["elapsed_s"] if kept else 0.0
+    logging.info("Resumed %s from step %d (epoch %d).", config.workdir, int(state.step),
+                 start_epoch)
+
+  images = jax.device_put(data.train_images, replicated)
+  labels = jax.device_put(data.train_labels, replicated)
+  teacher_variables = None
+  if teacher is not None:
+    teacher_variables = jax.device_put(teacher.variables, replicated)
+  spec = StepSpec.from_config(config, steps_per_epoch)
+  train_step = make_train_step(model, spec, mesh, teacher.model if teacher else None)
+  predict = make_predict_fn(model)
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+
+  def evaluate(variables) -> dict[str, float]:
+    out = {"test_accuracy": accuracy(predict_dataset(
+        predict, variables, data.test_images, config.eval_batch_size), data.test_labels)}
+    if data.val_images is not None:
+      out["val_accuracy"] = accuracy(predict_dataset(
+          predict, variables, data.val_images, config.eval_batch_size), data.val_labels)
+    return out
+
+  logging.info("Training %s (%s, %s) for %d epochs x %d steps at batch %d on %d %s device(s).",
+               config.name, config.mode, config.model, config.epochs, steps_per_epoch,
+               config.batch_size, mesh.size, jax.devices()[0].platform)
+  run_start = time.time() - elapsed
+  for epoch in range(start_epoch, config.epochs):
+    epoch_start = time.time()
+    order = run_keys_lib.epoch_permutation(keys["data"], epoch, n_train)
+    pending, window_start, window_steps = [], time.time(), 0
+    sums = {"loss": 0.0, "correct": 0}
+    for i in range(steps_per_epoch):
+      state, metrics = train_step(state, teacher_variables, images, labels, order, keys["train"])
+      pending.append(metrics)
+      window_steps += 1
+      if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
+        fetched = jax.device_get(pending)
+        pending = []
+        window_loss = float(np.mean([m["loss"] for m in fetched]))
+        sums["loss"] += float(np.sum([m["loss"] for m in fetched]))
+        sums["correct"] += int(np.sum([m["correct"] for m in fetched]))
+        step = epoch * steps_per_epoch + i + 1
+        if not math.isfinite(window_loss):
+          last = checkpointer.latest_step()
+          raise NonFiniteLossError(
+              f"non-finite loss ({window_loss}) at epoch {epoch + 1}, step {step}; stopped. "
+              f"Last good checkpoint: " +
+              (f"step {last} in {checkpointer.directory}" if last is not None else "none") +
+              "; try a lower --lr")
+        now = time.time()
+        rate = window_steps * config.batch_size / max(now - window_start, 1e-9)
+        eta = (total_steps - step) * config.batch_size / rate
+        logging.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
+                     epoch + 1, config.epochs, step, total_steps, window_loss,
+                     float(schedule(step - 1)), rate, _duration(eta))
+        window_start, window_steps = now, 0
+    epoch_time = time.time() - epoch_start
+    record = {"epoch": epoch + 1, "step": int((epoch + 1) * steps_per_epoch),
+              "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
+              "train_loss": sums["loss"] / steps_per_epoch,
+              "train_accuracy": 100.0 * sums["correct"] / (steps_per_epoch * config.batch_size),
+              "img_per_s": steps_per_epoch * config.batch_size / epoch_time}
+    last_epoch = epoch + 1 == config.epochs
+    if (epoch + 1) % config.eval_every == 0 or last_epoch:
+      record.update(evaluate({"params": state.params, "batch_stats": state.batch_stats}))
+    record["elapsed_s"] = time.time() - run_start
+    if (epoch + 1) % config.checkpoint_every == 0 or last_epoch:
+      checkpointer.save(state)
+    if is_main:
+      run_files.append_metrics(config.workdir, record)
+    logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
+                 epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
+                 f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record
+                 else "", record["img_per_s"],
+                 _duration(epoch_time * (config.epochs - epoch - 1)))
+
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  final = evaluate(variables)
+  results = {
+      "experiment": config.name, "seed": config.seed, "mode": config.mode,
+      "model": config.model, "dataset": config.dataset, "epochs": config.epochs,
+      "steps": int(state.step), **final,
+      "params_sha256": run_files.params_sha256(variables),
+      "wall_time_s": round(time.time() - run_start, 3),
+      "device": environment()["device"],
+  }
+  if teacher is not None:
+    results["teacher"] = {"workdir": teacher.workdir,
+                          "test_accuracy": teacher.results.get("test_accuracy"),
+                          "params_sha256": teacher.results.get("params_sha256")}
+  checkpointer.close()
+  if is_main:
+    run_files.write_json(os.path.join(config.workdir, run_files.RESULTS), results)
+  logging.info("Finished %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,
+               results["test_accuracy"], results["params_sha256"][:16])
+  return results
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,117 @@
+"""Jitted train and evaluation steps.
+
+The train step is a pure function of (state, teacher variables, data, epoch order, train key):
+it slices its batch out of the device-resident training set by `state.step`, derives its key as
+`fold_in(train_key, step)` and each purpose's key from that by a stable tag, so a resumed run
+needs nothing but the step. With a mesh of several devices the batch is sharded over the 'data'
+axis and parameters are replicated; BatchNorm statistics are then computed over the global
+batch (XLA inserts the cross-device reductions), exactly as on one device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from nkd import losses
+from nkd.data.augment import crop_and_flip
+from nkd.noise import noise_key
+
+
+def to_unit_range(images: jax.Array) -> jax.Array:
+  """uint8 pixels -> float32 in [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """The static description of a train step (hashable, so a change recompiles)."""
+
+  mode: str  # 'ce' or 'kd'
+  batch_size: int
+  steps_per_epoch: int
+  augment: bool = True
+  alpha: float = 0.9
+  tau: float = 4.0
+
+  @classmethod
+  def from_config(cls, config, steps_per_epoch: int) -> "StepSpec":
+    return cls(mode=config.mode, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+               augment=config.augment, alpha=config.alpha, tau=config.tau)
+
+
+def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
+                    teacher_model: nn.Module | None = None) -> Callable:
+  """Returns jitted `train_step(state, teacher_vars, images, labels, order, train_key)`."""
+  batch_sharding = NamedSharding(mesh, P("data"))
+  if spec.mode == "kd" and teacher_model is None:
+    raise ValueError("mode 'kd' needs a teacher model")
+
+  def train_step(state, teacher_variables, images, labels, order, train_key):
+    step = state.step
+    start = (step % spec.steps_per_epoch) * spec.batch_size
+    idx = jax.lax.dynamic_slice_in_dim(order, start, spec.batch_size)
+    x = jax.lax.with_sharding_constraint(jnp.take(images, idx, axis=0), batch_sharding)
+    y = jax.lax.with_sharding_constraint(jnp.take(labels, idx, axis=0), batch_sharding)
+    step_key = jax.random.fold_in(train_key, step)
+    if spec.augment:
+      x = crop_and_flip(noise_key(step_key, "augment"), x)
+    x = to_unit_range(x)
+
+    teacher_logits = None
+    if spec.mode == "kd":
+      teacher_logits = jax.lax.stop_gradient(
+          teacher_model.apply(teacher_variables, x, train=False, deterministic=True))
+
+    def loss_fn(params):
+      logits, updates = state.apply_fn(
+          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+          deterministic=False, rngs={"dropout": noise_key(step_key, "dropout")},
+          mutable=["batch_stats"])
+      if spec.mode == "kd":
+        loss = losses.hinton_kd_loss(logits, teacher_logits, y, alpha=spec.alpha, tau=spec.tau)
+      else:
+        loss = losses.cross_entropy(logits, y)
+      return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == y)}
+    return state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict_fn(model: nn.Module) -> Callable:
+  """Jitted eval-mode logits of uint8 images: `predict(variables, images) -> logits`."""
+  @jax.jit
+  def predict(variables, images):
+    return model.apply(variables, to_unit_range(images), train=False, deterministic=True)
+  return predict
+
+
+def predict_dataset(predict: Callable, variables: Any, images: np.ndarray,
+                    batch_size: int) -> np.ndarray:
+  """Logits for every image; the last batch is padded so one compiled shape serves all."""
+  n = len(images)
+  batch_size = min(batch_size, n)
+  out = []
+  for start in range(0, n, batch_size):
+    batch = images[start:start + batch_size]
+    pad = batch_size - len(batch)
+    if pad:
+      batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
+    out.append(np.asarray(predict(variables, batch))[:batch_size - pad])
+  return np.concatenate(out)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+  """Top-1 accuracy in percent."""
+  return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
