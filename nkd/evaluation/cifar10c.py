@@ -1,0 +1,323 @@
+"""CIFAR-10-C (Hendrycks & Dietterich, 2019): load it three ways and evaluate on it.
+
+Sources, each recorded as `source` in every result:
+  "official":    the published folder: `<corruption>.npy` uint8 (5N, 32, 32, 3), rows
+                 (s-1)*N .. s*N hold severity s, plus `labels.npy` (N = 10000; any N divisible
+                 by 5 is accepted so tests can use small fixtures); any subset of corruptions.
+  "tfds":        TFDS `cifar10_corrupted/<name>_<severity>` where TFDS can load it (already
+                 prepared; this never downloads). TFDS names two differently (`TFDS_NAMES`).
+  "regenerated": made offline from the clean test set by `corruptions` (make_cifar_c.py's CIFAR
+                 constants), seeded, cached as .npy in the official layout. Frost needs the
+                 original photographs (frost_dir); without them it is reported missing.
+"auto" takes the official folder if given and present, else TFDS, else regenerates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from typing import Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+from nkd.evaluation import batching
+from nkd.evaluation.batching import ApplyFn
+from nkd.evaluation.corruptions import (CORRUPTIONS, EXTRA_CORRUPTIONS, FIDELITY,
+                                        SEVERITIES, STANDARD_CORRUPTIONS, corrupt,
+                                        load_frost_images)
+
+__all__ = ["CORRUPTIONS", "STANDARD_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "SOURCES",
+           "TFDS_NAMES", "Cifar10CData", "DataUnavailableError", "load_cifar10c_folder",
+           "load_cifar10c_tfds", "regenerate_cifar10c", "load_cifar10c", "evaluate_cifar10c"]
+
+SOURCES = ("auto", "official", "tfds", "regenerate")
+TFDS_NAMES = {name: name for name in CORRUPTIONS}
+TFDS_NAMES.update({"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"})
+GENERATOR_VERSION = "nkd-make_cifar_c-1"
+_REGEN_CHUNK = 1000  # images per corruption call; part of what a seed means, so fixed
+
+
+class DataUnavailableError(RuntimeError):
+  """A data source cannot be used here (not prepared, no TensorFlow, ...): try another."""
+
+
+@dataclasses.dataclass
+class Cifar10CData:
+  """Corrupted images per corruption, (5N, 32, 32, 3) uint8 each, severity s in rows
+  (s-1)*N .. s*N; `labels` (5N,). `missing` maps each corruption not present to the reason."""
+
+  source: str
+  images: Mapping[str, np.ndarray]
+  labels: np.ndarray
+  num_per_severity: int
+  missing: dict = dataclasses.field(default_factory=dict)
+  details: dict = dataclasses.field(default_factory=dict)
+
+  def severity(self, name: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
+    if severity not in SEVERITIES:
+      raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
+    n = self.num_per_severity
+    rows = slice((severity - 1) * n, severity * n)
+    return self.images[name][rows], self.labels[rows]
+
+
+def _check_names(corruptions: Sequence[str] | None) -> tuple[str, ...]:
+  names = tuple(CORRUPTIONS if corruptions is None else corruptions)
+  unknown = [n for n in names if n not in CORRUPTIONS]
+  if unknown:
+    raise ValueError(f"unknown corruption(s) {unknown}: expected names from {CORRUPTIONS}")
+  return names
+
+
+# ----- the official folder ---------------------------------------------------------------------
+
+def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, *,
+                         source: str = "official") -> Cifar10CData:
+  """Reads `<name>.npy` + `labels.npy` (memory-mapped); ValueError naming any bad file."""
+  names = _check_names(corruptions)
+  if not os.path.isdir(folder):
+    raise ValueError(f"CIFAR-10-C folder {folder} does not exist")
+  labels_path = os.path.join(folder, "labels.npy")
+  if not os.path.isfile(labels_path):
+    raise ValueError(f"CIFAR-10-C folder {folder} has no labels.npy ({labels_path})")
+  labels = np.load(labels_path)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0 \
+      or len(labels) % len(SEVERITIES):
+    raise ValueError(f"{labels_path}: expected integer labels of shape (5N,), got "
+                     f"{labels.dtype} {labels.shape}")
+  images, missing = {}, {}
+  for name in names:
+    path = os.path.join(folder, f"{name}.npy")
+    if not os.path.isfile(path):
+      missing[name] = f"{path} not found"
+      continue
+    array = np.load(path, mmap_mode="r")
+    if array.dtype != np.uint8 or array.shape != (len(labels), 32, 32, 3):
+      raise ValueError(f"{path}: expected uint8 {(len(labels), 32, 32, 3)} (matching "
+                       f"labels.npy), got {array.dtype} {array.shape}")
+    images[name] = array
+  if not images:
+    raise ValueError(f"CIFAR-10-C folder {folder} holds none of the corruption files "
+                     f"{[n + '.npy' for n in names]}")
+  details = {"folder": os.path.abspath(folder)}
+  manifest = os.path.join(folder, "manifest.json")
+  if os.path.isfile(manifest):
+    with open(manifest) as f:
+      details.update(json.load(f))
+    missing.update({k: v for k, v in details.get("missing", {}).items() if k in missing})
+  return Cifar10CData(source, images, labels.astype(np.int32), len(labels) // len(SEVERITIES),
+                      missing, details)
+
+
+# ----- TFDS ------------------------------------------------------------------------------------
+
+def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
+                       data_dir: str | None = None) -> Cifar10CData:
+  """TFDS `cifar10_corrupted`, already prepared in `data_dir`; DataUnavailableError otherwise."""
+  names = _check_names(corruptions)
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except Exception as e:  # noqa: BLE001 - any import failure means "not available"
+    raise DataUnavailableError(f"tensorflow_datasets cannot be imported: {e}") from e
+  images, labels = {}, None
+  for name in names:
+    per_severity, per_labels = [], []
+    for severity in SEVERITIES:
+      config = f"cifar10_corrupted/{TFDS_NAMES[name]}_{severity}"
+      try:
+        batch = tfds.as_numpy(tfds.load(config, split="test", data_dir=data_dir, download=False,
+                                         batch_size=-1))
+      except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; all mean unavailable
+        raise DataUnavailableError(f"TFDS could not load {config} (data_dir={data_dir}): "
+                                   f"{type(e).__name__}: {e}") from e
+      per_severity.append(np.asarray(batch["image"], np.uint8))
+      per_labels.append(np.asarray(batch["label"], np.int32))
+    stacked_labels = np.concatenate(per_labels)
+    if labels is not None and not np.array_equal(labels, stacked_labels):
+      raise ValueError(f"TFDS {name}: labels differ from the other corruptions' labels")
+    labels = stacked_labels
+    images[name] = np.concatenate(per_severity)
+  return Cifar10CData("tfds", images, labels, len(labels) // len(SEVERITIES),
+                      details={"tfds_data_dir": data_dir, "tfds_names": {
+                          n: TFDS_NAMES[n] for n in names}})
+
+
+# ----- regeneration ----------------------------------------------------------------------------
+
+def _digest(clean_images: np.ndarray, clean_labels: np.ndarray, seed: int,
+            frost: bool) -> str:
+  h = hashlib.sha256()
+  h.update(np.ascontiguousarray(clean_images).tobytes())
+  h.update(np.ascontiguousarray(clean_labels, np.int64).tobytes())
+  h.update(f"{GENERATOR_VERSION}/{seed}/{frost}".encode())
+  return h.hexdigest()
+
+
+def _atomic_save(path: str, array: np.ndarray) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npy.tmp")
+  os.close(fd)
+  with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+    np.save(f, array)
+  os.replace(tmp, path)
+
+
+def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, cache_dir: str,
+                        seed: int, corruptions: Sequence[str] | None = None,
+                        frost_dir: str | None = None) -> Cifar10CData:
+  """Makes (or reuses from cache_dir) CIFAR-10-C from clean uint8 test images.
+
+  Corruption c at severity s uses numpy Generator SeedSequence([seed, index of c in
+  CORRUPTIONS, s]), images in chunks of 1000, so each corruption's stream is independent of
+  which others are made. Cached under cache_dir/cifar10c_regenerated/<digest of the clean set,
+  seed and generator version>/ in the official layout with a manifest.json.
+  """
+  names = _check_names(corruptions)
+  clean_images, clean_labels = np.asarray(clean_images), np.asarray(clean_labels)
+  if clean_images.dtype != np.uint8 or clean_images.ndim != 4 \
+      or clean_images.shape[1:] != (32, 32, 3) or len(clean_images) != len(clean_labels) \
+      or len(clean_images) == 0:
+    raise ValueError(f"regeneration needs uint8 (N, 32, 32, 3) clean images with N labels, got "
+                     f"{clean_images.dtype} {clean_images.shape} and {len(clean_labels)} labels")
+  if not cache_dir:
+    raise ValueError("regenerating CIFAR-10-C needs a cache folder (--eval_cache_dir)")
+  frost_images = load_frost_images(frost_dir) if frost_dir else None
+  digest = _digest(clean_images, clean_labels, seed, frost_images is not None)
+  folder = os.path.join(cache_dir, "cifar10c_regenerated", digest[:16])
+  os.makedirs(folder, exist_ok=True)
+  manifest_path = os.path.join(folder, "manifest.json")
+  manifest = {"source": "regenerated", "generator": GENERATOR_VERSION, "seed": int(seed),
+              "clean_sha256": digest, "num_per_severity": int(len(clean_images)),
+              "reference": "hendrycks/robustness ImageNet-C/create_c/make_cifar_c.py",
+              "fidelity": {}, "missing": {}}
+  if os.path.isfile(manifest_path):
+    with open(manifest_path) as f:
+      manifest.update(json.load(f))
+  labels_path = os.path.join(folder, "labels.npy")
+  if not os.path.isfile(labels_path):
+    _atomic_save(labels_path, np.tile(clean_labels.astype(np.uint8), len(SEVERITIES)))
+  for name in names:
+    path = os.path.join(folder, f"{name}.npy")
+    if name == "frost" and frost_images is None:
+      manifest["missing"]["frost"] = (
+          "not regenerated: frost blends in the photographs frost1.png .. frost5.jpg that ship "
+          "with hendrycks/robustness (ImageNet-C/create_c); pass their folder as frost_dir "
+          "(--cifar10c_frost_dir) to regenerate it")
+      continue
+    if not os.path.isfile(path):
+      logging.info("Regenerating CIFAR-10-C %s (%d images x 5 severities, seed %d) into %s",
+                   name, len(clean_images), seed, folder)
+      out = np.empty((len(SEVERITIES) * len(clean_images), 32, 32, 3), np.uint8)
+      for severity in SEVERITIES:
+        rng = np.random.default_rng(np.random.SeedSequence(
+            [int(seed), CORRUPTIONS.index(name), severity]))
+        base = (severity - 1) * len(clean_images)
+        for start in range(0, len(clean_images), _REGEN_CHUNK):
+          chunk = clean_images[start:start + _REGEN_CHUNK]
+          out[base + start:base + start + len(chunk)] = corrupt(
+              name, chunk, severity, rng=rng, frost_images=frost_images)
+      _atomic_save(path, out)
+    manifest["fidelity"][name] = FIDELITY[name]
+    manifest["missing"].pop(name, None)
+  with open(manifest_path + ".tmp", "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  os.replace(manifest_path + ".tmp", manifest_path)
+  data = load_cifar10c_folder(folder, names, source="regenerated")
+  data.missing.update({k: v for k, v in manifest["missing"].items() if k in names})
+  data.details = {k: v for k, v in manifest.items() if k != "missing"}
+  data.details["folder"] = folder
+  return data
+
+
+# ----- choosing a source -----------------------------------------------------------------------
+
+def load_cifar10c(source: str = "auto", *, folder: str | None = None,
+                  corruptions: Sequence[str] | None = None, tfds_data_dir: str | None = None,
+                  clean_images: np.ndarray | None = None, clean_labels: np.ndarray | None = None,
+                  cache_dir: str | None = None, seed: int = 0,
+                  frost_dir: str | None = None) -> Cifar10CData:
+  """The corrupted set from `source` ("auto", "official", "tfds", "regenerate").
+
+  "auto" falls back official folder -> TFDS -> regeneration, recording why in
+  details["fallbacks"]; a folder that exists but is malformed raises ValueError instead.
+  """
+  if source not in SOURCES:
+    raise ValueError(f"CIFAR-10-C source must be one of {SOURCES}, got {source!r}")
+  if source == "official":
+    if not folder:
+      raise ValueError("CIFAR-10-C source 'official' needs the folder (--cifar10c_dir)")
+    return load_cifar10c_folder(folder, corruptions)
+  if source == "tfds":
+    return load_cifar10c_tfds(corruptions, data_dir=tfds_data_dir)
+  fallbacks = []
+  if source == "auto":
+    if folder and os.path.isfile(os.path.join(folder, "labels.npy")):
+      return load_cifar10c_folder(folder, corruptions)
+    fallbacks.append("official folder: " + (f"{folder} has no labels.npy" if folder
+                                             else "not given"))
+    try:
+      data = load_cifar10c_tfds(corruptions, data_dir=tfds_data_dir)
+      data.details["fallbacks"] = fallbacks
+      return data
+    except DataUnavailableError as e:
+      fallbacks.append(f"tfds: {e}")
+    logging.info("CIFAR-10-C: no official folder or TFDS copy (%s); regenerating", fallbacks)
+  if clean_images is None or clean_labels is None:
+    raise ValueError("regenerating CIFAR-10-C needs the clean test images and labels")
+  data = regenerate_cifar10c(clean_images, clean_labels, cache_dir=cache_dir, seed=seed,
+                             corruptions=corruptions, frost_dir=frost_dir)
+  if fallbacks:
+    data.details["fallbacks"] = fallbacks
+  return data
+
+
+# ----- evaluation ------------------------------------------------------------------------------
+
+def _mean(values) -> float | None:
+  values = list(values)
+  return float(np.mean(values)) if values else None
+
+
+def evaluate_cifar10c(apply_fn: ApplyFn, data: Cifar10CData, batch_size: int = 1000,
+                      severities: Sequence[int] = SEVERITIES) -> dict:
+  """Accuracy (percent) per corruption and severity; one compiled core for all of them.
+
+  Returns {"source", "num_per_severity", "severities", "accuracy": {name: {"1": .., ..}},
+  "mean_per_corruption", "mean_15" (mean over the 15 standard corruptions x 5 severities,
+  RobustBench style; None if any is missing), "mean_19" (all 19; None if any is missing),
+  "missing": [names], "missing_reasons": {name: reason}, "details"}.
+  """
+  severities = tuple(int(s) for s in severities)
+  if not severities or any(s not in SEVERITIES for s in severities):
+    raise ValueError(f"severities must be drawn from {SEVERITIES}, got {severities}")
+  batching.check_batch_size(batch_size)
+  accuracy = {}
+  for name in CORRUPTIONS:
+    if name not in data.images:
+      continue
+    accuracy[name] = {}
+    for severity in severities:
+      images, labels = data.severity(name, severity)
+      correct = batching.count_correct(apply_fn, images, labels, batch_size)
+      accuracy[name][str(severity)] = 100.0 * correct / len(labels)
+    logging.info("CIFAR-10-C %s (%s): %s", name, data.source, accuracy[name])
+  missing = [n for n in CORRUPTIONS if n not in data.images]
+  all_severities = severities == SEVERITIES
+  per_corruption = {n: _mean(a.values()) for n, a in accuracy.items()}
+
+  def grand_mean(names):
+    if not all_severities or any(n not in accuracy for n in names):
+      return None
+    return _mean(v for n in names for v in accuracy[n].values())
+
+  return {
+      "source": data.source, "num_per_severity": int(data.num_per_severity),
+      "severities": list(severities), "accuracy": accuracy,
+      "mean_per_corruption": per_corruption,
+      "mean_15": grand_mean(STANDARD_CORRUPTIONS), "mean_19": grand_mean(CORRUPTIONS),
+      "missing": missing,
+      "missing_reasons": {n: data.missing.get(n, "not loaded") for n in missing},
+      "details": dict(data.details)}
