@@ -27,7 +27,7 @@ def _smooth_fields(rng: np.random.Generator, n: int, grid: int = 4) -> np.ndarra
 
 
 def make_synthetic(seed: int, num_train: int, num_test: int, num_classes: int = 10,
-                   *, noise: float = 0.6) -> Dataset:
+                   *, noise: float = 1.2) -> Dataset:
   rng = np.random.Generator(np.random.PCG64(seed))
   prototypes = _smooth_fields(rng, num_classes)
 

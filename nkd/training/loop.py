@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from nkd import results as run_files
 from nkd.data import Dataset, load_dataset
@@ -22,7 +22,7 @@ from nkd.training import keys as run_keys_lib
 from nkd.training.checkpoint import Checkpointer
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
 from nkd.training.steps import (StepSpec, accuracy, make_predict_fn, make_train_step,
-                                predict_dataset)
+                                predict_dataset, replicate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +36,11 @@ class Teacher:
 
 
 def environment() -> dict[str, Any]:
-  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
+  import flax, jaxlib, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
   devices = jax.devices()
   return {
       "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                   "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+                   "jaxlib": jaxlib.__version__,
                    "flax": flax.__version__, "optax": optax.__version__,
                    "orbax_checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__},
       "device": f"{devices[0].platform}:{devices[0].device_kind}",
@@ -110,8 +110,7 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
   model = create_model(config.model, num_classes=data.num_classes, dropout_rate=config.dropout,
                        dtype=config.dtype)
   tx = make_optimizer(config, steps_per_epoch)
-  replicated = NamedSharding(mesh, P())
-  state = jax.device_put(create_train_state(model, keys["init"], tx), replicated)
+  state = replicate(create_train_state(model, keys["init"], tx), mesh)
   checkpointer = Checkpointer(os.path.join(config.workdir, "checkpoints"),
                               keep=config.keep_checkpoints)
   start_epoch, elapsed = 0, 0.0
@@ -123,11 +122,8 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
     logging.info("Resumed %s from step %d (epoch %d).", config.workdir, int(state.step),
                  start_epoch)
 
-  images = jax.device_put(data.train_images, replicated)
-  labels = jax.device_put(data.train_labels, replicated)
-  teacher_variables = None
-  if teacher is not None:
-    teacher_variables = jax.device_put(teacher.variables, replicated)
+  images, labels = replicate((data.train_images, data.train_labels), mesh)
+  teacher_variables = replicate(teacher.variables, mesh) if teacher is not None else None
   spec = StepSpec.from_config(config, steps_per_epoch)
   train_step = make_train_step(model, spec, mesh, teacher.model if teacher else None)
   predict = make_predict_fn(model)

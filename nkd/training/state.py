@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -37,5 +38,7 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
 
 def create_train_state(model: nn.Module, key: jax.Array, tx) -> TrainState:
   variables = init_variables(model, key)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           batch_stats=variables["batch_stats"], tx=tx)
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables["batch_stats"], tx=tx)
+  # A strongly typed step: a weakly typed 0 would make the second step compile again.
+  return state.replace(step=jnp.zeros((), jnp.int32))

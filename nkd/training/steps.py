@@ -47,8 +47,9 @@ class StepSpec:
 
 
 def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
-                    teacher_model: nn.Module | None = None) -> Callable:
-  """Returns jitted `train_step(state, teacher_vars, images, labels, order, train_key)`."""
+                    teacher_model: nn.Module | None = None, *, jit: bool = True) -> Callable:
+  """Returns `train_step(state, teacher_vars, images, labels, order, train_key)`, jitted with
+  `jit_train_step` unless `jit=False`."""
   batch_sharding = NamedSharding(mesh, P("data"))
   if spec.mode == "kd" and teacher_model is None:
     raise ValueError("mode 'kd' needs a teacher model")
@@ -86,7 +87,21 @@ def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
     metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == y)}
     return state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  return jit_train_step(train_step, mesh) if jit else train_step
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a pytree on every device of `mesh` (what the train step expects of its inputs)."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
+  """Jits a train step over `mesh`, donating the state."""
+  # Everything but the batch inside the step is replicated; fixing the shardings of inputs and
+  # outputs alike keeps the second call from compiling again.
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(train_step, in_shardings=replicated, out_shardings=replicated,
+                 donate_argnums=0)
 
 
 def make_predict_fn(model: nn.Module) -> Callable:

@@ -1,0 +1,129 @@
+"""Every evaluation option, its default and its help text, in one frozen dataclass.
+
+Each field becomes an absl flag of the same name elsewhere; `validate()` names the flag
+(`--pgd_eps`) in its errors. Tuples hold list-valued flags; an empty tuple or 0 for a PGD
+setting means "take it from --pgd_preset".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nkd.evaluation import pgd
+from nkd.evaluation.corruptions import CORRUPTIONS, SEVERITIES
+
+SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
+CIFAR10C_SOURCES = ("auto", "official", "tfds", "regenerate")
+
+
+def _field(default, help_text: str):
+  return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+  """Evaluation options (see each field's metadata["help"])."""
+
+  eval_suite: str = _field(
+      ",".join(SUITE_ITEMS),
+      f"Comma-separated evaluations to run, from {', '.join(SUITE_ITEMS)}.")
+  eval_batch_size: int = _field(1000, "Batch size for clean, CIFAR-10-C and CINIC evaluation.")
+  eval_cache_dir: str = _field(
+      "", "Folder for caches (regenerated CIFAR-10-C, decoded CINIC-10, downloads); "
+          "default: <workdir>/eval_cache where the caller has a workdir.")
+  ece_bins: int = _field(15, "Equal-width confidence bins for the expected calibration error.")
+  # PGD
+  pgd_preset: str = _field(
+      "paper", "PGD preset: 'paper' (eps 0.031, step 0.003, PGD-5/10/20, as the paper's lab) "
+               "or 'common' (eps 8/255, step 2/255, PGD-20).")
+  pgd_eps: tuple[float, ...] = _field((), "L-inf radii in [0, 1] pixel units; empty: preset.")
+  pgd_steps: tuple[int, ...] = _field((), "PGD step counts; empty: preset.")
+  pgd_step_size: float = _field(0.0, "PGD step size in pixel units; 0: preset.")
+  pgd_restarts: int = _field(5, "Random restarts per attack; robust = survives every restart.")
+  pgd_loss: str = _field("ce", "Attack loss: 'ce' (cross-entropy) or 'margin' (Carlini-Wagner).")
+  pgd_batch_size: int = _field(1000, "Images per PGD batch.")
+  pgd_num_examples: int = _field(0, "Attack the first N test images; 0: all.")
+  pgd_seed: int = _field(0, "Seed of the attack's random starts (key fold_in(seed, restart)).")
+  pgd_fgsm: bool = _field(True, "Also run FGSM at each eps (a sanity check: PGD <= FGSM).")
+  pgd_eps_sweep: tuple[float, ...] = _field(
+      pgd.DEFAULT_SWEEP_EPS,
+      "Eps values of the sanity sweep (accuracy must fall to 0 at eps 1); empty: no sweep.")
+  pgd_sweep_steps: int = _field(10, "PGD steps in the eps sweep (step size 2.5 * eps / steps).")
+  pgd_sweep_num_examples: int = _field(1000, "Images in the eps sweep; 0: as for PGD.")
+  # CIFAR-10-C
+  cifar10c_source: str = _field(
+      "auto", "'official' (the folder --cifar10c_dir), 'tfds' (prepared cifar10_corrupted), "
+              "'regenerate' (offline from the clean test set), or 'auto': the folder if given "
+              "and present, else TFDS, else regenerate.")
+  cifar10c_dir: str = _field("", "Folder of the official CIFAR-10-C .npy files.")
+  cifar10c_corruptions: str = _field("", "Comma-separated corruptions; empty: all 19.")
+  cifar10c_severities: tuple[int, ...] = _field(SEVERITIES, "Severities to evaluate (1..5).")
+  cifar10c_seed: int = _field(0, "Seed of the regenerated CIFAR-10-C.")
+  cifar10c_frost_dir: str = _field(
+      "", "Folder with make_cifar_c's frost1.png .. frost5.jpg; without it, regenerated frost "
+          "is reported missing.")
+  tfds_data_dir: str = _field("", "TFDS data_dir holding a prepared cifar10_corrupted.")
+  # CINIC-10
+  cinic_dir: str = _field("", "CINIC-10 root (holding test/<class>/*.png).")
+  cinic_download: bool = _field(
+      False, "Download CINIC-10 (about 700 MB) into the cache folder when --cinic_dir is absent.")
+
+  @property
+  def suite(self) -> tuple[str, ...]:
+    return tuple(s.strip() for s in self.eval_suite.split(",") if s.strip())
+
+  @property
+  def corruptions(self) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in self.cifar10c_corruptions.split(",") if s.strip())
+    return names or CORRUPTIONS
+
+  def pgd_settings(self) -> dict:
+    """{"eps", "steps", "step_size"}: the preset with any explicit flag applied over it."""
+    settings = pgd.preset(self.pgd_preset)
+    if self.pgd_eps:
+      settings["eps"] = tuple(self.pgd_eps)
+    if self.pgd_steps:
+      settings["steps"] = tuple(self.pgd_steps)
+    if self.pgd_step_size:
+      settings["step_size"] = self.pgd_step_size
+    return settings
+
+  def validate(self) -> "EvalOptions":
+    """Raises ValueError naming the flag; returns self."""
+    unknown = [s for s in self.suite if s not in SUITE_ITEMS]
+    if unknown or not self.suite:
+      raise ValueError(f"--eval_suite: unknown or no evaluation(s) {unknown}; choose from "
+                       f"{', '.join(SUITE_ITEMS)}")
+    for name in ("eval_batch_size", "pgd_batch_size", "pgd_restarts", "ece_bins",
+                 "pgd_sweep_steps"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("pgd_num_examples", "pgd_sweep_num_examples"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"--{name} must be >= 0 (0: all), got {getattr(self, name)}")
+    if self.pgd_preset not in pgd.PRESETS:
+      raise ValueError(f"--pgd_preset must be one of {sorted(pgd.PRESETS)}, got "
+                       f"{self.pgd_preset!r}")
+    if any(not 0 <= e <= 1 for e in self.pgd_eps):
+      raise ValueError(f"--pgd_eps values must be in [0, 1] (pixel units), got {self.pgd_eps}")
+    if any(int(s) != s or s < 1 for s in self.pgd_steps):
+      raise ValueError(f"--pgd_steps values must be integers >= 1, got {self.pgd_steps}")
+    if self.pgd_step_size < 0:
+      raise ValueError(f"--pgd_step_size must be >= 0 (0: preset), got {self.pgd_step_size}")
+    if self.pgd_loss not in pgd.LOSSES:
+      raise ValueError(f"--pgd_loss must be one of {pgd.LOSSES}, got {self.pgd_loss!r}")
+    if any(not 0 <= e <= 1 for e in self.pgd_eps_sweep):
+      raise ValueError(f"--pgd_eps_sweep values must be in [0, 1], got {self.pgd_eps_sweep}")
+    if self.cifar10c_source not in CIFAR10C_SOURCES:
+      raise ValueError(f"--cifar10c_source must be one of {CIFAR10C_SOURCES}, got "
+                       f"{self.cifar10c_source!r}")
+    if self.cifar10c_source == "official" and not self.cifar10c_dir:
+      raise ValueError("--cifar10c_dir is required with --cifar10c_source=official")
+    bad = [c for c in self.corruptions if c not in CORRUPTIONS]
+    if bad:
+      raise ValueError(f"--cifar10c_corruptions: unknown {bad}; choose from {CORRUPTIONS}")
+    if not self.cifar10c_severities or any(s not in SEVERITIES
+                                           for s in self.cifar10c_severities):
+      raise ValueError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
+                       f"{self.cifar10c_severities}")
+    return self

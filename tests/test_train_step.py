@@ -1,0 +1,57 @@
+import chex
+import jax
+import numpy as np
+import pytest
+
+from nkd.data import load_dataset
+from nkd.models import create_model
+from nkd.models.wrn import init_variables
+from nkd.training import keys as keys_lib
+from nkd.training.loop import make_mesh
+from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
+from nkd.training.steps import StepSpec, jit_train_step, make_train_step, replicate
+
+from conftest import tiny_config
+
+
+@pytest.mark.parametrize("mode", ["ce", "kd"])
+def test_train_step_compiles_once_and_changes_parameters(tmp_path, mode):
+  config = tiny_config(tmp_path, mode=mode, teacher_workdir="x" if mode == "kd" else "")
+  data = load_dataset(config)
+  steps_per_epoch = len(data.train_images) // config.batch_size
+  model = create_model(config.model)
+  state = create_train_state(model, jax.random.key(0), make_optimizer(config, steps_per_epoch))
+  teacher = create_model("wrn-10-2") if mode == "kd" else None
+  teacher_vars = init_variables(teacher, jax.random.key(1)) if teacher else None
+  mesh = make_mesh()
+  chex.clear_trace_counter()  # The counter is keyed by the function's code, shared by params.
+  step = make_train_step(model, StepSpec.from_config(config, steps_per_epoch), mesh, teacher,
+                         jit=False)
+  step = jit_train_step(chex.assert_max_traces(step, n=1), mesh)
+  keys = keys_lib.run_keys(0)
+  order = keys_lib.epoch_permutation(keys["data"], 0, len(data.train_images))
+  state, teacher_vars = replicate((state, teacher_vars), mesh)
+  before = jax.device_get(state.params)
+  for _ in range(3):
+    state, metrics = step(state, teacher_vars, data.train_images, data.train_labels, order,
+                          keys["train"])
+  assert int(state.step) == 3
+  assert np.isfinite(float(metrics["loss"]))
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
+                         jax.device_get(state.params))
+  assert all(jax.tree.leaves(changed))
+
+
+def test_step_schedule_drops_by_lr_decay_at_milestones(tmp_path):
+  config = tiny_config(tmp_path, lr_schedule="step", epochs=10, lr_milestones=(3, 6),
+                       lr_decay=0.2)
+  schedule = learning_rate_schedule(config, steps_per_epoch=5)
+  np.testing.assert_allclose([schedule(0), schedule(14), schedule(15), schedule(30)],
+                             [0.1, 0.1, 0.02, 0.004], rtol=1e-6)
+
+
+def test_epoch_order_is_a_permutation_that_changes_each_epoch():
+  key = keys_lib.run_keys(0)["data"]
+  a, b = (np.asarray(keys_lib.epoch_permutation(key, e, 100)) for e in (0, 1))
+  assert sorted(a) == list(range(100)) and not np.array_equal(a, b)
+  np.testing.assert_array_equal(a, keys_lib.epoch_permutation(key, 0, 100))
