@@ -1,0 +1,212 @@
+"""PGD, FGSM, the eps sweep and the whole suite on a small WRN trained here in a few seconds."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nkd.evaluation import batching, pgd
+from nkd.evaluation.options import EvalOptions
+from nkd.evaluation.suite import run_suite
+from nkd.models.wrn import create_model, init_variables
+
+NUM_CLASSES = 3
+COLOURS = np.array([[0.55, 0.45, 0.45], [0.45, 0.55, 0.45], [0.45, 0.45, 0.55]])
+N_TEST = 48
+
+
+def _synthetic(rng: np.random.Generator, n: int):
+  """Constant-colour images (one colour per class) plus pixel noise, uint8."""
+  labels = np.arange(n) % NUM_CLASSES
+  images = COLOURS[labels][:, None, None, :] + rng.normal(0, 0.08, (n, 32, 32, 3))
+  return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+  """WRN-10-1 trained for 40 SGD steps; (apply_fn, test images uint8, test labels)."""
+  rng = np.random.default_rng(0)
+  train_x, train_y = _synthetic(rng, 32 * 40)
+  test_x, test_y = _synthetic(rng, N_TEST)
+  model = create_model("wrn-10-1", num_classes=NUM_CLASSES)
+  variables = init_variables(model, jax.random.key(0))
+  tx = optax.sgd(0.05, momentum=0.9)
+  opt_state = tx.init(variables["params"])
+
+  @jax.jit
+  def step(params, batch_stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, updates = model.apply({"params": p, "batch_stats": batch_stats},
+                                    x.astype(jnp.float32) / 255, train=True,
+                                    mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+    (_, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    delta, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, delta), updates["batch_stats"], opt_state
+
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  for i in range(40):
+    params, batch_stats, opt_state = step(params, batch_stats, opt_state,
+                                          train_x[i * 32:(i + 1) * 32],
+                                          train_y[i * 32:(i + 1) * 32])
+  trained_vars = {"params": params, "batch_stats": batch_stats}
+
+  def apply_fn(x):
+    return model.apply(trained_vars, x, train=False, deterministic=True)
+
+  return apply_fn, test_x, test_y
+
+
+@pytest.fixture(scope="module")
+def pgd_result(trained):
+  """One evaluate_pgd over 4 eps x 2 step counts x 2 restarts + FGSM, and its trace count."""
+  apply_fn, x, y = trained
+  before = batching.TRACE_COUNTS["pgd_correct"]
+  result = pgd.evaluate_pgd(apply_fn, jax.random.key(7), x, y,
+                            eps_list=[0.0, 0.01, 0.03, 0.1], steps_list=[3, 8],
+                            step_size=0.01, restarts=2, batch_size=32)
+  return result, batching.TRACE_COUNTS["pgd_correct"] - before
+
+
+def test_model_is_trained(trained):
+  apply_fn, x, y = trained
+  logits = batching.compute_logits(apply_fn, x, batch_size=32)
+  assert np.mean(logits.argmax(-1) == y) == 1.0
+
+
+def test_pgd_eps_zero_is_clean_accuracy(pgd_result):
+  result, _ = pgd_result
+  assert result["clean_accuracy"] == 100.0
+  for r in result["results"]:
+    if r["eps"] == 0.0:
+      assert r["robust_accuracy"] == r["clean_accuracy"] == 100.0
+      assert r["restart_accuracies"] == [100.0, 100.0]
+
+
+def test_pgd_accuracy_never_rises_with_eps_and_attack_bites(pgd_result):
+  result, _ = pgd_result
+  for steps in (3, 8):
+    accs = [r["robust_accuracy"] for r in result["results"] if r["steps"] == steps]
+    assert accs == sorted(accs, reverse=True), accs
+  strongest = [r for r in result["results"] if r["eps"] == 0.1 and r["steps"] == 8][0]
+  assert strongest["robust_accuracy"] <= 50.0  # the attack does something on this model
+
+
+def test_worst_case_is_below_every_restart(pgd_result):
+  result, _ = pgd_result
+  for r in result["results"]:
+    assert len(r["restart_accuracies"]) == r["restarts"] == 2
+    assert r["worst_restart_accuracy"] == min(r["restart_accuracies"])
+    assert r["robust_accuracy"] <= r["worst_restart_accuracy"]
+    assert set(r) >= {"eps", "step_size", "steps", "restarts", "loss", "clean_accuracy",
+                      "robust_accuracy", "worst_restart_accuracy", "restart_accuracies"}
+  json.dumps(result)
+
+
+def test_pgd_beats_fgsm(pgd_result):
+  result, _ = pgd_result
+  assert [f["eps"] for f in result["fgsm"]] == [0.0, 0.01, 0.03, 0.1]
+  for f in result["fgsm"]:
+    pgd8 = [r for r in result["results"] if r["eps"] == f["eps"] and r["steps"] == 8][0]
+    assert pgd8["robust_accuracy"] <= f["accuracy"]
+  assert result["sanity"]["pgd_le_fgsm"] is True
+  assert result["fgsm"][0]["accuracy"] == 100.0  # eps 0
+
+
+def test_pgd_core_compiled_once_for_all_eps_steps_restarts(pgd_result, trained):
+  _, traces = pgd_result
+  assert traces == 1
+  apply_fn, x, y = trained
+  before = batching.TRACE_COUNTS["pgd_correct"]
+  pgd.correct_under_attack(apply_fn, jax.random.key(1), x, y, eps=0.05, step_size=0.02,
+                           steps=4, batch_size=32)
+  assert batching.TRACE_COUNTS["pgd_correct"] == before
+
+
+def test_eps_sweep_reaches_zero_at_eps_one(trained):
+  apply_fn, x, y = trained
+  sweep = pgd.eps_sweep(apply_fn, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.1, 0.3, 1.0),
+                        steps=8, batch_size=32)
+  assert sweep["accuracy"][0] == 100.0
+  assert sweep["accuracy"][-1] == 0.0
+  assert sweep["accuracy"] == sorted(sweep["accuracy"], reverse=True)
+  assert sweep["reaches_zero"] is True and sweep["monotone"] is True
+
+
+def test_same_key_same_result_and_attack_stays_in_ball(trained):
+  apply_fn, x, y = trained
+  xf = x[:32].astype(np.float32) / 255
+  kwargs = dict(eps=0.03, step_size=0.01, steps=3)
+  a = pgd.pgd_attack(apply_fn, jax.random.key(5), xf, y[:32], **kwargs)
+  b = pgd.pgd_attack(apply_fn, jax.random.key(5), xf, y[:32], **kwargs)
+  c = pgd.pgd_attack(apply_fn, jax.random.key(6), xf, y[:32], **kwargs)
+  chex.assert_trees_all_equal(a, b)
+  assert not np.array_equal(np.asarray(a), np.asarray(c))
+  chex.assert_shape(a, xf.shape)
+  assert np.all(np.abs(np.asarray(a) - xf) <= 0.03 + 1e-6)
+  assert np.asarray(a).min() >= 0.0 and np.asarray(a).max() <= 1.0
+  r1 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=32, **kwargs)
+  r2 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=32, **kwargs)
+  np.testing.assert_array_equal(r1, r2)
+
+
+def test_pieces():
+  images = jnp.full((2, 4, 4, 3), 0.5)
+  x = pgd.project(images + jnp.array(0.3), images, 0.1)
+  np.testing.assert_allclose(x, 0.6, rtol=1e-6)
+  x = pgd.project(jnp.full((2, 4, 4, 3), 2.0), jnp.full((2, 4, 4, 3), 0.95), 0.1)
+  np.testing.assert_allclose(x, 1.0)
+  start = pgd.random_start(jax.random.key(0), images, 0.2)
+  assert float(jnp.max(jnp.abs(start - images))) <= 0.2 + 1e-6
+  assert float(jnp.std(start)) > 0.05
+  logits = jnp.array([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
+  np.testing.assert_allclose(pgd.margin_loss(logits, jnp.array([0, 2])), [3.0, -3.0])
+  step = pgd.sign_gradient_step(jnp.zeros(3), jnp.array([-2.0, 0.0, 5.0]), 0.1)
+  np.testing.assert_allclose(step, [-0.1, 0.0, 0.1])
+
+
+@pytest.mark.parametrize("kwargs, option", [
+    (dict(eps_list=[-0.1], steps_list=[5], step_size=0.01), "eps"),
+    (dict(eps_list=[0.03], steps_list=[0], step_size=0.01), "steps"),
+    (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, restarts=0), "restarts"),
+    (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, loss="l2"), "loss"),
+])
+def test_bad_attack_options_name_the_option(kwargs, option):
+  x = np.zeros((2, 32, 32, 3), np.uint8)
+  with pytest.raises(ValueError, match=f"^{option} "):
+    pgd.evaluate_pgd(lambda v: v[:, 0, 0, :], jax.random.key(0), x, np.zeros(2, int),
+                     **kwargs)
+
+
+def test_run_suite_end_to_end(trained, tmp_path):
+  apply_fn, x, y = trained
+  options = EvalOptions(eval_batch_size=32, pgd_batch_size=32, pgd_restarts=2,
+                        pgd_steps=(3,), pgd_eps_sweep=(0.0, 1.0), pgd_sweep_steps=8,
+                        cifar10c_source="auto", cifar10c_severities=(1, 5))
+  result = run_suite(apply_fn, key=jax.random.key(0), test_images=x[:20], test_labels=y[:20],
+                     options=options, cache_dir=str(tmp_path), teacher_apply_fn=apply_fn)
+  json.dumps(result)
+  assert set(result) == {"clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet"}
+  assert result["clean"]["accuracy"] == 100.0
+  assert result["calibration"]["teacher_agreement"] == 100.0
+  assert abs(result["calibration"]["kl_teacher_student"]) < 1e-9
+  entry = result["pgd"]["results"][0]
+  assert (entry["eps"], entry["steps"], entry["restarts"], entry["loss"]) == (0.031, 3, 2, "ce")
+  assert result["pgd"]["eps_sweep"]["accuracy"][-1] == 0.0
+  c = result["cifar10_c"]
+  assert c["source"] == "regenerated"
+  assert c["missing"] == ["frost"] and "frost" in c["missing_reasons"]["frost"]
+  assert c["mean_15"] is None and c["mean_19"] is None  # frost missing, and 2 severities
+  assert set(c["accuracy"]["gaussian_noise"]) == {"1", "5"}
+  assert len(c["details"]["fallbacks"]) == 2
+  assert result["cinic_imagenet"]["status"] == "skipped"
+  assert "not found" in result["cinic_imagenet"]["reason"]
+  only_pgd = run_suite(apply_fn, key=jax.random.key(0), test_images=x[:20], test_labels=y[:20],
+                       options=EvalOptions(eval_suite="pgd", pgd_batch_size=32,
+                                           pgd_restarts=1, pgd_steps=(2,), pgd_eps_sweep=(),
+                                           pgd_fgsm=False))
+  assert set(only_pgd) == {"pgd"} and "eps_sweep" not in only_pgd["pgd"]
