@@ -99,12 +99,12 @@ def run(config) -> dict[str, Any]:
   teacher = None
   rows = []
   if config.mode == "kd":
-    expected_model = None
+    tconfig = teacher_config(config) if config.teacher_flagfile else None
+    expected_model = tconfig.model if tconfig else None
     if config.teacher_workdir:
       teacher_dir = config.teacher_workdir
     else:
-      tconfig = teacher_config(config)
-      expected_model, teacher_dir = tconfig.model, tconfig.workdir
+      teacher_dir = tconfig.workdir
       with _file_lock(teacher_dir.rstrip("/") + ".lock"):
         if not os.path.exists(os.path.join(teacher_dir, run_files.RESULTS)):
           logging.info("No teacher for recipe %s, seed %d: training it in %s.",
