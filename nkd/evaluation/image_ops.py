@@ -250,9 +250,10 @@ def canny(images: np.ndarray, low: float, high: float) -> np.ndarray:
   return np.where(edges, 255, 0).astype(np.uint8)
 
 
-# distanceTransform(DIST_L2, 5): chamfer 5x5 with a = 1, b = 1.4, c = 2.1969 in 16-bit fixed point.
-_DIST_A, _DIST_B, _DIST_C = (int(round(float(np.float32(v)) * 65536)) for v in (1, 1.4, 2.1969))
-_DIST_MAX = (2 ** 31 - 1) >> 2
+# distanceTransform(DIST_L2, 5): chamfer 5x5 with a = 1, b = 1.4, c = 2.1969, in float32 as
+# OpenCV 4 computes it.
+_DIST_A, _DIST_B, _DIST_C = np.float32(1.0), np.float32(1.4), np.float32(2.1969)
+_DIST_INIT = np.float32(1e20)
 _FORWARD = ((-2, -1, _DIST_C), (-2, 1, _DIST_C), (-1, -2, _DIST_C), (-1, -1, _DIST_B),
             (-1, 0, _DIST_A), (-1, 1, _DIST_B), (-1, 2, _DIST_C), (0, -1, _DIST_A))
 _BACKWARD = tuple((-r, -c, w) for r, c, w in _FORWARD)
@@ -261,22 +262,21 @@ _BACKWARD = tuple((-r, -c, w) for r, c, w in _FORWARD)
 def distance_transform_l2_5(images: np.ndarray) -> np.ndarray:
   """cv2.distanceTransform(img, DIST_L2, 5) on (B, H, W): distance to the nearest 0 pixel."""
   batch, height, width = images.shape
-  init = 2 ** 31 - 1
-  tmp = np.full((batch, height + 4, width + 4), init, np.int64)
+  tmp = np.full((batch, height + 4, width + 4), _DIST_INIT, np.float32)
   zero = images == 0
   for i in range(height):
     for j in range(width):
-      t = np.full(batch, init, np.int64)
+      t = np.full(batch, _DIST_INIT, np.float32)
       for r, c, w in _FORWARD:
         t = np.minimum(t, tmp[:, i + 2 + r, j + 2 + c] + w)
-      tmp[:, i + 2, j + 2] = np.where(zero[:, i, j], 0, t)
+      tmp[:, i + 2, j + 2] = np.where(zero[:, i, j], np.float32(0), t)
   for i in range(height - 1, -1, -1):
     for j in range(width - 1, -1, -1):
       t = tmp[:, i + 2, j + 2]
       for r, c, w in _BACKWARD:
         t = np.minimum(t, tmp[:, i + 2 + r, j + 2 + c] + w)
       tmp[:, i + 2, j + 2] = t
-  return (np.minimum(tmp[:, 2:-2, 2:-2], _DIST_MAX) * np.float32(1 / 65536)).astype(np.float32)
+  return tmp[:, 2:-2, 2:-2].copy()
 
 
 def equalize_hist(images: np.ndarray) -> np.ndarray:
