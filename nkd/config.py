@@ -82,6 +82,43 @@ class TrainOptions:
   teacher_workdir: str = _opt("", "Use the finished teacher run in this folder instead of the "
                               "recipe's shared teacher.")
 
+  # Noise (the paper's sources; each is a keyed transform in nkd/noise.py). 0 = off.
+  logit_noise_sigma: float = _opt(0.0, "Signal-dependent noise on the teacher's logits, "
+                                  "z' = (1 + d) z with d ~ N(0, s^2) (mode=kd).")
+  logit_noise_per_sample: bool = _opt(False, "One d per sample instead of one per logit.")
+  logit_noise_after_tau: bool = _opt(False, "Apply the logit noise to z / tau instead of the raw "
+                                     "logits z.")
+  fickle_teacher: bool = _opt(False, "Fickle Teacher: keep the teacher's dropout on while "
+                              "distilling, a fresh dropout key every step (mode=kd).")
+  teacher_dropout: float = _opt(-1.0, "Dropout rate the teacher recipe is trained with (passed "
+                                "to it as --dropout); -1: the recipe's own (mode=kd).")
+  teacher_bn_mode: str = _opt("eval", "Teacher BatchNorm while distilling: 'eval' (running "
+                              "statistics) or 'batch' (this batch's statistics; never updated).",
+                              choices=("eval", "batch"))
+  fickle_schedule: bool = _opt(False, "Use the paper's longer student schedule for the teacher's "
+                               "dropout r: r<=0.2: 250 epochs (75/150/200), r=0.3: 300 "
+                               "(90/180/240), r>=0.4: 350 (105/210/280).")
+  input_noise_sigma: float = _opt(0.0, "Soft Randomization: Gaussian noise N(0, s^2) on the "
+                                  "student's input pixels in [0, 1]; the teacher sees the clean "
+                                  "image. In mode=ce: the student trained alone with that noise.")
+  input_noise_clip: bool = _opt(False, "Clip the noisy input to [0, 1].")
+  label_noise_p: float = _opt(0.0, "Random label corruption: probability that a sample's label is "
+                              "replaced by a wrong class drawn uniformly from the others.")
+  label_noise_mode: str = _opt("", "Whose labels are corrupted: 'S' the student's CE term while "
+                               "distilling, 'T' the teacher's training, 'TS' both; default: T for "
+                               "mode=ce (the run's own labels), S for mode=kd.",
+                               choices=("", "S", "T", "TS"))
+  label_noise_fixed: bool = _opt(False, "Corrupt once for the whole run instead of re-drawing "
+                                 "every epoch.")
+  swap_p: float = _opt(0.0, "Random swapping: probability per sample that the teacher's softened "
+                       "probabilities are considered for swapping (mode=kd).")
+  swap_threshold: float = _opt(0.05, "Swap a pair only if its probabilities differ by less than "
+                               "this.")
+  swap_mode: str = _opt("top2", "'top2': the two largest; 'all': every consecutive pair in "
+                        "sorted order, in turn.", choices=("top2", "all"))
+  level_flag: str = _opt("", "The option that is this experiment's noise level (recorded in "
+                         "results.json for sweeps and reports); default: the active noise option.")
+
   # Cadence and bookkeeping (do not change the result).
   log_every: int = _opt(100, "Log progress every N steps.")
   eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).")
@@ -95,7 +132,14 @@ class TrainOptions:
 # Options that change where or how often things are written, never the trained parameters.
 BOOKKEEPING = frozenset({"name", "workdir", "workspace", "data_dir", "log_every", "eval_every",
                          "checkpoint_every", "keep_checkpoints", "eval_batch_size", "download",
-                         "teacher_workdir", "gpu_deterministic"})
+                         "teacher_workdir", "gpu_deterministic", "level_flag"})
+# Options that only a distillation run uses.
+TEACHER_OPTIONS = ("teacher_flagfile", "teacher_workdir", "teacher_flags", "logit_noise_sigma",
+                   "logit_noise_per_sample", "logit_noise_after_tau", "fickle_teacher",
+                   "teacher_dropout", "teacher_bn_mode", "fickle_schedule", "swap_p")
+# The options that can be an experiment's noise level, in the order `level` looks for one.
+NOISE_LEVELS = ("input_noise_sigma", "logit_noise_sigma", "teacher_dropout", "label_noise_p",
+                "swap_p", "dropout")
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
 INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
                         "train_subset", "validation_size", "synthetic_train_size",
@@ -199,9 +243,37 @@ def resolve(config: Config) -> Config:
   if not config.workdir:
     changes["workdir"] = os.path.join(config.workspace, "runs", config.name,
                                       f"seed_{config.seed}")
+  if not config.label_noise_mode:
+    changes["label_noise_mode"] = "S" if config.mode == "kd" else "T"
+  if config.fickle_schedule and config.mode == "kd":
+    epochs, milestones = fickle_schedule(config.teacher_dropout)
+    changes.update(epochs=epochs, lr_milestones=milestones)
   config = config.replace(**changes)
   validate(config)
   return config
+
+
+def fickle_schedule(rate: float) -> tuple[int, tuple[int, ...]]:
+  """The paper's longer student schedule for a Fickle teacher of dropout `rate`."""
+  if rate <= 0:
+    return 200, (60, 120, 160)
+  if rate <= 0.2 + 1e-9:
+    return 250, (75, 150, 200)
+  if rate <= 0.3 + 1e-9:
+    return 300, (90, 180, 240)
+  return 350, (105, 210, 280)
+
+
+def noise_level(config) -> tuple[str | None, float | None]:
+  """(option name, value) of the run's noise level: --level_flag, else the first active one."""
+  if config.level_flag:
+    return config.level_flag, float(getattr(config, config.level_flag))
+  for name in NOISE_LEVELS:
+    value = getattr(config, name)
+    default = Config.__dataclass_fields__[name].default
+    if value != default and not (name == "teacher_dropout" and not config.fickle_teacher):
+      return name, float(value)
+  return None, None
 
 
 def validate(config: Config) -> None:
@@ -235,12 +307,34 @@ def validate(config: Config) -> None:
   for flag in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                "eval_batch_size"):
     check(getattr(config, flag) >= 1, flag, "a positive integer")
+  check(config.logit_noise_sigma >= 0, "logit_noise_sigma", "a std >= 0")
+  check(config.input_noise_sigma >= 0, "input_noise_sigma", "a std >= 0")
+  check(0 <= config.label_noise_p <= 1, "label_noise_p", "a probability in [0, 1]")
+  check(0 <= config.swap_p <= 1, "swap_p", "a probability in [0, 1]")
+  check(config.swap_threshold >= 0, "swap_threshold", "a threshold >= 0")
+  check(config.teacher_dropout == -1 or 0 <= config.teacher_dropout < 1, "teacher_dropout",
+        "a rate in [0, 1) (or -1: the recipe's own)")
   if config.mode == "kd":
     check(config.teacher_flagfile or config.teacher_workdir, "teacher_flagfile",
           "a teacher recipe (or --teacher_workdir) for --mode=kd")
   else:
-    for flag, default in (("teacher_flagfile", ""), ("teacher_workdir", "")):
-      check(getattr(config, flag) == default, flag, "nothing: --mode=ce uses no teacher")
+    for flag in TEACHER_OPTIONS:
+      default = Config.__dataclass_fields__[flag].default
+      check(getattr(config, flag) == default, flag,
+            f"{_show(default) if default != '' else 'nothing'}: --mode=ce has no teacher")
+    check(config.label_noise_mode in ("", "T"), "label_noise_mode",
+          "T in --mode=ce (S and TS corrupt a distilling student's labels: they need a teacher)")
+  if config.fickle_schedule:
+    check(config.teacher_dropout >= 0, "fickle_schedule",
+          "a --teacher_dropout rate to pick the schedule from")
+  if config.level_flag:
+    check(config.level_flag in NOISE_LEVELS, "level_flag", f"one of {', '.join(NOISE_LEVELS)}")
+
+
+def corrupts_own_labels(config) -> bool:
+  """Whether this run's own cross-entropy labels are corrupted."""
+  return config.label_noise_p > 0 and (config.mode == "ce" or
+                                       config.label_noise_mode in ("S", "TS"))
 
 
 def _show(value):

@@ -44,9 +44,15 @@ def _as_flag(name: str, value: Any) -> str:
 def teacher_config(config):
   """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed."""
   inherited = [_as_flag(k, getattr(config, k)) for k in config_lib.INHERITED_BY_TEACHER]
+  noise = []
+  if config.teacher_dropout >= 0:
+    noise.append(f"--dropout={config.teacher_dropout}")
+  if config.label_noise_p > 0 and config.label_noise_mode in ("T", "TS"):
+    noise += [f"--label_noise_p={config.label_noise_p}", "--label_noise_mode=T",
+              _as_flag("label_noise_fixed", config.label_noise_fixed)]
   teacher = config_lib.parse_flagfile(
       config.teacher_flagfile,
-      [*inherited, f"--seed={config.teacher_seed}", *config.teacher_flags])
+      [*inherited, *noise, f"--seed={config.teacher_seed}", *config.teacher_flags])
   if teacher.mode != "ce":
     raise ConfigError(f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
                       f"train with --mode=ce, not {teacher.mode}")

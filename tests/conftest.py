@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Compiled programs are cached across the test processes of one session: most tests compile
+# the same tiny WRNs, and compiling, not running, is what costs time on a CPU.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 

@@ -14,6 +14,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from nkd import config as config_lib
+from nkd import noise
 from nkd import results as run_files
 from nkd.data import Dataset, load_dataset
 from nkd.errors import ConfigError, NonFiniteLossError
@@ -74,6 +76,16 @@ def check_workdir(config, fingerprint: str) -> dict[str, Any] | None:
                       f" run with a different config ({shown}); choose another --workdir or "
                       f"delete that folder")
   return run_files.read_json(results_path) if finished else None
+
+
+def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: int, mesh):
+  """The labels of `epoch`: corrupted with --label_noise_p where this run's own labels are
+  (re-drawn each epoch from fold_in(key, epoch), or once with --label_noise_fixed)."""
+  if not config_lib.corrupts_own_labels(config):
+    return labels
+  key = label_key if config.label_noise_fixed else jax.random.fold_in(label_key, epoch)
+  return replicate(noise.corrupt_labels(key, labels, p=config.label_noise_p,
+                                        num_classes=num_classes), mesh)
 
 
 def train_and_evaluate(config, teacher: Teacher | None = None,
@@ -144,10 +156,13 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
   for epoch in range(start_epoch, config.epochs):
     epoch_start = time.time()
     order = run_keys_lib.epoch_permutation(keys["data"], epoch, n_train)
+    epoch_labels = epoch_training_labels(config, keys["label_noise"], labels, epoch,
+                                         data.num_classes, mesh)
     pending, window_start, window_steps = [], time.time(), 0
     sums = {"loss": 0.0, "correct": 0}
     for i in range(steps_per_epoch):
-      state, metrics = train_step(state, teacher_variables, images, labels, order, keys["train"])
+      state, metrics = train_step(state, teacher_variables, images, epoch_labels, order,
+                                  keys["train"])
       pending.append(metrics)
       window_steps += 1
       if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
@@ -193,8 +208,10 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
 
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   final = evaluate(variables)
+  level_name, level = config_lib.noise_level(config)
   results = {
       "experiment": config.name, "seed": config.seed, "mode": config.mode,
+      "level_name": level_name, "level": level,
       "model": config.model, "dataset": config.dataset, "epochs": config.epochs,
       "steps": int(state.step), **final,
       "params_sha256": run_files.params_sha256(variables),

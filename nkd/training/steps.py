@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from nkd import losses
+from nkd import losses, noise
 from nkd.data.augment import crop_and_flip
-from nkd.noise import noise_key
 
 
 def to_unit_range(images: jax.Array) -> jax.Array:
@@ -31,7 +30,11 @@ def to_unit_range(images: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
-  """The static description of a train step (hashable, so a change recompiles)."""
+  """The static description of a train step (hashable, so a change recompiles).
+
+  With every noise level at 0 the step runs exactly the operations of plain Hinton KD (or plain
+  cross-entropy): each source is switched on by a Python-level branch, never multiplied by 0.
+  """
 
   mode: str  # 'ce' or 'kd'
   batch_size: int
@@ -39,17 +42,60 @@ class StepSpec:
   augment: bool = True
   alpha: float = 0.9
   tau: float = 4.0
+  # Noise sources (see nkd/noise.py and nkd/config.py for their definitions).
+  input_noise_sigma: float = 0.0
+  input_noise_clip: bool = False
+  logit_noise_sigma: float = 0.0
+  logit_noise_per_sample: bool = False
+  logit_noise_after_tau: bool = False
+  fickle_teacher: bool = False
+  teacher_bn_mode: str = "eval"
+  swap_p: float = 0.0
+  swap_threshold: float = 0.0
+  swap_mode: str = "top2"
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int) -> "StepSpec":
-    return cls(mode=config.mode, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
-               augment=config.augment, alpha=config.alpha, tau=config.tau)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "steps_per_epoch"]
+    return cls(steps_per_epoch=steps_per_epoch, **{n: getattr(config, n) for n in names})
+
+
+def teacher_forward(teacher_model: nn.Module, variables, x, spec: StepSpec, key):
+  """Frozen teacher logits: dropout on for the Fickle teacher, BatchNorm mode by its own
+  switch; running statistics are never updated."""
+  kwargs = {"train": spec.teacher_bn_mode == "batch", "deterministic": not spec.fickle_teacher}
+  if spec.fickle_teacher:
+    kwargs["rngs"] = {"dropout": key}
+  if spec.teacher_bn_mode == "batch":
+    logits, _ = teacher_model.apply(variables, x, mutable=["batch_stats"], **kwargs)
+  else:
+    logits = teacher_model.apply(variables, x, **kwargs)
+  return jax.lax.stop_gradient(logits)
+
+
+def distillation_loss(student_logits, teacher_logits, labels, spec: StepSpec, step_key):
+  """Hinton KD with the teacher-side noise sources of `spec` applied to the teacher's outputs."""
+  if not (spec.logit_noise_sigma or spec.swap_p):
+    return losses.hinton_kd_loss(student_logits, teacher_logits, labels, alpha=spec.alpha,
+                                 tau=spec.tau)
+  scaled = teacher_logits / spec.tau if spec.logit_noise_after_tau else teacher_logits
+  scaled = noise.signal_noise(noise.noise_key(step_key, "signal_noise"), scaled,
+                              sigma=spec.logit_noise_sigma,
+                              per_sample=spec.logit_noise_per_sample)
+  tempered = scaled if spec.logit_noise_after_tau else scaled / spec.tau
+  teacher_log_probs = jax.nn.log_softmax(tempered.astype(jnp.float32))
+  if spec.swap_p:
+    probs = noise.swap_probs(noise.noise_key(step_key, "swap"), jnp.exp(teacher_log_probs),
+                             p=spec.swap_p, threshold=spec.swap_threshold, mode=spec.swap_mode)
+    teacher_log_probs = jnp.log(probs)
+  kd = losses.kd_divergence_from_log_probs(student_logits, teacher_log_probs, tau=spec.tau)
+  return (1 - spec.alpha) * losses.cross_entropy(student_logits, labels) + spec.alpha * kd
 
 
 def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
                     teacher_model: nn.Module | None = None, *, jit: bool = True) -> Callable:
   """Returns `train_step(state, teacher_vars, images, labels, order, train_key)`, jitted with
-  `jit_train_step` unless `jit=False`."""
+  `jit_train_step` unless `jit=False`. `labels` are the epoch's (possibly corrupted) labels."""
   batch_sharding = NamedSharding(mesh, P("data"))
   if spec.mode == "kd" and teacher_model is None:
     raise ValueError("mode 'kd' needs a teacher model")
@@ -62,21 +108,24 @@ def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
     y = jax.lax.with_sharding_constraint(jnp.take(labels, idx, axis=0), batch_sharding)
     step_key = jax.random.fold_in(train_key, step)
     if spec.augment:
-      x = crop_and_flip(noise_key(step_key, "augment"), x)
+      x = crop_and_flip(noise.noise_key(step_key, "augment"), x)
     x = to_unit_range(x)
-
+    # Soft Randomization: only the student sees the noisy image.
+    student_x = noise.gaussian_input_noise(noise.noise_key(step_key, "input_noise"), x,
+                                           sigma=spec.input_noise_sigma,
+                                           clip=spec.input_noise_clip)
     teacher_logits = None
     if spec.mode == "kd":
-      teacher_logits = jax.lax.stop_gradient(
-          teacher_model.apply(teacher_variables, x, train=False, deterministic=True))
+      teacher_logits = teacher_forward(teacher_model, teacher_variables, x, spec,
+                                       noise.noise_key(step_key, "teacher_dropout"))
 
     def loss_fn(params):
       logits, updates = state.apply_fn(
-          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-          deterministic=False, rngs={"dropout": noise_key(step_key, "dropout")},
+          {"params": params, "batch_stats": state.batch_stats}, student_x, train=True,
+          deterministic=False, rngs={"dropout": noise.noise_key(step_key, "dropout")},
           mutable=["batch_stats"])
       if spec.mode == "kd":
-        loss = losses.hinton_kd_loss(logits, teacher_logits, y, alpha=spec.alpha, tau=spec.tau)
+        loss = distillation_loss(logits, teacher_logits, y, spec, step_key)
       else:
         loss = losses.cross_entropy(logits, y)
       return loss, (logits, updates["batch_stats"])
