@@ -45,6 +45,16 @@ def finished_run(tmp_path_factory):
     (["--dropout=1.0"], ["--dropout"]),
     (["--teacher_flagfile=experiments/demo_teacher.flags"], ["--teacher_flagfile", "--mode=ce"]),
     (["--mode=kd"], ["--teacher_flagfile"]),
+    (["--input_noise_sigma=-0.1"], ["--input_noise_sigma=-0.1", ">= 0"]),
+    (["--logit_noise_sigma=-1"], ["--logit_noise_sigma=-1"]),
+    (["--logit_noise_sigma=0.1"], ["--logit_noise_sigma=0.1", "--mode=ce has no teacher"]),
+    (["--fickle_teacher"], ["--fickle_teacher", "--mode=ce has no teacher"]),
+    (["--swap_p=0.5"], ["--swap_p=0.5", "--mode=ce has no teacher"]),
+    (["--label_noise_p=1.5"], ["--label_noise_p=1.5", "[0, 1]"]),
+    (["--swap_p=-0.1"], ["--swap_p=-0.1", "[0, 1]"]),
+    (["--swap_threshold=-1"], ["--swap_threshold=-1"]),
+    (["--teacher_dropout=1.0"], ["--teacher_dropout=1.0", "[0, 1)"]),
+    (["--label_noise_p=0.1", "--label_noise_mode=S"], ["--label_noise_mode=S", "teacher"]),
 ])
 def test_bad_flags(tmp_path, flags, fragments):
   proc = run_cli([*tiny_flags(), f"--workspace={tmp_path}", *flags])
