@@ -125,6 +125,8 @@ class TrainOptions:
   checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).")
   keep_checkpoints: int = _opt(3, "Checkpoints kept.")
   eval_batch_size: int = _opt(1000, "Batch size of evaluation.")
+  distributed: bool = _opt(False, "Multi-host: call jax.distributed.initialize() first (it reads "
+                           "SLURM / Cloud TPU settings from the environment).")
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
                                  "reproduces a run bit-exactly; false trades that for speed.")
 
@@ -132,7 +134,8 @@ class TrainOptions:
 # Options that change where or how often things are written, never the trained parameters.
 BOOKKEEPING = frozenset({"name", "workdir", "workspace", "data_dir", "log_every", "eval_every",
                          "checkpoint_every", "keep_checkpoints", "eval_batch_size", "download",
-                         "teacher_workdir", "gpu_deterministic", "level_flag"})
+                         "teacher_workdir", "gpu_deterministic", "level_flag",
+                         "distributed"})
 # Options that only a distillation run uses.
 TEACHER_OPTIONS = ("teacher_flagfile", "teacher_workdir", "teacher_flags", "logit_noise_sigma",
                    "logit_noise_per_sample", "logit_noise_after_tau", "fickle_teacher",

@@ -25,6 +25,8 @@ from nkd.models.wrn import init_variables
 
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
+  if config.distributed:
+    jax.distributed.initialize()
   jax.config.update("jax_threefry_partitionable", True)
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"
