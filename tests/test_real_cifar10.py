@@ -20,6 +20,6 @@ def test_small_wrn_learns_real_cifar10(cifar10_shared, tmp_path):
   assert data.train_images.shape == (50000, 32, 32, 3) and data.test_images.shape[0] == 10000
   assert np.bincount(data.test_labels).tolist() == [1000] * 10
   config = tiny_config(tmp_path, dataset="cifar10", data_dir=str(tmp_path / "data"),
-                       train_subset=12800, batch_size=64, epochs=2, lr=0.05, log_every=50)
-  results = train_and_evaluate(config)  # 400 steps on real images, 10,000 real test images.
-  assert results["test_accuracy"] > 35, results  # Chance is 10%.
+                       train_subset=8000, batch_size=64, epochs=2, lr=0.05, log_every=50)
+  results = train_and_evaluate(config)  # 250 steps on real images, 10,000 real test images.
+  assert results["test_accuracy"] > 30, results  # Chance is 10%.
