@@ -16,7 +16,7 @@ from nkd.models.wrn import create_model, init_variables
 
 NUM_CLASSES = 3
 COLOURS = np.array([[0.55, 0.45, 0.45], [0.45, 0.55, 0.45], [0.45, 0.45, 0.55]])
-N_TEST = 48
+N_TEST = 40  # two batches of 24, the second padded and masked
 
 
 def _synthetic(rng: np.random.Generator, n: int):
@@ -65,16 +65,16 @@ def trained():
 def pgd_result(trained):
   """One evaluate_pgd over 4 eps x 2 step counts x 2 restarts + FGSM, and its trace count."""
   apply_fn, x, y = trained
-  before = batching.TRACE_COUNTS["pgd_correct"]
+  before = batching.TRACE_COUNTS["pgd"]
   result = pgd.evaluate_pgd(apply_fn, jax.random.key(7), x, y,
-                            eps_list=[0.0, 0.01, 0.03, 0.1], steps_list=[3, 8],
-                            step_size=0.01, restarts=2, batch_size=32)
-  return result, batching.TRACE_COUNTS["pgd_correct"] - before
+                            eps_list=[0.0, 0.01, 0.03, 0.1], steps_list=[2, 5],
+                            step_size=0.01, restarts=2, batch_size=24)
+  return result, batching.TRACE_COUNTS["pgd"] - before
 
 
 def test_model_is_trained(trained):
   apply_fn, x, y = trained
-  logits = batching.compute_logits(apply_fn, x, batch_size=32)
+  logits = batching.compute_logits(apply_fn, x, batch_size=24)
   assert np.mean(logits.argmax(-1) == y) == 1.0
 
 
@@ -89,10 +89,10 @@ def test_pgd_eps_zero_is_clean_accuracy(pgd_result):
 
 def test_pgd_accuracy_never_rises_with_eps_and_attack_bites(pgd_result):
   result, _ = pgd_result
-  for steps in (3, 8):
+  for steps in (2, 5):
     accs = [r["robust_accuracy"] for r in result["results"] if r["steps"] == steps]
     assert accs == sorted(accs, reverse=True), accs
-  strongest = [r for r in result["results"] if r["eps"] == 0.1 and r["steps"] == 8][0]
+  strongest = [r for r in result["results"] if r["eps"] == 0.1 and r["steps"] == 5][0]
   assert strongest["robust_accuracy"] <= 50.0  # the attack does something on this model
 
 
@@ -111,8 +111,8 @@ def test_pgd_beats_fgsm(pgd_result):
   result, _ = pgd_result
   assert [f["eps"] for f in result["fgsm"]] == [0.0, 0.01, 0.03, 0.1]
   for f in result["fgsm"]:
-    pgd8 = [r for r in result["results"] if r["eps"] == f["eps"] and r["steps"] == 8][0]
-    assert pgd8["robust_accuracy"] <= f["accuracy"]
+    pgd5 = [r for r in result["results"] if r["eps"] == f["eps"] and r["steps"] == 5][0]
+    assert pgd5["robust_accuracy"] <= f["accuracy"]
   assert result["sanity"]["pgd_le_fgsm"] is True
   assert result["fgsm"][0]["accuracy"] == 100.0  # eps 0
 
@@ -121,16 +121,16 @@ def test_pgd_core_compiled_once_for_all_eps_steps_restarts(pgd_result, trained):
   _, traces = pgd_result
   assert traces == 1
   apply_fn, x, y = trained
-  before = batching.TRACE_COUNTS["pgd_correct"]
+  before = batching.TRACE_COUNTS["pgd"]
   pgd.correct_under_attack(apply_fn, jax.random.key(1), x, y, eps=0.05, step_size=0.02,
-                           steps=4, batch_size=32)
-  assert batching.TRACE_COUNTS["pgd_correct"] == before
+                           steps=4, batch_size=24)
+  assert batching.TRACE_COUNTS["pgd"] == before
 
 
 def test_eps_sweep_reaches_zero_at_eps_one(trained):
   apply_fn, x, y = trained
-  sweep = pgd.eps_sweep(apply_fn, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.1, 0.3, 1.0),
-                        steps=8, batch_size=32)
+  sweep = pgd.eps_sweep(apply_fn, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.3, 1.0),
+                        steps=5, batch_size=24)
   assert sweep["accuracy"][0] == 100.0
   assert sweep["accuracy"][-1] == 0.0
   assert sweep["accuracy"] == sorted(sweep["accuracy"], reverse=True)
@@ -139,18 +139,20 @@ def test_eps_sweep_reaches_zero_at_eps_one(trained):
 
 def test_same_key_same_result_and_attack_stays_in_ball(trained):
   apply_fn, x, y = trained
-  xf = x[:32].astype(np.float32) / 255
+  xf = x[:24].astype(np.float32) / 255
   kwargs = dict(eps=0.03, step_size=0.01, steps=3)
-  a = pgd.pgd_attack(apply_fn, jax.random.key(5), xf, y[:32], **kwargs)
-  b = pgd.pgd_attack(apply_fn, jax.random.key(5), xf, y[:32], **kwargs)
-  c = pgd.pgd_attack(apply_fn, jax.random.key(6), xf, y[:32], **kwargs)
+  before = batching.TRACE_COUNTS["pgd"]
+  a = pgd.pgd_attack(apply_fn, jax.random.key(5), x[:24], y[:24], **kwargs)
+  b = pgd.pgd_attack(apply_fn, jax.random.key(5), x[:24], y[:24], **kwargs)
+  c = pgd.pgd_attack(apply_fn, jax.random.key(6), x[:24], y[:24], **kwargs)
+  assert batching.TRACE_COUNTS["pgd"] == before  # the core evaluate_pgd compiled
   chex.assert_trees_all_equal(a, b)
   assert not np.array_equal(np.asarray(a), np.asarray(c))
   chex.assert_shape(a, xf.shape)
   assert np.all(np.abs(np.asarray(a) - xf) <= 0.03 + 1e-6)
   assert np.asarray(a).min() >= 0.0 and np.asarray(a).max() <= 1.0
-  r1 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=32, **kwargs)
-  r2 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=32, **kwargs)
+  r1 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=24, **kwargs)
+  r2 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=24, **kwargs)
   np.testing.assert_array_equal(r1, r2)
 
 
@@ -184,18 +186,20 @@ def test_bad_attack_options_name_the_option(kwargs, option):
 
 def test_run_suite_end_to_end(trained, tmp_path):
   apply_fn, x, y = trained
-  options = EvalOptions(eval_batch_size=32, pgd_batch_size=32, pgd_restarts=2,
-                        pgd_steps=(3,), pgd_eps_sweep=(0.0, 1.0), pgd_sweep_steps=8,
+  options = EvalOptions(eval_batch_size=24, pgd_batch_size=24, pgd_restarts=2,
+                        pgd_steps=(2,), pgd_eps_sweep=(0.0, 1.0), pgd_sweep_steps=5,
                         cifar10c_source="auto", cifar10c_severities=(1, 5))
-  result = run_suite(apply_fn, key=jax.random.key(0), test_images=x[:20], test_labels=y[:20],
+  before = dict(batching.TRACE_COUNTS)
+  result = run_suite(apply_fn, key=jax.random.key(0), test_images=x, test_labels=y,
                      options=options, cache_dir=str(tmp_path), teacher_apply_fn=apply_fn)
+  assert batching.TRACE_COUNTS == before  # batch 24 everywhere: nothing compiled again
   json.dumps(result)
   assert set(result) == {"clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet"}
   assert result["clean"]["accuracy"] == 100.0
   assert result["calibration"]["teacher_agreement"] == 100.0
   assert abs(result["calibration"]["kl_teacher_student"]) < 1e-9
   entry = result["pgd"]["results"][0]
-  assert (entry["eps"], entry["steps"], entry["restarts"], entry["loss"]) == (0.031, 3, 2, "ce")
+  assert (entry["eps"], entry["steps"], entry["restarts"], entry["loss"]) == (0.031, 2, 2, "ce")
   assert result["pgd"]["eps_sweep"]["accuracy"][-1] == 0.0
   c = result["cifar10_c"]
   assert c["source"] == "regenerated"
@@ -205,8 +209,8 @@ def test_run_suite_end_to_end(trained, tmp_path):
   assert len(c["details"]["fallbacks"]) == 2
   assert result["cinic_imagenet"]["status"] == "skipped"
   assert "not found" in result["cinic_imagenet"]["reason"]
-  only_pgd = run_suite(apply_fn, key=jax.random.key(0), test_images=x[:20], test_labels=y[:20],
-                       options=EvalOptions(eval_suite="pgd", pgd_batch_size=32,
+  only_pgd = run_suite(apply_fn, key=jax.random.key(0), test_images=x, test_labels=y,
+                       options=EvalOptions(eval_suite="pgd", pgd_batch_size=24,
                                            pgd_restarts=1, pgd_steps=(2,), pgd_eps_sweep=(),
                                            pgd_fgsm=False))
   assert set(only_pgd) == {"pgd"} and "eps_sweep" not in only_pgd["pgd"]

@@ -54,9 +54,9 @@ def test_means_over_all_corruptions_and_one_compiled_core(tmp_path):
   _write_official(tmp_path, cifar10c.CORRUPTIONS[15:], correct_per_severity=(10,) * 5)
   data = cifar10c.load_cifar10c(source="official", folder=str(tmp_path))
   fresh_apply = lambda x: _classify_by_first_pixel(x)  # noqa: E731 - a new jit cache entry
-  before = batching.TRACE_COUNTS["count_correct"]
+  before = batching.TRACE_COUNTS["logits"]
   result = cifar10c.evaluate_cifar10c(fresh_apply, data, batch_size=N)
-  assert batching.TRACE_COUNTS["count_correct"] - before == 1  # 19 x 5 sets, one compilation
+  assert batching.TRACE_COUNTS["logits"] - before == 1  # 19 x 5 sets, one compilation
   assert result["mean_15"] == pytest.approx(60.0)
   assert result["mean_19"] == pytest.approx((15 * 60.0 + 4 * 100.0) / 19)
   assert result["missing"] == []

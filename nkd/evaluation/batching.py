@@ -1,4 +1,4 @@
-"""Batched evaluation of a host array with one compiled core per batch shape.
+"""Batched evaluation of a host array with one compiled forward core per batch shape.
 
 The last batch is padded to the common batch size and masked, so a whole split (and every
 corruption, severity or epsilon evaluated after it) reuses one compilation. `TRACE_COUNTS`
@@ -73,14 +73,6 @@ def _logits_core(apply_fn: ApplyFn, images: jax.Array) -> jax.Array:
   return apply_fn(to_unit_float(images)).astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _correct_core(apply_fn: ApplyFn, images: jax.Array, labels: jax.Array,
-                  mask: jax.Array) -> jax.Array:
-  count_trace("count_correct")
-  predictions = jnp.argmax(apply_fn(to_unit_float(images)), axis=-1)
-  return jnp.sum((predictions == labels) & mask, dtype=jnp.int32)
-
-
 def compute_logits(apply_fn: ApplyFn, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
   """Logits (N, C) float32 for uint8 or [0, 1] float NHWC images, in batches."""
   n = len(images)
@@ -96,16 +88,8 @@ def compute_logits(apply_fn: ApplyFn, images: np.ndarray, batch_size: int = 1000
 
 def count_correct(apply_fn: ApplyFn, images: np.ndarray, labels: np.ndarray,
                   batch_size: int = 1000) -> int:
-  """Number of correctly classified images; one compiled core per batch shape."""
-  n = len(images)
-  if n != len(labels):
-    raise ValueError(f"{n} images but {len(labels)} labels")
-  if n == 0:
-    raise ValueError("count_correct: no images given")
-  size = effective_batch_size(n, batch_size)
-  total = 0
-  for _, start, stop in padded_batches(n, size):
-    batch = pad_batch(np.asarray(images[start:stop]), size)
-    batch_labels = pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size)
-    total += int(_correct_core(apply_fn, batch, batch_labels, batch_mask(stop - start, size)))
-  return total
+  """Number of correctly classified images (the logits core; argmax on host)."""
+  if len(images) != len(labels):
+    raise ValueError(f"{len(images)} images but {len(labels)} labels")
+  logits = compute_logits(apply_fn, images, batch_size)
+  return int(np.sum(np.argmax(logits, axis=-1) == np.asarray(labels)))

@@ -127,15 +127,10 @@ def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
   for name in names:
     per_severity, per_labels = [], []
     for severity in SEVERITIES:
-      config = f"cifar10_corrupted/{TFDS_NAMES[name]}_{severity}"
-      try:
-        batch = tfds.as_numpy(tfds.load(config, split="test", data_dir=data_dir, download=False,
-                                         batch_size=-1))
-      except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; all mean unavailable
-        raise DataUnavailableError(f"TFDS could not load {config} (data_dir={data_dir}): "
-                                   f"{type(e).__name__}: {e}") from e
-      per_severity.append(np.asarray(batch["image"], np.uint8))
-      per_labels.append(np.asarray(batch["label"], np.int32))
+      split_images, split_labels = _tfds_test_split(
+          tfds, f"cifar10_corrupted/{TFDS_NAMES[name]}_{severity}", data_dir)
+      per_severity.append(split_images)
+      per_labels.append(split_labels)
     stacked_labels = np.concatenate(per_labels)
     if labels is not None and not np.array_equal(labels, stacked_labels):
       raise ValueError(f"TFDS {name}: labels differ from the other corruptions' labels")
@@ -144,6 +139,32 @@ def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
   return Cifar10CData("tfds", images, labels, len(labels) // len(SEVERITIES),
                       details={"tfds_data_dir": data_dir, "tfds_names": {
                           n: TFDS_NAMES[n] for n in names}})
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _tfds_test_split(tfds, config: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """The test split as arrays: array_record data source first (no TensorFlow needed), then
+  tfds.load (needs TensorFlow). Never downloads."""
+  errors = []
+  try:
+    source = tfds.data_source(config, split="test", data_dir=data_dir, download=False)
+    items = [source[i] for i in range(len(source))]
+    return (np.stack([it["image"] for it in items]).astype(np.uint8),
+            np.asarray([it["label"] for it in items], np.int32))
+  except Exception as e:  # noqa: BLE001 - TFDS raises assorted errors for absent data
+    errors.append(f"data_source: {_first_line(e)}")
+  try:
+    batch = tfds.as_numpy(tfds.load(config, split="test", data_dir=data_dir, download=False,
+                                     batch_size=-1))
+    return np.asarray(batch["image"], np.uint8), np.asarray(batch["label"], np.int32)
+  except Exception as e:  # noqa: BLE001
+    errors.append(f"load: {_first_line(e)}")
+  raise DataUnavailableError(f"TFDS could not load {config} (data_dir={data_dir}): "
+                             + "; ".join(errors))
 
 
 # ----- regeneration ----------------------------------------------------------------------------

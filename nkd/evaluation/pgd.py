@@ -92,19 +92,12 @@ def _attack(apply_fn: ApplyFn, loss: str, key, images, labels, eps, step_size, s
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "loss"))
-def _attack_core(apply_fn, key, images, labels, eps, step_size, steps, start_scale, *, loss):
-  batching.count_trace("pgd_attack")
-  return _attack(apply_fn, loss, key, batching.to_unit_float(images), labels, eps, step_size,
-                 steps, start_scale)
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "loss"))
-def _correct_under_attack_core(apply_fn, key, images, labels, eps, step_size, steps,
-                               start_scale, *, loss):
-  batching.count_trace("pgd_correct")
-  x = batching.to_unit_float(images)
-  x_adv = _attack(apply_fn, loss, key, x, labels, eps, step_size, steps, start_scale)
-  return jnp.argmax(apply_fn(x_adv), axis=-1) == labels
+def _pgd_core(apply_fn, key, images, labels, eps, step_size, steps, start_scale, *, loss):
+  """(adversarial images, still-correct mask): the one compiled core behind every attack."""
+  batching.count_trace("pgd")
+  x_adv = _attack(apply_fn, loss, key, batching.to_unit_float(images), labels, eps, step_size,
+                  steps, start_scale)
+  return x_adv, jnp.argmax(apply_fn(x_adv), axis=-1) == labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,18 +128,20 @@ def _scalars(eps, step_size, steps, start_scale):
 
 def pgd_attack(apply_fn: ApplyFn, key: jax.Array, images, labels, *, eps: float,
                step_size: float, steps: int, loss: str = "ce") -> jax.Array:
-  """Adversarial images (float32 in [0, 1], same shape) from one random start."""
+  """Adversarial images (float32 in [0, 1], same shape) from one random start.
+
+  images: uint8 or [0, 1] float NHWC; uint8 input shares the compilation of evaluate_pgd."""
   check_attack_options(eps=eps, steps=steps, step_size=step_size, loss=loss)
-  return _attack_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
-                      *_scalars(eps, step_size, steps, 1.0), loss=loss)
+  return _pgd_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
+                   *_scalars(eps, step_size, steps, 1.0), loss=loss)[0]
 
 
 def fgsm_attack(apply_fn: ApplyFn, images, labels, *, eps: float, loss: str = "ce") -> jax.Array:
   """One signed-gradient step of size eps from the clean image (Goodfellow et al.)."""
   check_attack_options(eps=eps, loss=loss)
   key = jax.random.key(0)  # unused: start_scale 0
-  return _attack_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
-                      *_scalars(eps, eps, 1, 0.0), loss=loss)
+  return _pgd_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
+                   *_scalars(eps, eps, 1, 0.0), loss=loss)[0]
 
 
 def correct_under_attack(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray,
@@ -161,8 +156,8 @@ def correct_under_attack(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray,
   for index, start, stop in batching.padded_batches(n, size):
     batch = batching.pad_batch(np.asarray(images[start:stop]), size)
     batch_labels = batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size)
-    correct = _correct_under_attack_core(apply_fn, jax.random.fold_in(key, index), batch,
-                                         batch_labels, *scalars, loss=loss)
+    _, correct = _pgd_core(apply_fn, jax.random.fold_in(key, index), batch, batch_labels,
+                           *scalars, loss=loss)
     out[start:stop] = np.asarray(correct)[:stop - start]
   return out
 
