@@ -1,0 +1,145 @@
+"""The sharded train step on 2 and 4 (fake CPU) devices matches the one-device step.
+
+XLA_FLAGS=--xla_force_host_platform_device_count=4 must be set before JAX starts, so the checks
+run in a child process. Meshes of 1, 2 and 4 devices are built from jax.devices()[:k] and fed
+to the core's own make_train_step / replicate: the batch is sharded on 'data', parameters are
+replicated, and BatchNorm sees the global batch, so after a few steps parameters, BatchNorm
+statistics and metrics agree with one device up to float32 reduction order. Every random
+stream (augmentation, input noise, student and Fickle-teacher dropout, logit noise) must not
+depend on the sharding either.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli, tiny_flags
+
+FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+                "JAX_PLATFORMS": "cpu"}
+
+_CHECK = r"""
+import json, sys
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax does
+from nkd import config as config_lib
+from nkd.data import load_dataset
+from nkd.models import create_model
+from nkd.models.wrn import init_variables
+from nkd.training import keys as keys_lib
+from nkd.training.state import create_train_state, make_optimizer
+from nkd.training.steps import StepSpec, make_train_step, replicate
+
+assert len(jax.devices()) == 4, jax.devices()
+overrides = json.loads(sys.argv[1])
+sizes = json.loads(sys.argv[2])
+config = config_lib.resolve(config_lib.Config(**{
+    "dataset": "synthetic", "synthetic_train_size": 128, "synthetic_test_size": 16,
+    "model": "wrn-10-1", "batch_size": 32, "epochs": 1, "lr_schedule": "cosine",
+    "mode": "kd", "teacher_workdir": "unused", "workspace": "/nonexistent", **overrides}))
+data = load_dataset(config)
+steps_per_epoch = len(data.train_images) // config.batch_size
+model = create_model(config.model, dropout_rate=config.dropout)
+teacher = create_model("wrn-10-1", dropout_rate=0.3)
+teacher_vars = init_variables(teacher, jax.random.key(1))
+spec = StepSpec.from_config(config, steps_per_epoch)
+keys = keys_lib.run_keys(0)
+order = keys_lib.epoch_permutation(keys["data"], 0, len(data.train_images))
+
+out = {}
+for k in sizes:
+  mesh = Mesh(np.asarray(jax.devices()[:k]), ("data",))
+  state = create_train_state(model, keys["init"], make_optimizer(config, steps_per_epoch))
+  state, tvars, images, labels = replicate(
+      (state, teacher_vars, data.train_images, data.train_labels), mesh)
+  # Compiled ahead of time, and that executable run: one compilation per mesh.
+  step = make_train_step(model, spec, mesh, teacher).lower(
+      state, tvars, images, labels, order, keys["train"]).compile()
+  hlo = step.as_text()
+  losses = []
+  for _ in range(3):
+    state, metrics = step(state, tvars, images, labels, order, keys["train"])
+    losses.append(float(metrics["loss"]))
+  leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
+  out[k] = {"leaves": [np.asarray(l).ravel().tolist() for l in leaves], "losses": losses,
+            "devices": sorted(d.id for d in state.params["fc"]["kernel"].sharding.device_set),
+            # The per-device program: a conv over a 1/k slice of the batch, and all-reduces.
+            "local_batch_conv": f"f32[{32 // k},32,32,16]" in hlo,
+            "all_reduce": "all-reduce" in hlo}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _run_check(overrides, sizes):
+  env = {**os.environ, **FOUR_DEVICES}
+  proc = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(overrides),
+                         json.dumps(sizes)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return {int(k): v for k, v in json.loads(line[len("RESULT "):]).items()}
+
+
+# Every source of randomness on (augmentation, input noise, student dropout, Fickle-teacher
+# dropout, logit noise): their streams must not depend on how the batch is split.
+ALL_NOISE = {"dropout": 0.1, "fickle_teacher": True, "teacher_dropout": 0.3,
+             "input_noise_sigma": 0.05, "logit_noise_sigma": 0.1}
+
+
+@pytest.fixture(scope="module")
+def steps_on_1_2_4_devices():
+  return _run_check(ALL_NOISE, [1, 2, 4])
+
+
+def test_batch_is_sharded_and_parameters_replicated(steps_on_1_2_4_devices):
+  out = steps_on_1_2_4_devices
+  assert out[1]["devices"] == [0] and not out[1]["all_reduce"]
+  for k in (2, 4):
+    assert out[k]["devices"] == list(range(k)), "parameters are not on every device"
+    assert out[k]["local_batch_conv"], f"the batch is not split over {k} devices"
+    assert out[k]["all_reduce"]
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_sharded_step_matches_one_device(steps_on_1_2_4_devices, k):
+  out = steps_on_1_2_4_devices
+  assert len(out[k]["leaves"]) == len(out[1]["leaves"])
+  for a, b in zip(out[k]["leaves"], out[1]["leaves"]):
+    a, b = _arr(a), _arr(b)
+    assert _close(a, b), f"{k} devices: max |diff| {abs(a - b).max()}"
+  assert _close(_arr(out[k]["losses"]), _arr(out[1]["losses"]))
+
+
+def _arr(x):
+  return np.asarray(x, np.float64)
+
+
+def _close(a, b, rtol=1e-4, atol=1e-5):
+  return bool(np.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def test_whole_run_on_four_devices_matches_one(tmp_path):
+  """The loop (mesh over every device, evaluation, checkpoints of sharded state) on 4 devices
+  trains as on one: the same per-epoch losses up to float32 reduction order."""
+  flags = tiny_flags(epochs=3)  # as tests/test_sweep.py: shares its compiled programs
+  metrics = {}
+  for name, env in (("one", {"JAX_PLATFORMS": "cpu"}), ("four", FOUR_DEVICES)):
+    workdir = tmp_path / name
+    run_cli([*flags, f"--workspace={tmp_path}", f"--workdir={workdir}"], env=env, check=True)
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["device_count"] == (4 if name == "four" else 1)
+    metrics[name] = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().split("\n")
+                     if l]
+  assert len(metrics["one"]) == len(metrics["four"]) == 3
+  # Float32 reduction-order differences grow over SGD steps: tight after epoch 1, looser later.
+  assert abs(metrics["one"][0]["train_loss"] - metrics["four"][0]["train_loss"]) < 2e-4
+  for a, b in zip(metrics["one"], metrics["four"]):
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-2 * a["train_loss"], (a, b)
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 2.0, (a, b)
