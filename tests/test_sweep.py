@@ -134,26 +134,24 @@ def test_missing_flagfile(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
-  """seed {0, 1} x lr {0.1, -1}: the lr=-1 runs fail validation, the others finish."""
+  """seed 0 x lr {0.1, -1}, two at once: the lr=-1 run fails validation, the other finishes."""
   ws = tmp_path_factory.mktemp("ws")
-  proc = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--grid=lr=0.1,-1",
+  proc = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0", "--grid=lr=0.1,-1",
                     "--parallel=2", f"--workspace={ws}", "--", *FLAGS])
-  return ws, proc
+  return ws, proc, _sweep_json(ws)
 
 
 def test_a_failing_run_does_not_stop_the_others(finished_sweep):
-  ws, proc = finished_sweep
+  _, proc, summary = finished_sweep
   assert proc.returncode == 1, proc.stdout + proc.stderr
-  summary = _sweep_json(ws)
   status = {r["name"]: r["status"] for r in summary["runs"]}
-  assert status == {"seed=0,lr=0.1": "ok", "seed=0,lr=-1.0": "failed",
-                    "seed=1,lr=0.1": "ok", "seed=1,lr=-1.0": "failed"}
-  failed = [r for r in summary["runs"] if r["status"] == "failed"]
-  for r in failed:
-    assert r["exit_code"] == 2
-    assert r["last_log_line"] == "nkd: error: --lr=-1.0: expected a positive learning rate"
-  assert summary["counts"] == {"ok": 2, "failed": 2, "skipped": 0, "interrupted": 0}
-  assert summary["grid"] == [["seed", ["0", "1"]], ["lr", ["0.1", "-1.0"]]]
+  assert status == {"seed=0,lr=0.1": "ok", "seed=0,lr=-1.0": "failed"}
+  failed = summary["runs"][1]
+  assert failed["exit_code"] == 2
+  assert failed["last_log_line"] == "nkd: error: --lr=-1.0: expected a positive learning rate"
+  assert summary["counts"] == {"ok": 1, "failed": 1, "skipped": 0, "interrupted": 0}
+  assert summary["grid"] == [["seed", ["0"]], ["lr", ["0.1", "-1.0"]]]
+  assert summary["parallel"] == 2
   # The table: one row per run, with accuracy for the good ones and the reason for the others.
   table = proc.stdout[proc.stdout.index("  #  run"):]
   assert re.search(r"0  seed=0,lr=0\.1\s+ok\s+\d+\.\d\d%\s+\d+s", table)
@@ -162,8 +160,8 @@ def test_a_failing_run_does_not_stop_the_others(finished_sweep):
 
 
 def test_each_run_has_its_folder_log_and_results(finished_sweep):
-  ws, _ = finished_sweep
-  for r in _sweep_json(ws)["runs"]:
+  ws, _, summary = finished_sweep
+  for r in summary["runs"]:
     workdir = ws / "sweeps" / "student" / r["name"]
     assert r["workdir"] == str(workdir)
     log = (workdir / "log.txt").read_text()
@@ -176,25 +174,31 @@ def test_each_run_has_its_folder_log_and_results(finished_sweep):
 
 
 def test_rerun_skips_finished_runs(finished_sweep):
-  ws, _ = finished_sweep
-  proc = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--grid=lr=0.1",
-                    f"--workspace={ws}", "--", *FLAGS])
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert "start" not in proc.stdout
-  summary = _sweep_json(ws)
-  assert [r["status"] for r in summary["runs"]] == ["skipped", "skipped"]
-  assert all(r["test_accuracy"] is not None for r in summary["runs"])
+  ws, _, _ = finished_sweep
   listed = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--grid=lr=0.1,-1",
                       f"--workspace={ws}", "--list", "--", *FLAGS])
-  states = [line.split()[1] for line in listed.stdout.splitlines()]
-  # The lr=-1 runs were refused before training: their folders hold only a log.
-  assert states == ["finished", "new", "finished", "new"]
+  states = [line.split()[:3] for line in listed.stdout.splitlines()]
+  # The lr=-1 run was refused before training: its folder holds only a log.
+  assert states == [["0", "finished", "seed=0,lr=0.1"], ["1", "new", "seed=0,lr=-1.0"],
+                    ["2", "new", "seed=1,lr=0.1"], ["3", "new", "seed=1,lr=-1.0"]]
+  proc = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0", "--grid=lr=0.1",
+                    f"--workspace={ws}", "--", *FLAGS])
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "start" not in proc.stdout and "skip   [1/1] seed=0,lr=0.1" in proc.stdout
+  summary = _sweep_json(ws)
+  assert [r["status"] for r in summary["runs"]] == ["skipped"]
+  assert summary["runs"][0]["test_accuracy"] is not None
+  # Another config in the same folder is not taken for finished: nkd.main refuses it.
+  other = run_sweep([f"--flagfile={STUDENT}", "--grid=seed=0", "--grid=lr=0.1",
+                     f"--workspace={ws}", "--", *tiny_flags(epochs=4)])
+  assert other.returncode == 1
+  run = _sweep_json(ws)["runs"][0]
+  assert run["status"] == "failed" and "different config" in run["last_log_line"]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(finished_sweep, tmp_path):
-  ws, _ = finished_sweep
-  reference = _sweep_json(ws)["runs"][0]
-  assert reference["name"] == "seed=0,lr=0.1" and reference["status"] in ("ok", "skipped")
+  reference = finished_sweep[2]["runs"][0]
+  assert reference["name"] == "seed=0,lr=0.1" and reference["status"] == "ok"
   args = [f"--flagfile={STUDENT}", "--grid=seed=0", "--grid=lr=0.1", f"--workspace={tmp_path}",
           "--", *FLAGS]
   workdir = tmp_path / "sweeps" / "student" / "seed=0,lr=0.1"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A grid sweep as a SLURM array job: one array task (one GPU) per grid point of nkd.sweep.
+#
+#   launch/slurm_sweep.sh [OPTIONS] -- --flagfile=F --grid=KEY=V1,V2 [--grid=...] [-- RUN FLAGS]
+#
+# Everything after the first `--` is nkd.sweep's command line (see `python -m nkd.sweep -h`).
+# The number of points N comes from `python -m nkd.sweep --count ...`; the job is submitted
+# with --array=0-(N-1), and task I runs `python -m nkd.sweep --task_index=I ...`, i.e. one
+# nkd.main run in WORKSPACE/sweeps/NAME/<point>/ (its log in log.txt there). A finished point is
+# skipped and a preempted one resumes from its checkpoint, so the job is submitted --requeue and
+# can simply be submitted again. Collect the results afterwards with
+# `python -m nkd.sweep ... --list` or a plain `python -m nkd.sweep ...` (it skips every finished
+# point and writes sweep.json). Distillation points share their teacher (a file lock in the
+# workspace): the workspace must be on a file system every node sees.
+#
+# Options:
+#   --dry-run             print the sbatch command and the script it would submit; submit
+#                         nothing (also DRY_RUN=1)
+#   --partition=P --account=A --qos=Q
+#   --time=HH:MM:SS       per task (default 04:00:00)
+#   --gpus-per-task=G     (default 1)      --cpus-per-task=C (default 8)   --mem=M (default 32G)
+#   --max-concurrent=K    at most K tasks at once (--array=0-(N-1)%K)
+#   --job-name=NAME       (default nkd-<flagfile stem>)
+#   --log-dir=DIR         SLURM output files (default: REPO/workspace/slurm)
+#   --python=PY           Python with nkd's requirements (default: the active venv's, or python3)
+#   --sbatch-arg=ARG      any other sbatch option, passed as is (repeatable)
+#   -h, --help
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+partition="" account="" qos="" time_limit="04:00:00" gpus=1 cpus=8 mem="32G"
+max_concurrent="" job_name="" log_dir="$NKD_REPO/workspace/slurm" python="" extra_sbatch=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --partition=*) partition="${1#*=}" ;;
+    --account=*) account="${1#*=}" ;;
+    --qos=*) qos="${1#*=}" ;;
+    --time=*) time_limit="${1#*=}" ;;
+    --gpus-per-task=*) gpus="${1#*=}" ;;
+    --cpus-per-task=*) cpus="${1#*=}" ;;
+    --mem=*) mem="${1#*=}" ;;
+    --max-concurrent=*) max_concurrent="${1#*=}" ;;
+    --job-name=*) job_name="${1#*=}" ;;
+    --log-dir=*) log_dir="${1#*=}" ;;
+    --python=*) python="${1#*=}" ;;
+    --sbatch-arg=*) extra_sbatch+=("${1#*=}") ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) die "unknown option $1 (nkd.sweep's arguments go after --; see --help)" ;;
+  esac
+  shift
+done
+sweep_args=("$@")
+[[ ${#sweep_args[@]} -gt 0 ]] || die "no nkd.sweep arguments after --; see --help"
+[[ -z "$max_concurrent" || "$max_concurrent" =~ ^[1-9][0-9]*$ ]] \
+  || die "--max-concurrent=$max_concurrent: expected a positive integer"
+python="${python:-$(default_python)}"
+
+# The number of grid points (and a check of the sweep's arguments before anything is queued).
+if ! count="$(cd "$NKD_REPO" && "$python" -m nkd.sweep --count "${sweep_args[@]}")"; then
+  exit 2  # nkd.sweep printed its one-line error
+fi
+[[ "$count" =~ ^[0-9]+$ && "$count" -ge 1 ]] || die "nkd.sweep --count printed '$count'"
+
+if [[ -z "$job_name" ]]; then
+  stem=""
+  for arg in "${sweep_args[@]}"; do
+    [[ "$arg" == --flagfile=* ]] && stem="$(basename "${arg#--flagfile=}" .flags)"
+    [[ "$arg" == "--" ]] && break
+  done
+  job_name="nkd-${stem:-sweep}"
+fi
+
+array="0-$((count - 1))${max_concurrent:+%$max_concurrent}"
+sbatch_cmd=(sbatch "--job-name=$job_name" "--array=$array" "--time=$time_limit"
+            "--gpus-per-task=$gpus" "--ntasks=1" "--cpus-per-task=$cpus" "--mem=$mem"
+            "--chdir=$NKD_REPO" "--output=$log_dir/%x-%A_%a.out" "--requeue")
+[[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
+[[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
+[[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")
+sbatch_cmd+=("${extra_sbatch[@]}")
+
+# The job script: one grid point per array task.
+script="#!/usr/bin/env bash
+set -euo pipefail
+cd $(shell_quote "$NKD_REPO")
+echo \"nkd: array task \${SLURM_ARRAY_TASK_ID} of job \${SLURM_ARRAY_JOB_ID} on \$(hostname)\"
+exec $(shell_join "$python" -m nkd.sweep) --task_index=\"\${SLURM_ARRAY_TASK_ID}\" $(shell_join "${sweep_args[@]}")"
+
+if [[ "$DRY_RUN" == 1 ]]; then
+  echo "# $count grid points -> $count array tasks (dry run: nothing submitted)"
+  echo "$(shell_join "${sbatch_cmd[@]}") <<'NKD_JOB'"
+  echo "$script"
+  echo "NKD_JOB"
+  exit 0
+fi
+command -v sbatch >/dev/null || die "sbatch not found: run this on a SLURM login node (or --dry-run)"
+mkdir -p "$log_dir"
+"${sbatch_cmd[@]}" <<<"$script"
