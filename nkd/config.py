@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from absl import flags
 
 from nkd.errors import ConfigError
+from nkd.evaluation.options import EvalOptions
 
 
 def _opt(default, help_text, **extra):
@@ -124,18 +125,18 @@ class TrainOptions:
   eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).")
   checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).")
   keep_checkpoints: int = _opt(3, "Checkpoints kept.")
-  eval_batch_size: int = _opt(1000, "Batch size of evaluation.")
   distributed: bool = _opt(False, "Multi-host: call jax.distributed.initialize() first (it reads "
                            "SLURM / Cloud TPU settings from the environment).")
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
                                  "reproduces a run bit-exactly; false trades that for speed.")
 
 
-# Options that change where or how often things are written, never the trained parameters.
-BOOKKEEPING = frozenset({"name", "workdir", "workspace", "data_dir", "log_every", "eval_every",
-                         "checkpoint_every", "keep_checkpoints", "eval_batch_size", "download",
-                         "teacher_workdir", "gpu_deterministic", "level_flag",
-                         "distributed"})
+# Options that change where or how often things are written, or how a finished run is
+# evaluated, never the trained parameters.
+BOOKKEEPING = frozenset({
+    "name", "workdir", "workspace", "data_dir", "log_every", "eval_every", "checkpoint_every",
+    "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "level_flag",
+    "distributed", *(f.name for f in dataclasses.fields(EvalOptions))})
 # Options that only a distillation run uses.
 TEACHER_OPTIONS = ("teacher_flagfile", "teacher_workdir", "teacher_flags", "logit_noise_sigma",
                    "logit_noise_per_sample", "logit_noise_after_tau", "fickle_teacher",
@@ -150,8 +151,8 @@ INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "down
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainOptions):
-  """A run's resolved options: training plus evaluation."""
+class Config(TrainOptions, EvalOptions):
+  """A run's resolved options: training plus evaluation (nkd/evaluation/options.py)."""
 
   def to_dict(self) -> dict[str, Any]:
     return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -166,6 +167,12 @@ class Config(TrainOptions):
   def recipe_hash(self) -> str:
     blob = json.dumps(self.semantic_dict(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _element_type(f: dataclasses.Field):
+  """int or float, from a `tuple[int, ...]`-style annotation."""
+  annotation = str(f.type)
+  return float if "float" in annotation else int if "int" in annotation else str
 
 
 def _jsonable(value):
@@ -198,21 +205,24 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       flags.DEFINE_string(f.name, default, help_text, flag_values=flag_values)
 
 
+def flag_value(flag_values: flags.FlagValues, f: dataclasses.Field):
+  """The value of the flag of field `f`, converted to the field's type."""
+  value = flag_values[f.name].value
+  if f.metadata.get("multi"):
+    return tuple(value or ())
+  if isinstance(f.default, tuple):
+    element = f.metadata.get("element") or _element_type(f)
+    try:
+      return tuple(element(v) for v in (value or ()))
+    except ValueError:
+      raise ConfigError(f"--{f.name} expects a comma-separated list of {element.__name__}, "
+                        f"got {','.join(value)!r}") from None
+  return value
+
+
 def from_flags(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> Config:
   """Builds a resolved, validated Config from parsed flags."""
-  values = {}
-  for f in dataclasses.fields(Config):
-    value = flag_values[f.name].value
-    if f.metadata.get("multi"):
-      value = tuple(value or ())
-    elif isinstance(f.default, tuple):
-      element = f.metadata.get("element", str)
-      try:
-        value = tuple(element(v) for v in (value or ()))
-      except ValueError:
-        raise ConfigError(f"--{f.name} expects a comma-separated list of {element.__name__}, "
-                          f"got {','.join(value)!r}") from None
-    values[f.name] = value
+  values = {f.name: flag_value(flag_values, f) for f in dataclasses.fields(Config)}
   if not values["name"]:
     values["name"] = _flagfile_stem(argv) or "run"
   return resolve(Config(**values))
@@ -287,6 +297,10 @@ def validate(config: Config) -> None:
     if not ok:
       raise ConfigError(f"--{flag}={_show(getattr(config, flag))}: expected {expected}")
 
+  try:
+    EvalOptions.validate(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     parse_model_name(config.model)
   except ValueError as e:

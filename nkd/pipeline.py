@@ -134,4 +134,9 @@ def print_table(rows) -> None:
     lines.append(f"{role:<10} {res.get('model', ''):<10} {res.get('epochs', ''):>6} "
                  f"{res['test_accuracy']:>8.2f}% {res.get('wall_time_s', 0):>7.0f}s  "
                  f"{res['params_sha256'][:16]}  {workdir}")
+  from nkd.evaluate import summary_lines  # pylint: disable=g-import-not-at-top
+  role, res, _ = rows[-1]
+  evaluation = summary_lines({k: v for k, v in res.items() if k != "clean"})
+  if evaluation:
+    lines += ["", f"evaluation of the {role}:", *("  " + line for line in evaluation)]
   print("\n".join(lines), flush=True)

@@ -21,7 +21,7 @@ SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 # A tiny, fast run: WRN-10-1 on a small synthetic set.
 TINY = dict(dataset="synthetic", model="wrn-10-1", synthetic_train_size=256,
             synthetic_test_size=128, batch_size=32, epochs=2, lr_schedule="cosine",
-            log_every=4)
+            log_every=4, eval_suite="accuracy")
 
 
 def tiny_config(tmp_path, **overrides):

@@ -19,11 +19,16 @@ def test_demo_end_to_end_and_teacher_reuse(tmp_path):
   teacher = json.load(open(os.path.join(teacher_dir, "results.json")))
   assert student["teacher"]["params_sha256"] == teacher["params_sha256"]
   assert teacher["test_accuracy"] > 30 and student["test_accuracy"] > 20  # Chance is 10%.
+  # The demo's evaluation suite ran and was summarised.
+  assert {"calibration", "pgd", "cifar10_c"} <= set(student)
+  assert student["cifar10_c"]["source"] == "regenerated"
+  assert "PGD-10" in table and "CIFAR-10-C (regenerated)" in table
   for name in ("config.json", "metrics.jsonl", "results.json"):
     assert os.path.exists(tmp_path / "runs" / "demo" / "seed_0" / name)
 
   # Another student seed reuses the teacher; the finished run is not redone.
-  again = run_cli([DEMO, f"--workspace={tmp_path}", "--seed=1", "--epochs=1"], check=True)
+  again = run_cli([DEMO, f"--workspace={tmp_path}", "--seed=1", "--epochs=1",
+                  "--eval_suite=accuracy"], check=True)
   assert "No teacher" not in again.stderr
   assert json.load(open(tmp_path / "runs" / "demo" / "seed_1" / "results.json"))[
       "teacher"]["params_sha256"] == teacher["params_sha256"]

@@ -218,6 +218,11 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
       "wall_time_s": round(time.time() - run_start, 3),
       "device": environment()["device"],
   }
+  if set(config.suite) - {"accuracy"}:
+    from nkd.evaluate import evaluate_variables  # pylint: disable=g-import-not-at-top
+    eval_start = time.time()
+    results.update(evaluate_variables(config, model, jax.device_get(variables), data, teacher))
+    results["eval_wall_time_s"] = round(time.time() - eval_start, 3)
   if teacher is not None:
     results["teacher"] = {"workdir": teacher.workdir,
                           "test_accuracy": teacher.results.get("test_accuracy"),
