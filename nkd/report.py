@@ -206,7 +206,8 @@ def extract_metrics(results: dict[str, Any], where: str) -> tuple[dict[tuple, fl
 
   pgd_eps: dict[int, set[float]] = {}
   pgd = results.get("pgd")
-  entries = pgd.get("runs") if isinstance(pgd, dict) else pgd
+  # nkd.evaluation writes the attacks under "results" ("runs" in early fixtures).
+  entries = pgd.get("results", pgd.get("runs")) if isinstance(pgd, dict) else pgd
   if isinstance(entries, list):
     for (steps, eps), entry in sorted(_select_pgd(entries).items()):
       pgd_eps.setdefault(steps, set()).add(eps)
@@ -482,7 +483,7 @@ def table_columns(runs: Sequence[Run]) -> list[Column]:
                           f"pgd{steps}_eps{_fmt_number(eps)}_robust", 2))
   columns += [Column(("c10c_mean_15",), "CIFAR-10-C mean-15", "c10c_mean_15", 2),
               Column(("c10c_mean_19",), "CIFAR-10-C mean-19", "c10c_mean_19", 2),
-              Column(("ece",), "ECE", "ece", 4)]
+              Column(("ece",), "ECE", "ece", 2)]
   return columns
 
 
@@ -512,8 +513,8 @@ def summary_markdown(groups: Sequence[Group], columns: Sequence[Column],
       f"\"{DASH}\" with one seed. A cell that is only \"{DASH}\": no run of the group reported "
       "that metric. \"(n=k)\": only k of the row's runs reported it. "
       f"{DAGGER} after n: the group has fewer seeds than the largest group of its experiment "
-      "(the missing seeds are listed under the table). Accuracies in %; ECE (15 bins) as a "
-      "fraction; PGD = per-example worst case over restarts (`robust_accuracy`); CIFAR-10-C "
+      "(the missing seeds are listed under the table). Accuracies in %; ECE (15 bins) in % "
+      "as nkd.evaluation reports it; PGD = per-example worst case over restarts (`robust_accuracy`); CIFAR-10-C "
       "mean-15 = the 15 standard corruptions x 5 severities, mean-19 = all 19. Runs are named "
       "by their path relative to the common parent folder.\n")
   headers = (["variant / split", "level name", "level", "n", "seeds"]

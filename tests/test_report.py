@@ -34,7 +34,7 @@ def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_
   if test_accuracy is not None:
     res["test_accuracy"] = test_accuracy
   if pgd is not None:
-    res["pgd"] = {"runs": [
+    res["pgd"] = {"results": [
         {"eps": eps, "step_size": 0.003, "steps": steps, "restarts": 5, "loss": "ce",
          "clean_accuracy": test_accuracy, "robust_accuracy": robust,
          "worst_restart_accuracy": worst, "restart_accuracies": [worst] * 5}
