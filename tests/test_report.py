@@ -91,8 +91,8 @@ def test_mean_std_is_the_sample_std():
 
 def test_summary_aggregates_hand_computed_values(tmp_path):
   runs = tmp_path / "runs"
-  for seed, acc, cinic, ece in ((0, 93.0, 69.0, 0.02), (10, 94.0, 70.0, 0.03),
-                                (20, 95.5, 71.5, 0.05)):
+  for seed, acc, cinic, ece in ((0, 93.0, 69.0, 2.0), (10, 94.0, 70.0, 3.0),
+                                (20, 95.5, 71.5, 5.0)):
     softrand(runs, f"s{seed}", seed, 0.05, acc, cinic=cinic, ece=ece,
              pgd=[(20, 0.031, 30.0 + seed / 10, 31.0)])
   out = str(tmp_path / "out")
@@ -107,13 +107,13 @@ def test_summary_aggregates_hand_computed_values(tmp_path):
                                                                       + 1.77778) / 2), abs=1e-4)
   assert row["pgd20_eps0.031_robust_mean"] == "31.000000"  # (30 + 31 + 32) / 3
   assert row["pgd20_eps0.031_robust_std"] == "1.000000"
-  assert row["ece_mean"] == "0.033333" and row["ece_n"] == "3"
+  assert row["ece_mean"] == "3.333333" and row["ece_n"] == "3"
   # Metrics no run has are still columns, empty, with a count of 0.
   assert row["c10c_mean_15_mean"] == "" and row["c10c_mean_15_n"] == "0"
   md = read(out, "summary.md")
   assert "94.17 ± 1.26" in md
   assert "ddof=1" in md
-  assert "0.0333 ± 0.0153" in md  # ECE: 4 decimals; std of (0.02, 0.03, 0.05)
+  assert "3.33 ± 1.53" in md  # ECE in percent, 2 decimals; sample std of (2, 3, 5)
 
 
 def test_groups_by_experiment_and_level_in_sorted_order(tmp_path):
