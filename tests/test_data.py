@@ -109,3 +109,18 @@ def test_validation_split_and_subset():
   np.testing.assert_array_equal(out.val_images, data.train_images[50:60])
   with pytest.raises(ConfigError, match="--validation_size"):
     split(data, train_subset=0, validation_size=100)
+
+
+def test_tfds_source_reads_a_prepared_cifar10(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=20):  # Stands in for a prepared data_dir.
+    data = cifar10.load_cifar10(str(tmp_path), cache_dir=str(tmp_path / "c"), source="tfds")
+  assert data.train_images.shape == (20, 32, 32, 3) and data.train_images.dtype == np.uint8
+  assert data.test_labels.shape == (20,) and data.test_labels.dtype == np.int32
+  assert data.source.startswith("tfds")
+
+
+def test_tfds_source_without_prepared_data_is_a_clear_error(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(DataError, match="TFDS cifar10 could not be loaded"):
+    cifar10.load_cifar10(str(tmp_path), cache_dir=str(tmp_path / "c"), source="tfds")

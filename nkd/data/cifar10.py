@@ -111,10 +111,10 @@ def load_tfds(data_dir: str) -> Dataset:
   except ImportError:
     raise DataError("--data_source=tfds needs tensorflow-datasets installed") from None
   try:
-    sources = tfds.data_source("cifar10", data_dir=data_dir, download=False)
     arrays = {}
     for split in ("train", "test"):
-      items = [sources[split][i] for i in range(len(sources[split]))]
+      source = tfds.data_source("cifar10", split=split, data_dir=data_dir, download=False)
+      items = [source[i] for i in range(len(source))]
       arrays[split] = (np.stack([it["image"] for it in items]).astype(np.uint8),
                        np.asarray([it["label"] for it in items], np.int32))
   except Exception as e:  # TFDS raises assorted errors for absent or unprepared data.
