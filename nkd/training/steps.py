@@ -21,11 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nkd import losses, noise
 from nkd.data.augment import crop_and_flip
-
-
-def to_unit_range(images: jax.Array) -> jax.Array:
-  """uint8 pixels -> float32 in [0, 1]."""
-  return images.astype(jnp.float32) / 255.0
+from nkd.evaluation import batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +105,7 @@ def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
     step_key = jax.random.fold_in(train_key, step)
     if spec.augment:
       x = crop_and_flip(noise.noise_key(step_key, "augment"), x)
-    x = to_unit_range(x)
+    x = batching.to_unit_float(x)
     # Soft Randomization: only the student sees the noisy image.
     student_x = noise.gaussian_input_noise(noise.noise_key(step_key, "input_noise"), x,
                                            sigma=spec.input_noise_sigma,
@@ -157,23 +153,18 @@ def make_predict_fn(model: nn.Module) -> Callable:
   """Jitted eval-mode logits of uint8 images: `predict(variables, images) -> logits`."""
   @jax.jit
   def predict(variables, images):
-    return model.apply(variables, to_unit_range(images), train=False, deterministic=True)
+    return model.apply(variables, batching.to_unit_float(images), train=False,
+                       deterministic=True)
   return predict
 
 
 def predict_dataset(predict: Callable, variables: Any, images: np.ndarray,
                     batch_size: int) -> np.ndarray:
   """Logits for every image; the last batch is padded so one compiled shape serves all."""
-  n = len(images)
-  batch_size = min(batch_size, n)
-  out = []
-  for start in range(0, n, batch_size):
-    batch = images[start:start + batch_size]
-    pad = batch_size - len(batch)
-    if pad:
-      batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-    out.append(np.asarray(predict(variables, batch))[:batch_size - pad])
-  return np.concatenate(out)
+  size = batching.effective_batch_size(len(images), batch_size)
+  return np.concatenate([
+      np.asarray(predict(variables, batching.pad_batch(images[start:stop], size)))[:stop - start]
+      for _, start, stop in batching.padded_batches(len(images), size)])
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
