@@ -67,3 +67,18 @@ def test_cifar10c_folder_with_wrong_shapes_is_named(student_run, tmp_path):
 
 def test_not_a_run_folder(tmp_path):
   assert_one_line_error(evaluate_cli([f"--workdir={tmp_path}"]), f"--workdir={tmp_path}")
+
+
+def test_cinic_folder_without_class_folders_is_named(student_run, tmp_path):
+  (tmp_path / "test").mkdir()
+  proc = evaluate_cli([f"--workdir={student_run}", "--eval_suite=cinic",
+                       f"--cinic_dir={tmp_path}"])
+  assert_one_line_error(proc, str(tmp_path / "test"))
+
+
+def test_absent_cinic_is_reported_as_skipped(student_run):
+  proc = evaluate_cli([f"--workdir={student_run}", "--eval_suite=cinic"])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  cinic = json.load(open(student_run / "results.json"))["cinic_imagenet"]
+  assert cinic["status"] == "skipped" and cinic["reason"]
+  assert "skipped" in proc.stdout
