@@ -1,0 +1,374 @@
+"""Throughput of the pieces that decide how long the paper's experiments take.
+
+  python -m nkd.bench [--json=PATH] [--torch_reference] [--quick] [--only=ROW,ROW]
+                      [--steps=S] [--repeats=R] [--epoch_images=N] [--pgd_batch=B]
+
+Rows (img/s, median over --repeats timings (default 5, the epoch row 3), each after a warm-up
+that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
+  kd_step_fp32      the KD train step: WRN-40-2 teacher forward + WRN-16-2 forward, backward
+                    and SGD update, batch 128, float32 (nkd.training.steps.make_train_step,
+                    with its on-device batch gather, crop and flip)
+  kd_step_bf16      the same in bfloat16 (--dtype=bfloat16: parameters stay float32)
+  kd_step_fickle    the Fickle Teacher: a teacher with dropout 0.3 kept in dropout mode
+  kd_step_softrand  Soft Randomization: Gaussian noise (s=0.05) on the student's input
+  epoch             one whole epoch as nkd.training.loop runs it: the epoch's permutation, then
+                    every step over a 50,000-image synthetic set held on the device, metrics
+                    fetched every 100 steps (float32 KD step)
+  pgd20_fp32        PGD-20 (eps 0.031, step 0.003, random start) on a WRN-16-2 at batch 1000,
+                    with nkd.evaluation.pgd.pgd_attack; img/s = attacked images per second
+  pgd20_bf16        the same with a bfloat16 model
+
+--quick shrinks everything (WRN-10-1 models, batch 32, a 256-image epoch, PGD-2 at batch 64,
+2 timings of 2 steps) so a test runs it in seconds; its numbers mean nothing. --torch_reference
+also times nkd/torch_reference.py (our eager PyTorch version of the same step and attack) on
+the same device and prints the ratios JAX / PyTorch. The device, package versions and every
+setting go into the JSON. Run it alone on the machine: anything else running skews it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+PROG = "nkd.bench"
+ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
+        "pgd20_fp32", "pgd20_bf16")
+DESCRIPTIONS = {
+    "kd_step_fp32": "KD step, T fwd + S step, fp32",
+    "kd_step_bf16": "KD step, bfloat16",
+    "kd_step_fickle": "KD step, Fickle teacher (dropout 0.3)",
+    "kd_step_softrand": "KD step, Soft Randomization (s=0.05)",
+    "epoch": "whole epoch (permutation + steps + fetches)",
+    "pgd20_fp32": "PGD attack on the student, fp32",
+    "pgd20_bf16": "PGD attack on the student, bfloat16",
+}
+# ANCHORS.md, "Speed to beat" (one H200): the numbers this benchmark is compared with.
+ANCHORS_H200 = {
+    "kd_step_fp32": {"pytorch_eager": 9600, "plain_flax_jit": "33000-40000"},
+    "pgd20_fp32": {"pytorch": 5100, "plain_jax": 11100},
+    "pgd20_bf16": {"pytorch": 7100, "plain_jax": 18000},
+    "four_processes_kd": 86000,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  teacher: str = "wrn-40-2"
+  student: str = "wrn-16-2"
+  batch: int = 128
+  epoch_images: int = 50_000
+  pgd_batch: int = 1000
+  pgd_steps: int = 20
+  steps: int = 20          # train steps per timing
+  repeats: int = 5         # timings per row (the median is reported)
+  epoch_repeats: int = 3
+  warmup_s: float = 2.0    # warm-up: compile, then calls for at least this long
+  quick: bool = False
+
+  @classmethod
+  def quick_settings(cls) -> "Settings":
+    return cls(teacher="wrn-10-1", student="wrn-10-1", batch=32, epoch_images=256,
+               pgd_batch=64, pgd_steps=2, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2, quick=True)
+
+
+class BenchError(Exception):
+  pass
+
+
+def _median_rate(times: Sequence[float], images: int) -> dict[str, Any]:
+  median = statistics.median(times)
+  return {"img_per_s": images / median, "median_s": median, "times_s": list(times),
+          "images_per_timing": images, "spread": max(times) / min(times)}
+
+
+def _config(settings: Settings, **overrides):
+  from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+  values = dict(dataset="synthetic", model=settings.student, batch_size=settings.batch,
+                epochs=1, mode="kd", teacher_workdir="unused", workspace="/nonexistent",
+                synthetic_train_size=settings.epoch_images)
+  values.update(overrides)
+  return config_lib.resolve(config_lib.Config(**values))
+
+
+class _Data:
+  """A synthetic training set on the device (the bytes do not change the speed)."""
+
+  def __init__(self, settings: Settings, mesh):
+    from nkd.training.steps import replicate  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    n = settings.epoch_images
+    self.n = n
+    self.images, self.labels = replicate(
+        (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+         rng.integers(0, 10, n, dtype=np.int32)), mesh)
+
+
+def _kd_setup(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=False,
+              input_noise_sigma=0.0):
+  """(step, state, teacher variables, order, train key) of a KD run like the loop builds."""
+  from nkd.models import create_model  # pylint: disable=g-import-not-at-top
+  from nkd.models.wrn import init_variables  # pylint: disable=g-import-not-at-top
+  from nkd.training import keys as keys_lib  # pylint: disable=g-import-not-at-top
+  from nkd.training.state import create_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
+  from nkd.training.steps import StepSpec, make_train_step, replicate  # pylint: disable=g-import-not-at-top
+  config = _config(settings, dtype=dtype, fickle_teacher=fickle,
+                   input_noise_sigma=input_noise_sigma)
+  steps_per_epoch = data.n // settings.batch
+  keys = keys_lib.run_keys(0)
+  student = create_model(settings.student, dtype=dtype)
+  teacher = create_model(settings.teacher, dropout_rate=0.3 if fickle else 0.0, dtype=dtype)
+  state = create_train_state(student, keys["init"], make_optimizer(config, steps_per_epoch))
+  teacher_vars = init_variables(teacher, jax.random.key(1))
+  state, teacher_vars = replicate((state, teacher_vars), mesh)
+  step = make_train_step(student, StepSpec.from_config(config, steps_per_epoch), mesh, teacher)
+  order = keys_lib.epoch_permutation(keys["data"], 0, data.n)
+  return step, state, teacher_vars, order, keys
+
+
+def _warm_up(call: Callable[[], Any], settings: Settings) -> None:
+  """Compiles (first call), then calls for at least settings.warmup_s seconds (one call or
+  more): first calls and an idle CPU or GPU are slow."""
+  jax.block_until_ready(call())
+  start, done = time.perf_counter(), 0
+  while done < 1 or time.perf_counter() - start < settings.warmup_s:
+    jax.block_until_ready(call())
+    done += 1
+
+
+def bench_kd_step(settings: Settings, data: _Data, mesh, **kwargs) -> dict[str, Any]:
+  step, state, tvars, order, keys = _kd_setup(settings, data, mesh, **kwargs)
+
+  def call():
+    nonlocal state
+    state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
+    return metrics
+
+  _warm_up(call, settings)
+  times = []
+  for _ in range(settings.repeats):
+    start = time.perf_counter()
+    for _ in range(settings.steps):
+      state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  return _median_rate(times, settings.steps * settings.batch)
+
+
+def bench_epoch(settings: Settings, data: _Data, mesh, log_every: int = 100) -> dict[str, Any]:
+  from nkd.training import keys as keys_lib  # pylint: disable=g-import-not-at-top
+  step, state, tvars, order, keys = _kd_setup(settings, data, mesh)
+  steps_per_epoch = data.n // settings.batch
+
+  def epoch(index):
+    nonlocal state
+    order = keys_lib.epoch_permutation(keys["data"], index, data.n)
+    pending, fetched = [], []
+    for i in range(steps_per_epoch):
+      state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
+      pending.append(metrics)
+      if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+        fetched += jax.device_get(pending)
+        pending = []
+    jax.block_until_ready(state)
+    return fetched
+
+  # Warm-up: compile the step and the permutation (steps, not a whole epoch).
+  warm = keys_lib.epoch_permutation(keys["data"], 0, data.n)
+
+  def call():
+    nonlocal state
+    state, metrics = step(state, tvars, data.images, data.labels, warm, keys["train"])
+    return metrics
+
+  _warm_up(call, settings)
+  times = []
+  for r in range(settings.epoch_repeats):
+    start = time.perf_counter()
+    epoch(r + 1)
+    times.append(time.perf_counter() - start)
+  out = _median_rate(times, steps_per_epoch * settings.batch)
+  out["epoch_s"] = out["median_s"]
+  out["steps_per_epoch"] = steps_per_epoch
+  return out
+
+
+def bench_pgd(settings: Settings, *, dtype="float32") -> dict[str, Any]:
+  from nkd.evaluation import pgd  # pylint: disable=g-import-not-at-top
+  from nkd.models import create_model  # pylint: disable=g-import-not-at-top
+  from nkd.models.wrn import init_variables  # pylint: disable=g-import-not-at-top
+  model = create_model(settings.student, dtype=dtype)
+  variables = init_variables(model, jax.random.key(2))
+
+  def apply_fn(x):
+    return model.apply(variables, x, train=False, deterministic=True)
+
+  rng = np.random.default_rng(1)
+  images = jax.device_put(rng.integers(0, 256, (settings.pgd_batch, 32, 32, 3), np.uint8))
+  labels = jax.device_put(rng.integers(0, 10, settings.pgd_batch, np.int32))
+
+  def attack(i):
+    return pgd.pgd_attack(apply_fn, jax.random.key(i), images, labels, eps=0.031,
+                          step_size=0.003, steps=settings.pgd_steps)
+
+  _warm_up(lambda: attack(0), settings)
+  times = []
+  for r in range(settings.repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(attack(r + 1))
+    times.append(time.perf_counter() - start)
+  return _median_rate(times, settings.pgd_batch)
+
+
+def run_rows(settings: Settings, rows: Sequence[str],
+             say: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
+  from nkd.training.loop import make_mesh  # pylint: disable=g-import-not-at-top
+  mesh = make_mesh()
+  data = _Data(settings, mesh) if any(not r.startswith("pgd") for r in rows) else None
+  runners = {
+      "kd_step_fp32": lambda: bench_kd_step(settings, data, mesh),
+      "kd_step_bf16": lambda: bench_kd_step(settings, data, mesh, dtype="bfloat16"),
+      "kd_step_fickle": lambda: bench_kd_step(settings, data, mesh, fickle=True),
+      "kd_step_softrand": lambda: bench_kd_step(settings, data, mesh, input_noise_sigma=0.05),
+      "epoch": lambda: bench_epoch(settings, data, mesh),
+      "pgd20_fp32": lambda: bench_pgd(settings),
+      "pgd20_bf16": lambda: bench_pgd(settings, dtype="bfloat16"),
+  }
+  out = {}
+  for row in rows:
+    start = time.perf_counter()
+    out[row] = runners[row]()
+    out[row]["total_s"] = time.perf_counter() - start
+    say(f"{row}: {out[row]['img_per_s']:.1f} img/s ({out[row]['total_s']:.0f}s with warm-up)")
+  return out
+
+
+def environment() -> dict[str, Any]:
+  from nkd.training.loop import environment as run_environment  # pylint: disable=g-import-not-at-top
+  env = run_environment()
+  env["device_kind"] = jax.devices()[0].device_kind
+  env["cpu_count"] = os.cpu_count()
+  return env
+
+
+def torch_reference(settings: Settings, rows: Sequence[str]) -> dict[str, Any]:
+  """The PyTorch rows, or {'error': why} where PyTorch cannot run."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    from nkd import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    return {"error": f"PyTorch is not importable ({e}); install it to compare (it is not a "
+                     f"requirement of nkd)"}
+  jax_platform = jax.devices()[0].platform
+  torch_device = ref.default_device().type
+  if (jax_platform == "gpu") != (torch_device == "cuda"):
+    return {"error": f"PyTorch runs on {torch_device} but JAX on {jax_platform}: no "
+                     f"same-device comparison"}
+  torch_rows = tuple(r for r in rows if r != "epoch")
+  results = ref.benchmark(teacher=settings.teacher, student=settings.student,
+                          batch=settings.batch, pgd_batch=settings.pgd_batch,
+                          pgd_steps=settings.pgd_steps, steps=settings.steps,
+                          repeats=settings.repeats, warmup_s=settings.warmup_s,
+                          rows=torch_rows)
+  return {"version": torch.__version__, "device": str(ref.default_device()),
+          "threads": torch.get_num_threads(), "rows": results}
+
+
+def format_table(result: dict[str, Any]) -> str:
+  rows = result["rows"]
+  torch_rows = (result.get("torch_reference") or {}).get("rows", {})
+  lines = [f"nkd.bench on {result['environment']['device']} "
+           f"({result['environment']['device_count']} device(s)); jax "
+           f"{result['environment']['versions']['jax']}"
+           + ("; QUICK: tiny models, numbers mean nothing" if result["settings"]["quick"]
+              else "")]
+  header = (f"{'row':<17} {'what':<44} {'img/s':>10}"
+            + (f" {'torch img/s':>12} {'jax/torch':>9}" if torch_rows else ""))
+  lines += [header, "-" * len(header)]
+  for name, row in rows.items():
+    line = f"{name:<17} {DESCRIPTIONS[name]:<44} {row['img_per_s']:>10.1f}"
+    if torch_rows:
+      t = torch_rows.get(name)
+      line += (f" {t['img_per_s']:>12.1f} {row['img_per_s'] / t['img_per_s']:>8.2f}x" if t
+               else f" {'-':>12} {'-':>9}")
+    lines.append(line)
+  if "error" in (result.get("torch_reference") or {}):
+    lines.append(f"torch reference: {result['torch_reference']['error']}")
+  return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise BenchError(message)
+
+
+def parse_args(argv: Sequence[str]):
+  p = _Parser(prog=PROG, allow_abbrev=False,
+              description="Throughput of the KD step, an epoch and PGD (see the docstring).")
+  p.add_argument("--json", default="", help="also write the results as JSON here")
+  p.add_argument("--torch_reference", action="store_true",
+                 help="also time nkd/torch_reference.py (needs PyTorch)")
+  p.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+  p.add_argument("--only", default="", help=f"comma-separated rows of {','.join(ROWS)}")
+  p.add_argument("--steps", type=int, default=None, help="train steps per timing")
+  p.add_argument("--repeats", type=int, default=None, help="timings per row")
+  p.add_argument("--epoch_images", type=int, default=None, help="images of the epoch row")
+  p.add_argument("--pgd_batch", type=int, default=None,
+                 help="batch of the PGD rows (default 1000; smaller for a slow CPU)")
+  args = p.parse_args(argv)
+  rows = tuple(r.strip() for r in args.only.split(",") if r.strip()) or ROWS
+  unknown = [r for r in rows if r not in ROWS]
+  if unknown:
+    raise BenchError(f"--only: unknown row {unknown[0]!r}; rows are {', '.join(ROWS)}")
+  settings = Settings.quick_settings() if args.quick else Settings()
+  changes = {k: getattr(args, k) for k in ("steps", "repeats", "epoch_images", "pgd_batch")
+             if getattr(args, k) is not None}
+  for key, value in changes.items():
+    if value < 1:
+      raise BenchError(f"--{key}={value}: expected a positive integer")
+  if "repeats" in changes:
+    changes["epoch_repeats"] = min(settings.epoch_repeats, changes["repeats"])
+  settings = dataclasses.replace(settings, **changes)
+  if settings.epoch_images < settings.batch:
+    raise BenchError(f"--epoch_images={settings.epoch_images}: expected at least one batch "
+                     f"({settings.batch})")
+  return args, settings, rows
+
+
+def main(argv: Sequence[str]) -> int:
+  try:
+    args, settings, rows = parse_args(argv)
+  except BenchError as e:
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 2
+  jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax
+  say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
+  env = environment()
+  say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
+  result = {"environment": env, "settings": dataclasses.asdict(settings),
+            "rows": run_rows(settings, rows, say), "anchors_h200": ANCHORS_H200}
+  if args.torch_reference:
+    say("PyTorch reference ...")
+    result["torch_reference"] = torch_reference(settings, rows)
+    for name, t in result["torch_reference"].get("rows", {}).items():
+      result["rows"][name]["torch_img_per_s"] = t["img_per_s"]
+      result["rows"][name]["jax_over_torch"] = result["rows"][name]["img_per_s"] / t["img_per_s"]
+  print(format_table(result), flush=True)
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+      f.write("\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
