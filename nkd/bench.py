@@ -21,8 +21,9 @@ that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
 --quick shrinks everything (WRN-10-1 models, batch 32, a 256-image epoch, PGD-2 at batch 64,
 2 timings of 2 steps) so a test runs it in seconds; its numbers mean nothing. --torch_reference
 also times nkd/torch_reference.py (our eager PyTorch version of the same step and attack) on
-the same device and prints the ratios JAX / PyTorch. The device, package versions and every
-setting go into the JSON. Run it alone on the machine: anything else running skews it.
+the same device and prints the ratios JAX / PyTorch. As in a training run, GPU programs use
+--xla_gpu_deterministic_ops unless --gpu_deterministic=false. The device, package versions and
+every setting go into the JSON. Run it alone on the machine: anything else running skews it.
 """
 
 from __future__ import annotations
@@ -321,6 +322,10 @@ def parse_args(argv: Sequence[str]):
   p.add_argument("--steps", type=int, default=None, help="train steps per timing")
   p.add_argument("--repeats", type=int, default=None, help="timings per row")
   p.add_argument("--epoch_images", type=int, default=None, help="images of the epoch row")
+  p.add_argument("--gpu_deterministic", choices=("true", "false"), default="true",
+                 help="as nkd.main's flag (default true, like a run): on a GPU, "
+                      "--xla_gpu_deterministic_ops; 'false' measures the faster, "
+                      "non-reproducible kernels")
   p.add_argument("--pgd_batch", type=int, default=None,
                  help="batch of the PGD rows (default 1000; smaller for a slow CPU)")
   args = p.parse_args(argv)
@@ -349,11 +354,19 @@ def main(argv: Sequence[str]) -> int:
   except BenchError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
-  jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax
+  # As a run sets them (nkd.pipeline.setup_jax), before the backend starts: the timed
+  # programs are the ones training runs.
+  jax.config.update("jax_threefry_partitionable", True)
+  if args.gpu_deterministic == "true":
+    flag = "--xla_gpu_deterministic_ops=true"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
   say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
   env = environment()
   say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
-  result = {"environment": env, "settings": dataclasses.asdict(settings),
+  result = {"environment": env,
+            "settings": {**dataclasses.asdict(settings),
+                         "gpu_deterministic": args.gpu_deterministic == "true"},
             "rows": run_rows(settings, rows, say), "anchors_h200": ANCHORS_H200}
   if args.torch_reference:
     say("PyTorch reference ...")
