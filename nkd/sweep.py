@@ -30,8 +30,13 @@ Options (before `--`):
   --flagfile=PATH      the experiment (required).
   --grid=KEY=V1,V2,..  a --KEY of nkd.main and its values (repeatable, at least one).
   --parallel=N         runs at once (default 1). Several processes share one GPU well (4 on
-                       one H200 gave 2.2x the throughput of one); N is refused when N times a
-                       conservative per-run memory estimate exceeds what the device has.
+                       one H200 gave 2.2x the throughput of one). N is refused when a
+                       conservative per-run estimate (data, activations at --batch_size, a
+                       teacher trained in the same process, overhead; x1.5) does not fit: on
+                       a GPU, into each run's XLA_PYTHON_CLIENT_MEM_FRACTION of the memory
+                       JAX reports (memory_stats()['bytes_limit'], asked in a child process
+                       so the sweep itself holds no GPU memory), with the fractions summing
+                       to at most 1; on a CPU, N estimates into MemAvailable.
   --workspace=DIR      passed to every run; default: the flagfile's (`workspace`).
   --name=NAME          the sweep's folder under WORKSPACE/sweeps (default: the flagfile stem).
   --mem_fraction=F     XLA_PYTHON_CLIENT_MEM_FRACTION of each run; default: 0.9/N when N > 1
@@ -378,18 +383,34 @@ def check_parallel(parallel: int, configs: Sequence[Any], env: dict[str, str],
                   default=2 * GIB)
   if platform == "cpu":
     available, where = available_host_bytes(), "available host memory (/proc/meminfo)"
+    if available is None:
+      return "memory check skipped: no /proc/meminfo"
   else:
     limit = device.get("bytes_limit")
-    available = int(0.9 * limit) if limit else None
-    where = f"90% of the {device.get('kind', platform)}'s memory"
-  if available is None:
-    return f"memory check skipped: no memory figure for platform {platform}"
+    if not limit:
+      return f"memory check skipped: no memory figure for platform {platform}"
+    # Each run's allocator may take XLA_PYTHON_CLIENT_MEM_FRACTION of the device (JAX's
+    # default: 0.75): the fractions must fit together, and a run must fit in its own.
+    fraction = float(env.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
+    if parallel * fraction > 1.0 + 1e-6:
+      raise SweepError(f"--parallel={parallel} runs with XLA_PYTHON_CLIENT_MEM_FRACTION="
+                       f"{fraction:g} each would need {parallel * fraction:.0%} of the "
+                       f"{device.get('kind', platform)}; lower --mem_fraction")
+    available = int(parallel * fraction * limit)
+    where = (f"{parallel} x {fraction:.3g} of the {device.get('kind', platform)}'s "
+             f"{limit / GIB:.0f} GiB")
   account = (f"{parallel} x {per_run / GIB:.1f} GiB estimated per run vs {available / GIB:.1f} "
-             f"GiB {where}")
+             f"GiB: {where}")
   if parallel * per_run > available:
-    most = max(1, available // per_run)
-    raise SweepError(f"--parallel={parallel} does not fit: {account}; use --parallel={most} "
-                     f"or less (or --mem_per_run_gb to override the estimate)")
+    if platform == "cpu":
+      most = max(1, available // per_run)
+      advice = f"use --parallel={most} or less"
+    else:
+      most = max(1, int(0.9 * limit) // per_run)
+      advice = (f"use --parallel={most} or less (each with --mem_fraction {0.9 / most:.3g}, "
+                f"the default)")
+    raise SweepError(f"--parallel={parallel} does not fit: {account}; {advice} (or "
+                     f"--mem_per_run_gb to override the estimate)")
   return account
 
 

@@ -231,3 +231,41 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished_sweep, tmp_path
   assert run["params_sha256"] == reference["params_sha256"]
   log = (workdir / "log.txt").read_text()
   assert log.count("=== nkd.sweep ") == 2 and "Resumed" in log
+
+
+def test_gpu_memory_check_uses_each_runs_fraction(monkeypatch):
+  """On a GPU each run may take XLA_PYTHON_CLIENT_MEM_FRACTION of it (0.9/N by default)."""
+  from nkd import config as config_lib
+  monkeypatch.setattr(sweep, "probe_device", lambda env: {
+      "platform": "gpu", "kind": "NVIDIA H100", "bytes_limit": 80 * sweep.GIB})
+  hinton = config_lib.parse_flagfile("experiments/hinton.flags", [])
+  per_run = sweep.estimate_run_bytes(hinton, "gpu")
+  assert 2 * sweep.GIB < per_run < 8 * sweep.GIB  # conservative, but several fit on one GPU
+  fits = sweep.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225"}, None)
+  assert fits.startswith("4 x ") and "0.225" in fits
+  with pytest.raises(sweep.SweepError, match=r"--parallel=40 does not fit: .* use "
+                                             r"--parallel=\d+ or less"):
+    sweep.check_parallel(40, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.0225"}, None)
+  with pytest.raises(sweep.SweepError, match="would need 200%"):
+    sweep.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}, None)
+  monkeypatch.setattr(sweep, "probe_device", lambda env: {
+      "platform": "tpu", "kind": "TPU v4", "bytes_limit": None})
+  with pytest.raises(sweep.SweepError, match="TPU is held by one process"):
+    sweep.check_parallel(2, [hinton], {}, None)
+
+
+def test_each_run_gets_its_share_of_the_gpu(tmp_path):
+  args, *_ = sweep.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1,2,3", "--parallel=4"])
+  env = sweep.child_env(args, 4)
+  if "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ:
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
+  assert env.get("XLA_PYTHON_CLIENT_PREALLOCATE") == os.environ.get(
+      "XLA_PYTHON_CLIENT_PREALLOCATE")  # JAX's default unless asked
+  args, *_ = sweep.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--parallel=2",
+                            "--mem_fraction=0.3", "--no_preallocate",
+                            f"--compile_cache={tmp_path}"])
+  env = sweep.child_env(args, 2)
+  assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
+  assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+  assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path)
+  assert str(REPO) in env["PYTHONPATH"].split(os.pathsep)
