@@ -18,7 +18,7 @@
 #                         nothing (also DRY_RUN=1)
 #   --partition=P --account=A --qos=Q
 #   --time=HH:MM:SS       per task (default 04:00:00)
-#   --gpus-per-task=G     (default 1)      --cpus-per-task=C (default 8)   --mem=M (default 32G)
+#   --gpus-per-task=G     (default 1; 0: none)  --cpus-per-task=C (default 8)  --mem=M (default 32G)
 #   --max-concurrent=K    at most K tasks at once (--array=0-(N-1)%K)
 #   --job-name=NAME       (default nkd-<flagfile stem>)
 #   --log-dir=DIR         SLURM output files (default: REPO/workspace/slurm)
@@ -55,6 +55,7 @@ while [[ $# -gt 0 ]]; do
 done
 sweep_args=("$@")
 [[ ${#sweep_args[@]} -gt 0 ]] || die "no nkd.sweep arguments after --; see --help"
+[[ "$gpus" =~ ^[0-9]+$ ]] || die "--gpus-per-task=$gpus: expected an integer >= 0"
 [[ -z "$max_concurrent" || "$max_concurrent" =~ ^[1-9][0-9]*$ ]] \
   || die "--max-concurrent=$max_concurrent: expected a positive integer"
 python="${python:-$(default_python)}"
@@ -75,9 +76,11 @@ if [[ -z "$job_name" ]]; then
 fi
 
 array="0-$((count - 1))${max_concurrent:+%$max_concurrent}"
-sbatch_cmd=(sbatch "--job-name=$job_name" "--array=$array" "--time=$time_limit"
-            "--gpus-per-task=$gpus" "--ntasks=1" "--cpus-per-task=$cpus" "--mem=$mem"
-            "--chdir=$NKD_REPO" "--output=$log_dir/%x-%A_%a.out" "--requeue")
+sbatch_cmd=(sbatch "--job-name=$job_name" "--array=$array" "--time=$time_limit")
+# --gpus-per-task=0 leaves GPUs out (a CPU partition, or GPUs asked with --sbatch-arg=--gres=...).
+[[ "$gpus" != 0 ]] && sbatch_cmd+=("--gpus-per-task=$gpus")
+sbatch_cmd+=("--ntasks=1" "--cpus-per-task=$cpus" "--mem=$mem" "--chdir=$NKD_REPO"
+             "--output=$log_dir/%x-%A_%a.out" "--requeue")
 [[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
 [[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
 [[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")

@@ -69,10 +69,11 @@ def test_slurm_sweep_dry_run_submits_one_task_per_point(tmp_path):
 
 
 def test_slurm_sweep_dry_run_from_the_environment_and_its_errors(tmp_path):
-  proc = launch("slurm_sweep.sh", "--", "--flagfile=experiments/student.flags",
-                "--grid=seed=0,1", env={"DRY_RUN": "1"})
+  proc = launch("slurm_sweep.sh", "--gpus-per-task=0", "--sbatch-arg=--gres=gpu:a100:1", "--",
+                "--flagfile=experiments/student.flags", "--grid=seed=0,1", env={"DRY_RUN": "1"})
   sbatch, _ = submitted(proc)
-  assert "--array=0-1" in sbatch
+  assert "--array=0-1" in sbatch and "--gres=gpu:a100:1" in sbatch
+  assert not any(o.startswith("--gpus-per-task") for o in sbatch)
   bad = launch("slurm_sweep.sh", "--dry-run", "--", "--flagfile=experiments/student.flags",
                "--grid=sed=0")
   assert bad.returncode == 2 and bad.stdout == ""
