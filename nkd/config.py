@@ -164,9 +164,15 @@ class Config(TrainOptions, EvalOptions):
     """The options that determine the trained parameters."""
     return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING}
 
+  def differing_options(self, stored_options: dict[str, Any]) -> list[str]:
+    """The semantic options whose value differs from a run's stored config.json options."""
+    ours = self.semantic_dict()
+    return sorted(k for k, v in ours.items() if stored_options.get(k) != v)
+
   def recipe_hash(self) -> str:
-    blob = json.dumps(self.semantic_dict(), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:10]
+    """Names a recipe: its semantic options except the seed (one recipe, many seeds)."""
+    recipe = {k: v for k, v in self.semantic_dict().items() if k != "seed"}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _element_type(f: dataclasses.Field):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
 from typing import Any
 
@@ -62,9 +60,7 @@ def teacher_config(config):
   if teacher.mode != "ce":
     raise ConfigError(f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
                       f"train with --mode=ce, not {teacher.mode}")
-  recipe = {k: v for k, v in teacher.semantic_dict().items() if k != "seed"}
-  digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
-  workdir = os.path.join(config.workspace, "teachers", f"{teacher.name}-{digest}",
+  workdir = os.path.join(config.workspace, "teachers", f"{teacher.name}-{teacher.recipe_hash()}",
                          f"seed_{teacher.seed}")
   return teacher.replace(workdir=workdir)
 

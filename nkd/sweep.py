@@ -246,8 +246,7 @@ def run_state(flagfile: str, run: Run) -> str:
     theirs = run_files.read_json(stored).get("options", {})
   except NkdError:
     return "other"
-  ours = config.semantic_dict()
-  return "finished" if all(theirs.get(k) == v for k, v in ours.items()) else "other"
+  return "other" if config.differing_options(theirs) else "finished"
 
 
 def _read_results(run: Run) -> None:

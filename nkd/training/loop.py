@@ -62,9 +62,8 @@ def check_workdir(config, fingerprint: str) -> dict[str, Any] | None:
   if not os.path.exists(config_path):
     return None
   stored = run_files.read_json(config_path)
-  ours = config.semantic_dict()
-  theirs = {k: v for k, v in stored.get("options", {}).items() if k in ours}
-  diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+  ours, theirs = config.semantic_dict(), stored.get("options", {})
+  diff = config.differing_options(theirs)
   if stored.get("data_fingerprint") not in (None, fingerprint):
     diff.append("data (the data set's bytes differ)")
   results_path = os.path.join(config.workdir, run_files.RESULTS)
