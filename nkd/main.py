@@ -5,6 +5,7 @@ import sys
 from absl import app, flags, logging
 
 from nkd import config as config_lib
+from nkd import pipeline
 from nkd.errors import NkdError
 
 config_lib.define_flags()
@@ -22,7 +23,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
-    from nkd import pipeline  # pylint: disable=g-import-not-at-top
     pipeline.run(config_lib.from_flags(flags.FLAGS, sys.argv))
   except NkdError as e:
     print(f"nkd: error: {e}", file=sys.stderr)

@@ -7,9 +7,9 @@ arguments are static Python values (keyword-only); pass them with
 is returned, so switching a source off is bit-exact and costs nothing.
 Arguments are checked eagerly and a bad one raises ``ValueError`` naming it.
 
-Each source draws from its own stream, ``noise_key(step_key, name)`` =
-``jax.random.fold_in(step_key, NOISE_TAGS[name])``; the tags are fixed small
-ints, so adding a source never shifts another source's random numbers.
+Each source draws from its own stream: the train step passes it
+``nkd.keys.step_key_for(step_key, name)``, ``fold_in`` with a fixed tag, so
+adding a source never shifts another source's random numbers.
 
 The paper's definitions and the defaults we take where it is ambiguous:
 
@@ -46,31 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Stable stream tags for jax.random.fold_in(step_key, tag).  Never renumber:
-# every tag change shifts that source's random numbers for all runs.
-NOISE_TAGS: dict[str, int] = {
-    "augment": 1,
-    "dropout": 2,
-    "teacher_dropout": 3,
-    "signal_noise": 4,
-    "input_noise": 5,
-    "label_noise": 6,
-    "teacher_label_noise": 7,
-    "swap": 8,
-}
-
-SWAP_MODES = ("top2", "all")
-
-
-def noise_key(step_key: jax.Array, name: str) -> jax.Array:
-  """The key of noise source ``name`` for one step: ``fold_in(step_key, tag)``."""
-  try:
-    tag = NOISE_TAGS[name]
-  except KeyError:
-    raise KeyError(
-        f"unknown noise source {name!r}; known sources: {sorted(NOISE_TAGS)}"
-    ) from None
-  return jax.random.fold_in(step_key, tag)
+from nkd.config.noise import SWAP_MODES
 
 
 # ----------------------------------------------------------------------------

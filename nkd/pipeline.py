@@ -1,24 +1,30 @@
 """One command, the whole pipeline: train the teacher a distillation run names (once per recipe
-and seed, shared by every later run), distil the student, and print a results table."""
+and seed, shared by every later run), distil the student, evaluate it, write results.json and
+print a results table. Training (nkd/training) and evaluation (nkd/evaluation) sit side by side;
+this module runs one after the other."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import time
 from typing import Any
 
 import jax
 from absl import logging
 
 from nkd import config as config_lib
+from nkd import keys as keys_lib
 from nkd import results as run_files
-from nkd.data import load_dataset
-from nkd.errors import ConfigError, NkdError
+from nkd.data import Dataset, load_dataset
+from nkd.errors import ConfigError, DataError
+from nkd.evaluation import predict
+from nkd.evaluation.suite import run_suite
 from nkd.models import create_model
-from nkd.training.checkpoint import Checkpointer, tree_shapes
-from nkd.training.loop import Teacher, train_and_evaluate
-from nkd.models.wrn import init_variables
+from nkd.training.checkpoint import Checkpointer
+from nkd.training.loop import train
+from nkd.training.teacher import Teacher, load_teacher
 
 
 def setup_jax(config) -> None:
@@ -37,23 +43,15 @@ def setup_jax(config) -> None:
       os.environ["XLA_FLAGS"] = f"{xla_flags} {flag}".strip()
 
 
-def _as_flag(name: str, value: Any) -> str:
-  if isinstance(value, bool):
-    return f"--{name}" if value else f"--no{name}"
-  if isinstance(value, (tuple, list)):
-    return f"--{name}={','.join(map(str, value))}"
-  return f"--{name}={value}"
-
-
 def teacher_config(config):
   """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed."""
-  inherited = [_as_flag(k, getattr(config, k)) for k in config_lib.INHERITED_BY_TEACHER]
+  inherited = config.to_flags(config_lib.INHERITED_BY_TEACHER)
   noise = []
   if config.teacher_dropout >= 0:
-    noise.append(f"--dropout={config.teacher_dropout}")
+    noise.append(config_lib.as_flag("dropout", config.teacher_dropout))
   if config.label_noise_p > 0 and config.label_noise_mode in ("T", "TS"):
-    noise += [f"--label_noise_p={config.label_noise_p}", "--label_noise_mode=T",
-              _as_flag("label_noise_fixed", config.label_noise_fixed)]
+    noise += [config_lib.as_flag("label_noise_p", config.label_noise_p), "--label_noise_mode=T",
+              config_lib.as_flag("label_noise_fixed", config.label_noise_fixed)]
   teacher = config_lib.parse_flagfile(
       config.teacher_flagfile,
       [*inherited, *noise, f"--seed={config.teacher_seed}", *config.teacher_flags])
@@ -77,30 +75,40 @@ def _file_lock(path: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_teacher(workdir: str, *, num_classes: int, dtype: str,
-                 expected_model: str | None = None) -> Teacher:
-  """A finished teacher run as a frozen Teacher, checked against its architecture."""
-  config_path = os.path.join(workdir, run_files.CONFIG)
-  results_path = os.path.join(workdir, run_files.RESULTS)
-  if not os.path.exists(results_path) or not os.path.exists(config_path):
-    raise NkdError(f"--teacher_workdir={workdir} holds no finished run (expected "
-                   f"{run_files.CONFIG} and {run_files.RESULTS})")
-  options = run_files.read_json(config_path)["options"]
-  if expected_model and options["model"] != expected_model:
-    raise NkdError(f"teacher checkpoint in {workdir} is a {options['model']}, but the teacher "
-                   f"recipe expects a {expected_model}")
-  model = create_model(options["model"], num_classes=num_classes,
-                       dropout_rate=options.get("dropout", 0.0), dtype=dtype)
-  variables = Checkpointer(os.path.join(workdir, "checkpoints")).restore_variables()
-  expected = tree_shapes(init_variables(model, jax.random.key(0)))
-  if tree_shapes(variables) != expected:
-    raise NkdError(f"teacher checkpoint in {workdir}/checkpoints does not hold a "
-                   f"{options['model']} with {num_classes} classes (parameter shapes differ)")
-  return Teacher(model=model, variables=variables, workdir=workdir,
-                 results=run_files.read_json(results_path))
+def evaluate(config, model, variables, data: Dataset, teacher: Teacher | None = None,
+             test_logits=None) -> dict[str, Any]:
+  """The sections of `config.eval_suite` for the eval-mode model (teacher agreement for
+  students); `test_logits` from the trainer are reused, not computed again."""
+  teacher_model = None
+  if teacher is not None:
+    teacher_model = (predict.eval_apply_fn(teacher.model), teacher.variables)
+  cache_dir = config.eval_cache_dir or os.path.join(config.workspace, "cache", "eval")
+  return run_suite(predict.eval_apply_fn(model), variables,
+                   key=keys_lib.run_keys(config.seed)["eval"], test_images=data.test_images,
+                   test_labels=data.test_labels, options=config, cache_dir=cache_dir,
+                   teacher=teacher_model, test_logits=test_logits)
 
 
-def run(config) -> dict[str, Any]:
+def train_and_evaluate(config, data: Dataset,
+                       teacher: Teacher | None = None) -> run_files.RunResults:
+  """Trains the run of `config` (or finds it finished), evaluates it with its suite and writes
+  results.json, whose presence marks the run finished."""
+  trained = train(config, data, teacher)
+  if trained.finished_before:
+    return trained.results
+  results = trained.results
+  if set(config.suite) - {"accuracy"}:
+    start = time.time()
+    sections = evaluate(config, trained.model, trained.variables, data, teacher,
+                        trained.test_logits)
+    results = results.with_sections({**sections,
+                                     "eval_wall_time_s": round(time.time() - start, 3)})
+  if jax.process_index() == 0:
+    run_files.write_results(config.workdir, results)
+  return results
+
+
+def run(config) -> run_files.RunResults:
   """Runs `config`, training its teacher first if needed; prints and returns the results."""
   setup_jax(config)
   data = load_dataset(config)
@@ -117,26 +125,79 @@ def run(config) -> dict[str, Any]:
         if not os.path.exists(os.path.join(teacher_dir, run_files.RESULTS)):
           logging.info("No teacher for recipe %s, seed %d: training it in %s.",
                        config.teacher_flagfile, tconfig.seed, teacher_dir)
-        train_and_evaluate(tconfig, data=data)
+        train_and_evaluate(tconfig, data)
     teacher = load_teacher(teacher_dir, num_classes=data.num_classes, dtype=config.dtype,
                            expected_model=expected_model)
     rows.append(("teacher", teacher.results, teacher_dir))
-  results = train_and_evaluate(config, teacher=teacher, data=data)
+  results = train_and_evaluate(config, data, teacher)
   rows.append(("student" if teacher else config.name, results, config.workdir))
   print_table(rows)
   return results
+
+
+def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunResults:
+  """Evaluates the finished run in `workdir` again (other settings allowed) and merges the
+  sections into its results.json."""
+  config_path = os.path.join(workdir, run_files.CONFIG)
+  if not os.path.exists(config_path) or not os.path.exists(
+      os.path.join(workdir, run_files.RESULTS)):
+    raise DataError(f"--workdir={workdir} holds no finished run (expected {run_files.CONFIG} "
+                    f"and {run_files.RESULTS})")
+  stored = run_files.read_json(config_path)
+  config = config_lib.resolve(config_lib.Config.from_options(
+      stored["options"], **eval_overrides, workdir=workdir))
+  setup_jax(config)
+  data = load_dataset(config)
+  if stored.get("data_fingerprint") not in (None, data.fingerprint()):
+    raise DataError(f"the data set found for --workdir={workdir} differs from the one it was "
+                    f"trained on (data_fingerprint); check --data_dir")
+  model = create_model(config.model, num_classes=data.num_classes, dtype=config.dtype,
+                       dropout_rate=config.dropout)
+  variables = Checkpointer(os.path.join(workdir, "checkpoints")).restore_variables()
+  teacher = None
+  teacher_dir = (stored.get("teacher") or {}).get("workdir")
+  if teacher_dir:
+    teacher = load_teacher(teacher_dir, num_classes=data.num_classes, dtype=config.dtype)
+  sections = evaluate(config, model, variables, data, teacher)
+  results = run_files.read_results(workdir).with_sections(sections)
+  run_files.write_results(workdir, results)
+  return results
+
+
+def summary_lines(results: run_files.RunResults) -> list[str]:
+  """A few human-readable lines of an evaluation."""
+  lines = []
+  if results.clean:
+    lines.append(f"clean accuracy      {results.clean['accuracy']:.2f}%")
+  if results.calibration:
+    cal = results.calibration
+    lines.append(f"ECE / NLL           {cal['ece']:.2f}% / {cal['nll']:.4f}" +
+                 (f"   teacher agreement {cal['teacher_agreement']:.2f}%"
+                  if cal.get("teacher_agreement") is not None else ""))
+  for r in (results.pgd or {}).get("results", []):
+    lines.append(f"PGD-{r['steps']:<3} eps {r['eps']:.4f}  robust {r['robust_accuracy']:.2f}% "
+                 f"(worst restart {r['worst_restart_accuracy']:.2f}%, {r['restarts']} restarts)")
+  if results.cifar10_c:
+    c = results.cifar10_c
+    mean = c.get("mean_15")
+    lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
+                 f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
+                 ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
+  if results.cinic_imagenet:
+    c = results.cinic_imagenet
+    lines.append(f"CINIC-10 ImageNet   {c['accuracy']:.2f}%" if c["status"] == "ok"
+                 else f"CINIC-10 ImageNet   skipped: {c['reason']}")
+  return lines
 
 
 def print_table(rows) -> None:
   header = f"{'role':<10} {'model':<10} {'epochs':>6} {'test acc':>9} {'time':>8}  params_sha256"
   lines = [header, "-" * len(header)]
   for role, res, workdir in rows:
-    lines.append(f"{role:<10} {res.get('model', ''):<10} {res.get('epochs', ''):>6} "
-                 f"{res['test_accuracy']:>8.2f}% {res.get('wall_time_s', 0):>7.0f}s  "
-                 f"{res['params_sha256'][:16]}  {workdir}")
-  from nkd.evaluate import summary_lines  # pylint: disable=g-import-not-at-top
+    lines.append(f"{role:<10} {res.model:<10} {res.epochs:>6} {res.test_accuracy:>8.2f}% "
+                 f"{res.wall_time_s or 0:>7.0f}s  {res.params_sha256[:16]}  {workdir}")
   role, res, _ = rows[-1]
-  evaluation = summary_lines({k: v for k, v in res.items() if k != "clean"})
+  evaluation = summary_lines(res.with_sections({"clean": None}))
   if evaluation:
     lines += ["", f"evaluation of the {role}:", *("  " + line for line in evaluation)]
   print("\n".join(lines), flush=True)

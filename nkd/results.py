@@ -1,7 +1,15 @@
-"""Run-folder files: config.json, metrics.jsonl, results.json, and the parameter hash."""
+"""Run-folder files and the results schema: config.json, metrics.jsonl, results.json, and the
+parameter hash.
+
+`RunResults` is the one definition of results.json: the trainer and the evaluators write it
+through `write_results`, and the report, the sweep and the test fixtures read and build it
+through `RunResults.from_json` / `RunResults(...)`. Each evaluation is one section (`SECTIONS`),
+named once here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +24,89 @@ from nkd.errors import NkdError
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULTS = "results.json"
+
+# results.json sections, one per evaluation: (key in results.json, what writes it).
+SECTIONS = ("clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet", "autoattack",
+            "smoothing")
+
+
+@dataclasses.dataclass
+class TeacherRef:
+  """The teacher a student was distilled from."""
+
+  workdir: str
+  test_accuracy: float | None = None
+  params_sha256: str | None = None
+
+
+@dataclasses.dataclass
+class RunResults:
+  """results.json. Accuracies are in percent; `params_sha256` identifies the final parameters
+  bit for bit. Sections hold the evaluations' own JSON (see nkd/evaluation/*)."""
+
+  experiment: str
+  seed: int
+  mode: str
+  model: str
+  dataset: str
+  epochs: int
+  steps: int
+  test_accuracy: float
+  params_sha256: str
+  wall_time_s: float
+  device: str = ""
+  level_name: str | None = None
+  level: float | None = None
+  val_accuracy: float | None = None
+  eval_wall_time_s: float | None = None
+  teacher: TeacherRef | None = None
+  clean: dict | None = None
+  calibration: dict | None = None
+  pgd: dict | None = None
+  cifar10_c: dict | None = None
+  cinic_imagenet: dict | None = None
+  autoattack: dict | None = None
+  smoothing: dict | None = None
+  # Keys this version does not know (written by a newer one), kept on a round trip.
+  extra: dict = dataclasses.field(default_factory=dict)
+
+  def to_json(self) -> dict[str, Any]:
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name not in ("extra", "teacher")}
+    if self.teacher is not None:
+      out["teacher"] = dataclasses.asdict(self.teacher)
+    out = {k: v for k, v in out.items() if v is not None or k in ("level_name", "level")}
+    return {**self.extra, **out}
+
+  @classmethod
+  def from_json(cls, data: dict[str, Any]) -> "RunResults":
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    values = {k: v for k, v in data.items() if k in names}
+    if isinstance(values.get("teacher"), dict):
+      values["teacher"] = TeacherRef(**values["teacher"])
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               and f.name not in values]
+    if missing:
+      raise NkdError(f"results.json lacks {', '.join(missing)}")
+    return cls(**values, extra={k: v for k, v in data.items() if k not in names})
+
+  def sections(self) -> dict[str, dict]:
+    return {name: getattr(self, name) for name in SECTIONS if getattr(self, name) is not None}
+
+  def with_sections(self, sections: dict[str, Any]) -> "RunResults":
+    unknown = set(sections) - set(SECTIONS) - {"eval_wall_time_s"}
+    if unknown:
+      raise ValueError(f"unknown results sections {sorted(unknown)}")
+    return dataclasses.replace(self, **sections)
+
+
+def write_results(workdir: str, results: RunResults) -> None:
+  write_json(os.path.join(workdir, RESULTS), results.to_json())
+
+
+def read_results(workdir: str) -> RunResults:
+  return RunResults.from_json(read_json(os.path.join(workdir, RESULTS)))
 
 
 def params_sha256(variables: Any) -> str:

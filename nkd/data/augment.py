@@ -25,3 +25,10 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
 def crop_and_flip(key: jax.Array, images: jax.Array, *, pad: int = 4) -> jax.Array:
   crop_key, flip_key = jax.random.split(key)
   return random_flip(flip_key, random_crop(crop_key, images, pad=pad))
+
+
+def to_unit_float(images: jax.Array) -> jax.Array:
+  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)

@@ -1,9 +1,8 @@
-"""The `Dataset` container and the one entry point that builds it from a config."""
+"""The `Dataset` container and the train/validation split."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -29,19 +28,6 @@ class Dataset(NamedTuple):
     for a in (self.train_images, self.train_labels, self.test_images, self.test_labels):
       h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
-
-
-def load_dataset(config) -> Dataset:
-  """Loads `config.dataset`, then applies --train_subset and --validation_size."""
-  from nkd.data import cifar10, synthetic  # pylint: disable=g-import-not-at-top
-  if config.dataset == "synthetic":
-    data = synthetic.make_synthetic(config.synthetic_seed, config.synthetic_train_size,
-                                    config.synthetic_test_size)
-  else:
-    data = cifar10.load_cifar10(config.data_dir, source=config.data_source,
-                                download=config.download,
-                                cache_dir=os.path.join(config.workspace, "cache"))
-  return split(data, train_subset=config.train_subset, validation_size=config.validation_size)
 
 
 def split(data: Dataset, *, train_subset: int, validation_size: int) -> Dataset:

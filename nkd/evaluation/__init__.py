@@ -1,18 +1,14 @@
 """Evaluation: clean accuracy, calibration, PGD robustness, CIFAR-10-C and CINIC-10 (ImageNet).
 
-Every evaluator takes `apply_fn(images) -> logits`, a pure jittable function of NHWC float
-images in [0, 1] (the model in eval mode). It is a static argument of the jitted cores: pass the
-same function object to reuse a compilation (each core compiles once per batch shape and is
-reused across epsilons, step counts, restarts, corruptions and severities); weights it closes
-over become compile-time constants. Results are JSON-able dicts; every accuracy, agreement and
-ECE in them is in percent.
+Every evaluator takes the model as `(apply_fn, variables)`: `apply_fn(variables, images) ->
+logits` is a pure, hashable function of NHWC float images in [0, 1] (the model in eval mode;
+`predict.eval_apply_fn(model)` is memoised per architecture) and a static argument of the jitted
+cores; `variables` are traced. So each core compiles once per (architecture, batch shape) and is
+reused across models, epsilons, step counts, restarts, corruptions and severities; through the
+persistent compilation cache, across processes too. Results are JSON-able dicts; every accuracy,
+agreement and ECE in them is in percent.
 
-Modules: pgd (L-inf PGD, FGSM, eps sweep), cifar10c (+ corruptions, image_ops: offline
-regeneration), cinic, calibration, options (EvalOptions: every flag), suite (run_suite),
-batching (padded batches, the shared eval cores).
+Modules: predict (the one prediction path), batching (padded batches), pgd (L-inf PGD, FGSM,
+eps sweep), cifar10c/ (readers; generate + image_ops: offline regeneration), cinic,
+calibration, suite (run_suite). Options: nkd.config.evaluation.EvalOptions.
 """
-
-from nkd.evaluation.options import EvalOptions
-from nkd.evaluation.suite import run_suite
-
-__all__ = ["EvalOptions", "run_suite"]

@@ -23,8 +23,9 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from nkd.evaluation import batching
-from nkd.evaluation.batching import ApplyFn
+from nkd.errors import DataError
+from nkd.evaluation import batching, predict
+from nkd.evaluation.predict import ApplyFn
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -38,7 +39,7 @@ def _image_files(test_dir: str) -> list[tuple[str, int]]:
   for label, name in enumerate(CLASSES):
     folder = os.path.join(test_dir, name)
     if not os.path.isdir(folder):
-      raise ValueError(f"CINIC-10 class folder {folder} is missing: expected test/<class>/ for "
+      raise DataError(f"CINIC-10 class folder {folder} is missing: expected test/<class>/ for "
                        f"each of {CLASSES}")
     files += [(os.path.join(folder, f), label) for f in sorted(os.listdir(folder))
               if f.lower().endswith(".png") and "cifar" not in f.lower()]
@@ -64,7 +65,7 @@ def load_cinic_test(cinic_dir: str, cache_dir: str | None = None) -> tuple[np.nd
     raise FileNotFoundError(f"no CINIC-10 test split at {test_dir}")
   files = _image_files(test_dir)
   if not files:
-    raise ValueError(f"CINIC-10 test split {test_dir} holds no ImageNet-derived PNG files")
+    raise DataError(f"CINIC-10 test split {test_dir} holds no ImageNet-derived PNG files")
   listing = hashlib.sha256("\n".join(
       f"{os.path.relpath(p, test_dir)}:{os.path.getsize(p)}:{label}"
       for p, label in files).encode()).hexdigest()
@@ -112,7 +113,7 @@ def download_cinic(dest_dir: str, *, url: str = CINIC_URL, timeout_s: float = 30
   with open(digest_path) as f:
     digest = f.read().strip()
   if PUBLISHED_SHA256 and digest != PUBLISHED_SHA256:
-    raise ValueError(f"{archive}: sha256 {digest} differs from the published {PUBLISHED_SHA256}")
+    raise DataError(f"{archive}: sha256 {digest} differs from the published {PUBLISHED_SHA256}")
   root = _find_split_root(dest_dir)
   if root is None:
     with tarfile.open(archive, "r:gz") as tar:  # only the test split: 1/3 of the archive
@@ -136,7 +137,7 @@ def _find_split_root(dest_dir: str) -> str | None:
   return None
 
 
-def evaluate_cinic(apply_fn: ApplyFn, cinic_dir: str | None, cache_dir: str | None,
+def evaluate_cinic(apply_fn: ApplyFn, variables, cinic_dir: str | None, cache_dir: str | None,
                    batch_size: int = 1000, *, download: bool = False, url: str = CINIC_URL,
                    timeout_s: float = 30.0) -> dict:
   """Accuracy (percent) on CINIC-10's ImageNet-derived test images, or a reasoned skip.
@@ -167,7 +168,7 @@ def evaluate_cinic(apply_fn: ApplyFn, cinic_dir: str | None, cache_dir: str | No
                         f"failed: {type(e).__name__}: {e}"}
     cinic_dir = source_extra.pop("cinic_dir")
   images, labels, info = load_cinic_test(cinic_dir, cache_dir)
-  correct = batching.count_correct(apply_fn, images, labels, batch_size)
+  correct = predict.count_correct(apply_fn, variables, images, labels, batch_size)
   result = {"status": "ok", "accuracy": 100.0 * correct / len(labels),
             "num_images": int(len(labels)), "source": {**info, **source_extra}}
   logging.info("CINIC-10 ImageNet test: %.2f%% of %d (%s)", result["accuracy"],

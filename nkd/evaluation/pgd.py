@@ -5,9 +5,10 @@ An attack is a composition of small pieces, as in DeepMind's adversarial_robustn
 ("ce": cross-entropy, "margin": the Carlini-Wagner margin max_{j != y} z_j - z_y), and a
 projection onto the eps-ball and onto [0, 1]; the step loop is a `lax.fori_loop`.
 
-eps, step size, number of steps and the random-start scale are traced arguments, so the jitted
-core compiles once per (apply_fn, loss, batch shape) and is reused for every epsilon, step count,
-restart and for FGSM (one step of size eps, no random start).
+The model's variables, eps, step size, number of steps and the random-start scale are traced
+arguments, so the jitted core compiles once per (apply_fn, loss, batch shape) and is reused for
+every model of that architecture, epsilon, step count, restart and for FGSM (one step of size
+eps, no random start).
 
 Robust accuracy is per-example worst case: an example counts as robust only if it is classified
 correctly clean and after every restart (the clean image lies in the eps-ball, so it is one more
@@ -26,21 +27,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from nkd.evaluation import batching
-from nkd.evaluation.batching import ApplyFn
-
-LOSSES = ("ce", "margin")
-
-PRESETS = {
-    # The paper's lab: eps 0.031, step 0.003, PGD-5/10/20, 5 restarts, worst reported.
-    "paper": {"eps": (0.031,), "step_size": 0.003, "steps": (5, 10, 20)},
-    # The common CIFAR-10 benchmark setting (Madry et al.; RobustBench's PGD-20 sanity check).
-    "common": {"eps": (8 / 255,), "step_size": 2 / 255, "steps": (20,)},
-}
-
-# Eps sweep: growing eps up to 1.0, where any image can be reached and accuracy must be 0.
-DEFAULT_SWEEP_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255,
-                     128 / 255, 1.0)
+from nkd.config.evaluation import DEFAULT_SWEEP_EPS, PGD_LOSSES as LOSSES
+from nkd.data.augment import to_unit_float
+from nkd.evaluation import batching, predict
+from nkd.evaluation.predict import ApplyFn
 SWEEP_STEP_FACTOR = 2.5  # step size = 2.5 * eps / steps (Madry et al.'s rule of thumb)
 
 
@@ -76,12 +66,12 @@ def margin_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 _LOSS_FNS = {"ce": cross_entropy_loss, "margin": margin_loss}
 
 
-def _attack(apply_fn: ApplyFn, loss: str, key, images, labels, eps, step_size, steps,
+def _attack(apply_fn: ApplyFn, variables, loss: str, key, images, labels, eps, step_size, steps,
             start_scale):
   """PGD on [0, 1] float images; start_scale 0 starts at the clean image (FGSM, eps=0)."""
   loss_fn = _LOSS_FNS[loss]
   # Eval mode: examples do not interact, so the gradient of the summed loss is per example.
-  grad_fn = jax.grad(lambda x: jnp.sum(loss_fn(apply_fn(x), labels)))
+  grad_fn = jax.grad(lambda x: jnp.sum(loss_fn(apply_fn(variables, x), labels)))
   start = random_start(key, images, eps)
   x0 = project(images + start_scale * (start - images), images, eps)
 
@@ -92,12 +82,17 @@ def _attack(apply_fn: ApplyFn, loss: str, key, images, labels, eps, step_size, s
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "loss"))
-def _pgd_core(apply_fn, key, images, labels, eps, step_size, steps, start_scale, *, loss):
+def _pgd_core(apply_fn, variables, key, images, labels, eps, step_size, steps, start_scale, *,
+              loss):
   """(adversarial images, still-correct mask): the one compiled core behind every attack."""
-  batching.count_trace("pgd")
-  x_adv = _attack(apply_fn, loss, key, batching.to_unit_float(images), labels, eps, step_size,
+  x_adv = _attack(apply_fn, variables, loss, key, to_unit_float(images), labels, eps, step_size,
                   steps, start_scale)
-  return x_adv, jnp.argmax(apply_fn(x_adv), axis=-1) == labels
+  return x_adv, jnp.argmax(apply_fn(variables, x_adv), axis=-1) == labels
+
+
+def pgd_core_cache_size() -> int:
+  """Compiled variants of the PGD core (tests: one compilation per shape)."""
+  return _pgd_core._cache_size()  # pylint: disable=protected-access
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,25 +121,18 @@ def _scalars(eps, step_size, steps, start_scale):
   return (np.float32(eps), np.float32(step_size), np.int32(steps), np.float32(start_scale))
 
 
-def pgd_attack(apply_fn: ApplyFn, key: jax.Array, images, labels, *, eps: float,
+def pgd_attack(apply_fn: ApplyFn, variables, key: jax.Array, images, labels, *, eps: float,
                step_size: float, steps: int, loss: str = "ce") -> jax.Array:
   """Adversarial images (float32 in [0, 1], same shape) from one random start.
 
   images: uint8 or [0, 1] float NHWC; uint8 input shares the compilation of evaluate_pgd."""
   check_attack_options(eps=eps, steps=steps, step_size=step_size, loss=loss)
-  return _pgd_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
-                   *_scalars(eps, step_size, steps, 1.0), loss=loss)[0]
+  return _pgd_core(apply_fn, variables, key, jnp.asarray(images),
+                   jnp.asarray(labels, jnp.int32), *_scalars(eps, step_size, steps, 1.0),
+                   loss=loss)[0]
 
 
-def fgsm_attack(apply_fn: ApplyFn, images, labels, *, eps: float, loss: str = "ce") -> jax.Array:
-  """One signed-gradient step of size eps from the clean image (Goodfellow et al.)."""
-  check_attack_options(eps=eps, loss=loss)
-  key = jax.random.key(0)  # unused: start_scale 0
-  return _pgd_core(apply_fn, key, jnp.asarray(images), jnp.asarray(labels, jnp.int32),
-                   *_scalars(eps, eps, 1, 0.0), loss=loss)[0]
-
-
-def correct_under_attack(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray,
+def correct_under_attack(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray,
                          labels: np.ndarray, *, eps: float, step_size: float, steps: int,
                          loss: str = "ce", batch_size: int = 1000,
                          random_start_scale: float = 1.0) -> np.ndarray:
@@ -156,8 +144,8 @@ def correct_under_attack(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray,
   for index, start, stop in batching.padded_batches(n, size):
     batch = batching.pad_batch(np.asarray(images[start:stop]), size)
     batch_labels = batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size)
-    _, correct = _pgd_core(apply_fn, jax.random.fold_in(key, index), batch, batch_labels,
-                           *scalars, loss=loss)
+    _, correct = _pgd_core(apply_fn, variables, jax.random.fold_in(key, index), batch,
+                           batch_labels, *scalars, loss=loss)
     out[start:stop] = np.asarray(correct)[:stop - start]
   return out
 
@@ -166,8 +154,8 @@ def _percent(mask: np.ndarray) -> float:
   return float(100.0 * np.mean(mask))
 
 
-def _clean_correct(apply_fn, images, labels, batch_size) -> np.ndarray:
-  logits = batching.compute_logits(apply_fn, images, batch_size)
+def _clean_correct(apply_fn, variables, images, labels, batch_size) -> np.ndarray:
+  logits = predict.compute_logits(apply_fn, variables, images, batch_size)
   return np.argmax(logits, axis=-1) == np.asarray(labels)
 
 
@@ -177,7 +165,7 @@ def _check_data(images, labels) -> None:
                      f"{len(labels)} labels")
 
 
-def evaluate_pgd(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
+def evaluate_pgd(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
                  eps_list: Sequence[float], steps_list: Sequence[int], step_size: float,
                  restarts: int = 5, loss: str = "ce", batch_size: int = 1000,
                  fgsm: bool = True, clean_correct: np.ndarray | None = None) -> dict:
@@ -195,13 +183,13 @@ def evaluate_pgd(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: 
                        loss=loss, batch_size=batch_size)
   _check_data(images, labels)
   if clean_correct is None:
-    clean_correct = _clean_correct(apply_fn, images, labels, batch_size)
+    clean_correct = _clean_correct(apply_fn, variables, images, labels, batch_size)
   clean_accuracy = _percent(clean_correct)
   results = []
   for eps in eps_list:
     for steps in steps_list:
       per_restart = [
-          correct_under_attack(apply_fn, jax.random.fold_in(key, r), images, labels, eps=eps,
+          correct_under_attack(apply_fn, variables, jax.random.fold_in(key, r), images, labels, eps=eps,
                                step_size=step_size, steps=steps, loss=loss,
                                batch_size=batch_size)
           for r in range(restarts)]
@@ -219,7 +207,7 @@ def evaluate_pgd(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: 
   out = {"attack": "linf_pgd", "num_examples": int(len(images)), "clean_accuracy": clean_accuracy,
          "results": results}
   if fgsm:
-    out["fgsm"] = [evaluate_fgsm(apply_fn, images, labels, eps=eps, loss=loss,
+    out["fgsm"] = [evaluate_fgsm(apply_fn, variables, images, labels, eps=eps, loss=loss,
                                  batch_size=batch_size, clean_correct=clean_correct)
                    for eps in eps_list]
     # The strongest PGD at each eps (most steps, all restarts) should beat one FGSM step; a
@@ -233,15 +221,15 @@ def evaluate_pgd(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: 
   return out
 
 
-def evaluate_fgsm(apply_fn: ApplyFn, images: np.ndarray, labels: np.ndarray, *, eps: float,
+def evaluate_fgsm(apply_fn: ApplyFn, variables, images: np.ndarray, labels: np.ndarray, *, eps: float,
                   loss: str = "ce", batch_size: int = 1000,
                   clean_correct: np.ndarray | None = None) -> dict:
   """FGSM accuracy (percent; correct clean and after the attack), as a dict."""
   check_attack_options(eps=eps, loss=loss, batch_size=batch_size)
   _check_data(images, labels)
   if clean_correct is None:
-    clean_correct = _clean_correct(apply_fn, images, labels, batch_size)
-  correct = correct_under_attack(apply_fn, jax.random.key(0), images, labels, eps=eps,
+    clean_correct = _clean_correct(apply_fn, variables, images, labels, batch_size)
+  correct = correct_under_attack(apply_fn, variables, jax.random.key(0), images, labels, eps=eps,
                                  step_size=eps, steps=1, loss=loss, batch_size=batch_size,
                                  random_start_scale=0.0)
   return {"attack": "fgsm", "eps": float(eps), "loss": loss,
@@ -249,7 +237,7 @@ def evaluate_fgsm(apply_fn: ApplyFn, images: np.ndarray, labels: np.ndarray, *, 
           "accuracy": _percent(clean_correct & correct)}
 
 
-def eps_sweep(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
+def eps_sweep(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
               eps_values: Sequence[float] = DEFAULT_SWEEP_EPS, steps: int = 10,
               restarts: int = 1, loss: str = "ce", batch_size: int = 1000,
               step_factor: float = SWEEP_STEP_FACTOR,
@@ -268,13 +256,13 @@ def eps_sweep(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: np.
     raise ValueError(f"step_factor must be > 0, got {step_factor}")
   _check_data(images, labels)
   if clean_correct is None:
-    clean_correct = _clean_correct(apply_fn, images, labels, batch_size)
+    clean_correct = _clean_correct(apply_fn, variables, images, labels, batch_size)
   accuracies, step_sizes = [], []
   for eps in eps_values:
     step_size = step_factor * eps / steps
     robust = clean_correct.copy()
     for r in range(restarts):
-      robust &= correct_under_attack(apply_fn, jax.random.fold_in(key, r), images, labels,
+      robust &= correct_under_attack(apply_fn, variables, jax.random.fold_in(key, r), images, labels,
                                      eps=eps, step_size=step_size, steps=steps, loss=loss,
                                      batch_size=batch_size)
     accuracies.append(_percent(robust))
@@ -294,12 +282,3 @@ def eps_sweep(apply_fn: ApplyFn, key: jax.Array, images: np.ndarray, labels: np.
                     "may be masked by the model's gradients", out["reaches_zero"],
                     out["monotone"])
   return out
-
-
-def preset(name: str) -> dict:
-  """{"eps": tuple, "step_size": float, "steps": tuple} for "paper" or "common"."""
-  if name not in PRESETS:
-    raise ValueError(f"unknown PGD preset {name!r}: expected one of {sorted(PRESETS)}")
-  return dict(PRESETS[name])
-
-

@@ -20,15 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nkd.data.augment import to_unit_float
+from nkd.evaluation import batching
+
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 RandomApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
-
-
-def to_unit_float(images: jax.Array) -> jax.Array:
-  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,3 +54,42 @@ def noisy_apply_fn(model, input_noise_sigma: float = 0.0, dropout: bool = False)
                        **kwargs).astype(jnp.float32)
 
   return apply
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_core(apply_fn: ApplyFn, variables, images: jax.Array) -> jax.Array:
+  return apply_fn(variables, to_unit_float(images)).astype(jnp.float32)
+
+
+def logits_core_cache_size() -> int:
+  """Compiled variants of the logits core (tests: a second evaluation compiles nothing)."""
+  return _logits_core._cache_size()  # pylint: disable=protected-access
+
+
+def compute_logits(apply_fn: ApplyFn, variables, images: np.ndarray,
+                   batch_size: int = 1000) -> np.ndarray:
+  """Logits (N, C) float32 for uint8 or [0, 1] float NHWC images, in batches; the last batch
+  is padded so one compiled shape serves the whole split."""
+  n = len(images)
+  if n == 0:
+    raise ValueError("compute_logits: no images given")
+  size = batching.effective_batch_size(n, batch_size)
+  out = []
+  for _, start, stop in batching.padded_batches(n, size):
+    batch = batching.pad_batch(np.asarray(images[start:stop]), size)
+    out.append(np.asarray(_logits_core(apply_fn, variables, batch))[:stop - start])
+  return np.concatenate(out, axis=0)
+
+
+def count_correct(apply_fn: ApplyFn, variables, images: np.ndarray, labels: np.ndarray,
+                  batch_size: int = 1000) -> int:
+  """Number of correctly classified images."""
+  if len(images) != len(labels):
+    raise ValueError(f"{len(images)} images but {len(labels)} labels")
+  logits = compute_logits(apply_fn, variables, images, batch_size)
+  return int(np.sum(np.argmax(logits, axis=-1) == np.asarray(labels)))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+  """Top-1 accuracy in percent."""
+  return float(100.0 * np.mean(np.argmax(logits, -1) == np.asarray(labels)))

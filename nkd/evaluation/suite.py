@@ -14,22 +14,22 @@ import jax
 import numpy as np
 from absl import logging
 
-from nkd.evaluation import batching, calibration, cifar10c, cinic, pgd
-from nkd.evaluation.batching import ApplyFn
-from nkd.evaluation.options import EvalOptions
+from nkd.config.evaluation import EvalOptions
+from nkd.evaluation import calibration, cifar10c, cinic, pgd, predict
+from nkd.evaluation.predict import ApplyFn
 
 
 def _subset(array: np.ndarray, n: int) -> np.ndarray:
   return array[:n] if n else array
 
 
-def _run_pgd(apply_fn, key, images, labels, options: EvalOptions) -> dict:
+def _run_pgd(apply_fn, variables, key, images, labels, options: EvalOptions) -> dict:
   settings = options.pgd_settings()
   images, labels = _subset(images, options.pgd_num_examples), _subset(labels,
                                                                        options.pgd_num_examples)
   attack_key, sweep_key = jax.random.split(key)
   del key
-  out = pgd.evaluate_pgd(apply_fn, attack_key, images, labels, eps_list=settings["eps"],
+  out = pgd.evaluate_pgd(apply_fn, variables, attack_key, images, labels, eps_list=settings["eps"],
                          steps_list=settings["steps"], step_size=settings["step_size"],
                          restarts=options.pgd_restarts, loss=options.pgd_loss,
                          batch_size=options.pgd_batch_size, fgsm=options.pgd_fgsm)
@@ -37,21 +37,25 @@ def _run_pgd(apply_fn, key, images, labels, options: EvalOptions) -> dict:
               "input_range": "[0, 1]"})
   if options.pgd_eps_sweep:
     n = options.pgd_sweep_num_examples or len(images)
-    out["eps_sweep"] = pgd.eps_sweep(apply_fn, sweep_key, images[:n], labels[:n],
+    out["eps_sweep"] = pgd.eps_sweep(apply_fn, variables, sweep_key, images[:n], labels[:n],
                                      eps_values=options.pgd_eps_sweep,
                                      steps=options.pgd_sweep_steps, loss=options.pgd_loss,
                                      batch_size=options.pgd_batch_size)
   return out
 
 
-def run_suite(apply_fn: ApplyFn, *, key: jax.Array, test_images: np.ndarray,
+def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.ndarray,
               test_labels: np.ndarray, options: EvalOptions, cache_dir: str | None = None,
-              teacher_apply_fn: ApplyFn | None = None) -> dict:
-  """Evaluates `apply_fn` (eval mode, [0, 1] NHWC images -> logits) on the clean test set
-  (uint8 NHWC) and on what `options.eval_suite` names; see the module docstring.
+              teacher: tuple[ApplyFn, object] | None = None,
+              test_logits: np.ndarray | None = None) -> dict:
+  """Evaluates the model `apply_fn(variables, images)` (eval mode, [0, 1] NHWC images ->
+  logits) on the clean test set (uint8 NHWC) and on what `options.eval_suite` names; see the
+  module docstring.
 
   `key` seeds the attacks (fold_in(key, options.pgd_seed)); `cache_dir` (else
-  options.eval_cache_dir) holds regenerated and downloaded data.
+  options.eval_cache_dir) holds regenerated and downloaded data; `teacher` (apply_fn,
+  variables) adds agreement with it; `test_logits`, when the caller has them (the trainer's
+  last evaluation), are not computed again.
   """
   options.validate()
   test_images, test_labels = np.asarray(test_images), np.asarray(test_labels).astype(np.int32)
@@ -61,10 +65,11 @@ def run_suite(apply_fn: ApplyFn, *, key: jax.Array, test_images: np.ndarray,
                      f"{test_images.dtype} {test_images.shape} and {len(test_labels)} labels")
   cache_dir = cache_dir or options.eval_cache_dir or None
   suite, results = options.suite, {}
-  logits = None
+  logits = test_logits
   if "accuracy" in suite or "calibration" in suite:
     start = time.time()
-    logits = batching.compute_logits(apply_fn, test_images, options.eval_batch_size)
+    if logits is None:
+      logits = predict.compute_logits(apply_fn, variables, test_images, options.eval_batch_size)
     accuracy = 100.0 * float(np.mean(np.argmax(logits, -1) == test_labels))
     if "accuracy" in suite:
       results["clean"] = {"accuracy": accuracy, "num_examples": int(len(test_labels))}
@@ -73,16 +78,15 @@ def run_suite(apply_fn: ApplyFn, *, key: jax.Array, test_images: np.ndarray,
   if "calibration" in suite:
     start = time.time()
     teacher_logits = None
-    if teacher_apply_fn is not None:
-      teacher_logits = batching.compute_logits(teacher_apply_fn, test_images,
-                                               options.eval_batch_size)
+    if teacher is not None:
+      teacher_logits = predict.compute_logits(*teacher, test_images, options.eval_batch_size)
     results["calibration"] = calibration.evaluate_calibration(
         logits, test_labels, num_bins=options.ece_bins, teacher_logits=teacher_logits)
     results["calibration"]["time_s"] = time.time() - start
     logging.info("Calibration: %s", results["calibration"])
   if "pgd" in suite:
     start = time.time()
-    results["pgd"] = _run_pgd(apply_fn, jax.random.fold_in(key, options.pgd_seed), test_images,
+    results["pgd"] = _run_pgd(apply_fn, variables, jax.random.fold_in(key, options.pgd_seed), test_images,
                               test_labels, options)
     results["pgd"]["time_s"] = time.time() - start
   if "cifar10c" in suite:
@@ -92,7 +96,7 @@ def run_suite(apply_fn: ApplyFn, *, key: jax.Array, test_images: np.ndarray,
         corruptions=options.corruptions, tfds_data_dir=options.tfds_data_dir or None,
         clean_images=test_images, clean_labels=test_labels, cache_dir=cache_dir,
         seed=options.cifar10c_seed, frost_dir=options.cifar10c_frost_dir or None)
-    results["cifar10_c"] = cifar10c.evaluate_cifar10c(apply_fn, data, options.eval_batch_size,
+    results["cifar10_c"] = cifar10c.evaluate_cifar10c(apply_fn, variables, data, options.eval_batch_size,
                                                       options.cifar10c_severities)
     results["cifar10_c"]["time_s"] = time.time() - start
     logging.info("CIFAR-10-C (%s): mean_15 %s, missing %s", data.source,
@@ -100,7 +104,7 @@ def run_suite(apply_fn: ApplyFn, *, key: jax.Array, test_images: np.ndarray,
   if "cinic" in suite:
     start = time.time()
     results["cinic_imagenet"] = cinic.evaluate_cinic(
-        apply_fn, options.cinic_dir or None, cache_dir, options.eval_batch_size,
+        apply_fn, variables, options.cinic_dir or None, cache_dir, options.eval_batch_size,
         download=options.cinic_download)
     results["cinic_imagenet"]["time_s"] = time.time() - start
     if results["cinic_imagenet"]["status"] != "ok":

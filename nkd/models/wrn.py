@@ -12,7 +12,6 @@ and attack epsilons are in pixel units.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import flax.linen as nn
@@ -20,12 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nkd.config import parse_model_name
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 # Kaiming normal, fan_out, as in the reference PyTorch WRN.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-_MODEL_NAME = re.compile(r"^wrn-(\d+)-(\d+)$")
 
 
 class _BatchNorm(nn.Module):
@@ -92,20 +92,6 @@ class WideResNet(nn.Module):
     x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, dtype=self.dtype,
                  name="fc")(x)
     return x.astype(jnp.float32)
-
-
-def parse_model_name(name: str) -> tuple[int, int]:
-  """'wrn-40-2' -> (40, 2). Raises ValueError with the expected form."""
-  m = _MODEL_NAME.match(name)
-  if not m:
-    raise ValueError(f"unknown model {name!r}: expected 'wrn-DEPTH-WIDTH', e.g. 'wrn-16-2'")
-  depth, width = int(m.group(1)), int(m.group(2))
-  if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f"model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), "
-                     f"got {depth}")
-  if width < 1:
-    raise ValueError(f"model {name!r}: widen factor must be >= 1, got {width}")
-  return depth, width
 
 
 def create_model(name: str, *, num_classes: int = 10, dropout_rate: float = 0.0,

@@ -1,4 +1,6 @@
-"""The epoch loop: one run from its config to `results.json`, resumable at every checkpoint."""
+"""The epoch loop: one run from its config to its trained variables, resumable at every
+checkpoint. It reports what it trained (`Trained`); evaluating and writing results.json is the
+pipeline's job (nkd/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -15,26 +17,32 @@ from absl import logging
 from jax.sharding import Mesh
 
 from nkd import config as config_lib
+from nkd import keys as keys_lib
 from nkd import noise
 from nkd import results as run_files
-from nkd.data import Dataset, load_dataset
+from nkd.data import Dataset
 from nkd.errors import ConfigError, NonFiniteLossError
+from nkd.evaluation import predict
 from nkd.models import create_model
-from nkd.training import keys as run_keys_lib
 from nkd.training.checkpoint import Checkpointer
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
-from nkd.training.steps import (StepSpec, accuracy, make_predict_fn, make_train_step,
-                                predict_dataset, replicate)
+from nkd.training.steps import StepSpec, make_train_step, replicate
+from nkd.training.teacher import Teacher
 
 
-@dataclasses.dataclass(frozen=True)
-class Teacher:
-  """A frozen teacher: its model, its variables, and where they came from."""
+@dataclasses.dataclass
+class Trained:
+  """What a run trained: its results (without evaluation sections), and, unless the run was
+  already finished, its model, final variables and final test logits."""
 
-  model: Any
-  variables: Any
-  workdir: str
-  results: dict[str, Any]
+  results: run_files.RunResults
+  model: Any = None
+  variables: Any = None
+  test_logits: np.ndarray | None = None
+
+  @property
+  def finished_before(self) -> bool:
+    return self.variables is None
 
 
 def environment() -> dict[str, Any]:
@@ -56,7 +64,7 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ("data",))
 
 
-def check_workdir(config, fingerprint: str) -> dict[str, Any] | None:
+def check_workdir(config, fingerprint: str) -> run_files.RunResults | None:
   """Returns the results of a finished identical run; raises if the folder holds another run."""
   config_path = os.path.join(config.workdir, run_files.CONFIG)
   if not os.path.exists(config_path):
@@ -74,7 +82,7 @@ def check_workdir(config, fingerprint: str) -> dict[str, Any] | None:
     raise ConfigError(f"--workdir={config.workdir} holds a {'finished' if finished else 'partial'}"
                       f" run with a different config ({shown}); choose another --workdir or "
                       f"delete that folder")
-  return run_files.read_json(results_path) if finished else None
+  return run_files.read_results(config.workdir) if finished else None
 
 
 def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: int, mesh):
@@ -87,15 +95,13 @@ def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: in
                                         num_classes=num_classes), mesh)
 
 
-def train_and_evaluate(config, teacher: Teacher | None = None,
-                       data: Dataset | None = None) -> dict[str, Any]:
-  """Trains (or resumes) the run of `config` and returns its results."""
-  data = data if data is not None else load_dataset(config)
+def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
+  """Trains (or resumes) the run of `config`; a finished run is not redone."""
   fingerprint = data.fingerprint()
   finished = check_workdir(config, fingerprint)
   if finished is not None:
     logging.info("%s is finished (results.json present); not redone.", config.workdir)
-    return finished
+    return Trained(finished)
 
   mesh = make_mesh()
   if config.batch_size % mesh.size:
@@ -114,10 +120,10 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
         "options": config.to_dict(), "data_fingerprint": fingerprint,
         "data_source": data.source, "num_train": n_train,
         "teacher": teacher and {"workdir": teacher.workdir,
-                                "params_sha256": teacher.results.get("params_sha256")},
+                                "params_sha256": teacher.results.params_sha256},
         **environment()})
 
-  keys = run_keys_lib.run_keys(config.seed)
+  keys = keys_lib.run_keys(config.seed)
   model = create_model(config.model, num_classes=data.num_classes, dropout_rate=config.dropout,
                        dtype=config.dtype)
   tx = make_optimizer(config, steps_per_epoch)
@@ -137,24 +143,28 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
   teacher_variables = replicate(teacher.variables, mesh) if teacher is not None else None
   spec = StepSpec.from_config(config, steps_per_epoch)
   train_step = make_train_step(model, spec, mesh, teacher.model if teacher else None)
-  predict = make_predict_fn(model)
+  apply_fn = predict.eval_apply_fn(model)
   schedule = learning_rate_schedule(config, steps_per_epoch)
+  last_test_logits = None
 
   def evaluate(variables) -> dict[str, float]:
-    out = {"test_accuracy": accuracy(predict_dataset(
-        predict, variables, data.test_images, config.eval_batch_size), data.test_labels)}
+    nonlocal last_test_logits
+    last_test_logits = predict.compute_logits(apply_fn, variables, data.test_images,
+                                              config.eval_batch_size)
+    out = {"test_accuracy": predict.accuracy(last_test_logits, data.test_labels)}
     if data.val_images is not None:
-      out["val_accuracy"] = accuracy(predict_dataset(
-          predict, variables, data.val_images, config.eval_batch_size), data.val_labels)
+      out["val_accuracy"] = predict.accuracy(predict.compute_logits(
+          apply_fn, variables, data.val_images, config.eval_batch_size), data.val_labels)
     return out
 
   logging.info("Training %s (%s, %s) for %d epochs x %d steps at batch %d on %d %s device(s).",
                config.name, config.mode, config.model, config.epochs, steps_per_epoch,
                config.batch_size, mesh.size, jax.devices()[0].platform)
   run_start = time.time() - elapsed
+  final = None
   for epoch in range(start_epoch, config.epochs):
     epoch_start = time.time()
-    order = run_keys_lib.epoch_permutation(keys["data"], epoch, n_train)
+    order = keys_lib.epoch_permutation(keys["data"], epoch, n_train)
     epoch_labels = epoch_training_labels(config, keys["label_noise"], labels, epoch,
                                          data.num_classes, mesh)
     pending, window_start, window_steps = [], time.time(), 0
@@ -194,6 +204,8 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
     last_epoch = epoch + 1 == config.epochs
     if (epoch + 1) % config.eval_every == 0 or last_epoch:
       record.update(evaluate({"params": state.params, "batch_stats": state.batch_stats}))
+      if last_epoch:
+        final = {k: record[k] for k in ("test_accuracy", "val_accuracy") if k in record}
     record["elapsed_s"] = time.time() - run_start
     if (epoch + 1) % config.checkpoint_every == 0 or last_epoch:
       checkpointer.save(state)
@@ -206,32 +218,22 @@ def train_and_evaluate(config, teacher: Teacher | None = None,
                  _duration(epoch_time * (config.epochs - epoch - 1)))
 
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  final = evaluate(variables)
+  if final is None:  # Resumed after the last epoch: nothing trained, evaluate once.
+    final = evaluate(variables)
   level_name, level = config_lib.noise_level(config)
-  results = {
-      "experiment": config.name, "seed": config.seed, "mode": config.mode,
-      "level_name": level_name, "level": level,
-      "model": config.model, "dataset": config.dataset, "epochs": config.epochs,
-      "steps": int(state.step), **final,
-      "params_sha256": run_files.params_sha256(variables),
-      "wall_time_s": round(time.time() - run_start, 3),
-      "device": environment()["device"],
-  }
-  if set(config.suite) - {"accuracy"}:
-    from nkd.evaluate import evaluate_variables  # pylint: disable=g-import-not-at-top
-    eval_start = time.time()
-    results.update(evaluate_variables(config, model, jax.device_get(variables), data, teacher))
-    results["eval_wall_time_s"] = round(time.time() - eval_start, 3)
-  if teacher is not None:
-    results["teacher"] = {"workdir": teacher.workdir,
-                          "test_accuracy": teacher.results.get("test_accuracy"),
-                          "params_sha256": teacher.results.get("params_sha256")}
+  results = run_files.RunResults(
+      experiment=config.name, seed=config.seed, mode=config.mode, level_name=level_name,
+      level=level, model=config.model, dataset=config.dataset, epochs=config.epochs,
+      steps=int(state.step), test_accuracy=final["test_accuracy"],
+      val_accuracy=final.get("val_accuracy"),
+      params_sha256=run_files.params_sha256(variables),
+      wall_time_s=round(time.time() - run_start, 3), device=environment()["device"],
+      teacher=teacher and run_files.TeacherRef(teacher.workdir, teacher.results.test_accuracy,
+                                               teacher.results.params_sha256))
   checkpointer.close()
-  if is_main:
-    run_files.write_json(os.path.join(config.workdir, run_files.RESULTS), results)
-  logging.info("Finished %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,
-               results["test_accuracy"], results["params_sha256"][:16])
-  return results
+  logging.info("Trained %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,
+               results.test_accuracy, results.params_sha256[:16])
+  return Trained(results, model, jax.device_get(variables), last_test_logits)
 
 
 def _duration(seconds: float) -> str:

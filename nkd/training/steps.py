@@ -16,20 +16,21 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nkd import losses, noise
-from nkd.data.augment import crop_and_flip
-from nkd.evaluation import batching
+from nkd.config.noise import NoiseOptions
+from nkd.data.augment import crop_and_flip, to_unit_float
+from nkd.keys import step_key_for
 
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
   """The static description of a train step (hashable, so a change recompiles).
 
-  With every noise level at 0 the step runs exactly the operations of plain Hinton KD (or plain
-  cross-entropy): each source is switched on by a Python-level branch, never multiplied by 0.
+  `noise` is the run's NoiseOptions as it is. With every noise level at 0 the step runs exactly
+  the operations of plain Hinton KD (or plain cross-entropy): each source is switched on by a
+  Python-level branch, never multiplied by 0.
   """
 
   mode: str  # 'ce' or 'kd'
@@ -38,31 +39,23 @@ class StepSpec:
   augment: bool = True
   alpha: float = 0.9
   tau: float = 4.0
-  # Noise sources (see nkd/noise.py and nkd/config.py for their definitions).
-  input_noise_sigma: float = 0.0
-  input_noise_clip: bool = False
-  logit_noise_sigma: float = 0.0
-  logit_noise_per_sample: bool = False
-  logit_noise_after_tau: bool = False
-  fickle_teacher: bool = False
-  teacher_bn_mode: str = "eval"
-  swap_p: float = 0.0
-  swap_threshold: float = 0.0
-  swap_mode: str = "top2"
+  noise: NoiseOptions = NoiseOptions()
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int) -> "StepSpec":
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "steps_per_epoch"]
-    return cls(steps_per_epoch=steps_per_epoch, **{n: getattr(config, n) for n in names})
+    return cls(mode=config.mode, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+               augment=config.augment, alpha=config.alpha, tau=config.tau, noise=config.noise)
 
 
 def teacher_forward(teacher_model: nn.Module, variables, x, spec: StepSpec, key):
   """Frozen teacher logits: dropout on for the Fickle teacher, BatchNorm mode by its own
   switch; running statistics are never updated."""
-  kwargs = {"train": spec.teacher_bn_mode == "batch", "deterministic": not spec.fickle_teacher}
-  if spec.fickle_teacher:
+  options = spec.noise
+  kwargs = {"train": options.teacher_bn_mode == "batch",
+            "deterministic": not options.fickle_teacher}
+  if options.fickle_teacher:
     kwargs["rngs"] = {"dropout": key}
-  if spec.teacher_bn_mode == "batch":
+  if options.teacher_bn_mode == "batch":
     logits, _ = teacher_model.apply(variables, x, mutable=["batch_stats"], **kwargs)
   else:
     logits = teacher_model.apply(variables, x, **kwargs)
@@ -71,18 +64,21 @@ def teacher_forward(teacher_model: nn.Module, variables, x, spec: StepSpec, key)
 
 def distillation_loss(student_logits, teacher_logits, labels, spec: StepSpec, step_key):
   """Hinton KD with the teacher-side noise sources of `spec` applied to the teacher's outputs."""
-  if not (spec.logit_noise_sigma or spec.swap_p):
+  options = spec.noise
+  if not (options.logit_noise_sigma or options.swap_p):
     return losses.hinton_kd_loss(student_logits, teacher_logits, labels, alpha=spec.alpha,
                                  tau=spec.tau)
-  scaled = teacher_logits / spec.tau if spec.logit_noise_after_tau else teacher_logits
-  scaled = noise.signal_noise(noise.noise_key(step_key, "signal_noise"), scaled,
-                              sigma=spec.logit_noise_sigma,
-                              per_sample=spec.logit_noise_per_sample)
-  tempered = scaled if spec.logit_noise_after_tau else scaled / spec.tau
+  after_tau = options.logit_noise_after_tau
+  scaled = teacher_logits / spec.tau if after_tau else teacher_logits
+  scaled = noise.signal_noise(step_key_for(step_key, "signal_noise"), scaled,
+                              sigma=options.logit_noise_sigma,
+                              per_sample=options.logit_noise_per_sample)
+  tempered = scaled if after_tau else scaled / spec.tau
   teacher_log_probs = jax.nn.log_softmax(tempered.astype(jnp.float32))
-  if spec.swap_p:
-    probs = noise.swap_probs(noise.noise_key(step_key, "swap"), jnp.exp(teacher_log_probs),
-                             p=spec.swap_p, threshold=spec.swap_threshold, mode=spec.swap_mode)
+  if options.swap_p:
+    probs = noise.swap_probs(step_key_for(step_key, "swap"), jnp.exp(teacher_log_probs),
+                             p=options.swap_p, threshold=options.swap_threshold,
+                             mode=options.swap_mode)
     teacher_log_probs = jnp.log(probs)
   kd = losses.kd_divergence_from_log_probs(student_logits, teacher_log_probs, tau=spec.tau)
   return (1 - spec.alpha) * losses.cross_entropy(student_logits, labels) + spec.alpha * kd
@@ -104,21 +100,21 @@ def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
     y = jax.lax.with_sharding_constraint(jnp.take(labels, idx, axis=0), batch_sharding)
     step_key = jax.random.fold_in(train_key, step)
     if spec.augment:
-      x = crop_and_flip(noise.noise_key(step_key, "augment"), x)
-    x = batching.to_unit_float(x)
+      x = crop_and_flip(step_key_for(step_key, "augment"), x)
+    x = to_unit_float(x)
     # Soft Randomization: only the student sees the noisy image.
-    student_x = noise.gaussian_input_noise(noise.noise_key(step_key, "input_noise"), x,
-                                           sigma=spec.input_noise_sigma,
-                                           clip=spec.input_noise_clip)
+    student_x = noise.gaussian_input_noise(step_key_for(step_key, "input_noise"), x,
+                                           sigma=spec.noise.input_noise_sigma,
+                                           clip=spec.noise.input_noise_clip)
     teacher_logits = None
     if spec.mode == "kd":
       teacher_logits = teacher_forward(teacher_model, teacher_variables, x, spec,
-                                       noise.noise_key(step_key, "teacher_dropout"))
+                                       step_key_for(step_key, "teacher_dropout"))
 
     def loss_fn(params):
       logits, updates = state.apply_fn(
           {"params": params, "batch_stats": state.batch_stats}, student_x, train=True,
-          deterministic=False, rngs={"dropout": noise.noise_key(step_key, "dropout")},
+          deterministic=False, rngs={"dropout": step_key_for(step_key, "dropout")},
           mutable=["batch_stats"])
       if spec.mode == "kd":
         loss = distillation_loss(logits, teacher_logits, y, spec, step_key)
@@ -147,26 +143,3 @@ def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
   replicated = NamedSharding(mesh, P())
   return jax.jit(train_step, in_shardings=replicated, out_shardings=replicated,
                  donate_argnums=0)
-
-
-def make_predict_fn(model: nn.Module) -> Callable:
-  """Jitted eval-mode logits of uint8 images: `predict(variables, images) -> logits`."""
-  @jax.jit
-  def predict(variables, images):
-    return model.apply(variables, batching.to_unit_float(images), train=False,
-                       deterministic=True)
-  return predict
-
-
-def predict_dataset(predict: Callable, variables: Any, images: np.ndarray,
-                    batch_size: int) -> np.ndarray:
-  """Logits for every image; the last batch is padded so one compiled shape serves all."""
-  size = batching.effective_batch_size(len(images), batch_size)
-  return np.concatenate([
-      np.asarray(predict(variables, batching.pad_batch(images[start:stop], size)))[:stop - start]
-      for _, start, stop in batching.padded_batches(len(images), size)])
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-  """Top-1 accuracy in percent."""
-  return float(100.0 * np.mean(np.argmax(logits, -1) == labels))

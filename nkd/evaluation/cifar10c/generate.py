@@ -22,15 +22,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from nkd.evaluation import image_ops as ops
+from nkd.config.evaluation import CORRUPTIONS, SEVERITIES, STANDARD_CORRUPTIONS  # noqa: F401
+from nkd.evaluation.cifar10c import image_ops as ops
 
-STANDARD_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression")
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTIONS = STANDARD_CORRUPTIONS + EXTRA_CORRUPTIONS
-SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SIZE = 32
 
 # The photographs frost() blends in; make_cifar_c draws randint(5), so frost6.jpg is never used.

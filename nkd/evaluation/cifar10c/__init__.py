@@ -6,7 +6,7 @@ Sources, each recorded as `source` in every result:
                  by 5 is accepted so tests can use small fixtures); any subset of corruptions.
   "tfds":        TFDS `cifar10_corrupted/<name>_<severity>` where TFDS can load it (already
                  prepared; this never downloads). TFDS names two differently (`TFDS_NAMES`).
-  "regenerated": made offline from the clean test set by `corruptions` (make_cifar_c.py's CIFAR
+  "regenerated": made offline from the clean test set by `generate` (make_cifar_c.py's CIFAR
                  constants), seeded, cached as .npy in the official layout. Frost needs the
                  original photographs (frost_dir); without them it is reported missing.
 "auto" takes the official folder if given and present, else TFDS, else regenerates.
@@ -24,10 +24,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from nkd.evaluation import batching
-from nkd.evaluation.batching import ApplyFn
-from nkd.evaluation.corruptions import (CORRUPTIONS, EXTRA_CORRUPTIONS, FIDELITY,
-                                        SEVERITIES, STANDARD_CORRUPTIONS, corrupt,
+from nkd.config.evaluation import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES,
+                                   STANDARD_CORRUPTIONS)
+from nkd.errors import ConfigError, DataError
+from nkd.evaluation import batching, predict
+from nkd.evaluation.cifar10c.generate import (FIDELITY, corrupt,
                                         load_frost_images)
 
 __all__ = ["CORRUPTIONS", "STANDARD_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "SOURCES",
@@ -41,7 +42,7 @@ GENERATOR_VERSION = "nkd-make_cifar_c-1"
 _REGEN_CHUNK = 1000  # images per corruption call; part of what a seed means, so fixed
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(DataError):
   """A data source cannot be used here (not prepared, no TensorFlow, ...): try another."""
 
 
@@ -77,17 +78,17 @@ def _check_names(corruptions: Sequence[str] | None) -> tuple[str, ...]:
 
 def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, *,
                          source: str = "official") -> Cifar10CData:
-  """Reads `<name>.npy` + `labels.npy` (memory-mapped); ValueError naming any bad file."""
+  """Reads `<name>.npy` + `labels.npy` (memory-mapped); DataError naming any bad file."""
   names = _check_names(corruptions)
   if not os.path.isdir(folder):
-    raise ValueError(f"CIFAR-10-C folder {folder} does not exist")
+    raise DataError(f"CIFAR-10-C folder {folder} does not exist")
   labels_path = os.path.join(folder, "labels.npy")
   if not os.path.isfile(labels_path):
-    raise ValueError(f"CIFAR-10-C folder {folder} has no labels.npy ({labels_path})")
+    raise DataError(f"CIFAR-10-C folder {folder} has no labels.npy ({labels_path})")
   labels = np.load(labels_path)
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0 \
       or len(labels) % len(SEVERITIES):
-    raise ValueError(f"{labels_path}: expected integer labels of shape (5N,), got "
+    raise DataError(f"{labels_path}: expected integer labels of shape (5N,), got "
                      f"{labels.dtype} {labels.shape}")
   images, missing = {}, {}
   for name in names:
@@ -97,11 +98,11 @@ def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, 
       continue
     array = np.load(path, mmap_mode="r")
     if array.dtype != np.uint8 or array.shape != (len(labels), 32, 32, 3):
-      raise ValueError(f"{path}: expected uint8 {(len(labels), 32, 32, 3)} (matching "
+      raise DataError(f"{path}: expected uint8 {(len(labels), 32, 32, 3)} (matching "
                        f"labels.npy), got {array.dtype} {array.shape}")
     images[name] = array
   if not images:
-    raise ValueError(f"CIFAR-10-C folder {folder} holds none of the corruption files "
+    raise DataError(f"CIFAR-10-C folder {folder} holds none of the corruption files "
                      f"{[n + '.npy' for n in names]}")
   details = {"folder": os.path.abspath(folder)}
   manifest = os.path.join(folder, "manifest.json")
@@ -133,7 +134,7 @@ def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
       per_labels.append(split_labels)
     stacked_labels = np.concatenate(per_labels)
     if labels is not None and not np.array_equal(labels, stacked_labels):
-      raise ValueError(f"TFDS {name}: labels differ from the other corruptions' labels")
+      raise DataError(f"TFDS {name}: labels differ from the other corruptions' labels")
     labels = stacked_labels
     images[name] = np.concatenate(per_severity)
   return Cifar10CData("tfds", images, labels, len(labels) // len(SEVERITIES),
@@ -204,7 +205,7 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
     raise ValueError(f"regeneration needs uint8 (N, 32, 32, 3) clean images with N labels, got "
                      f"{clean_images.dtype} {clean_images.shape} and {len(clean_labels)} labels")
   if not cache_dir:
-    raise ValueError("regenerating CIFAR-10-C needs a cache folder (--eval_cache_dir)")
+    raise ConfigError("regenerating CIFAR-10-C needs a cache folder (--eval_cache_dir)")
   frost_images = load_frost_images(frost_dir) if frost_dir else None
   digest = _digest(clean_images, clean_labels, seed, frost_images is not None)
   folder = os.path.join(cache_dir, "cifar10c_regenerated", digest[:16])
@@ -263,13 +264,13 @@ def load_cifar10c(source: str = "auto", *, folder: str | None = None,
   """The corrupted set from `source` ("auto", "official", "tfds", "regenerate").
 
   "auto" falls back official folder -> TFDS -> regeneration, recording why in
-  details["fallbacks"]; a folder that exists but is malformed raises ValueError instead.
+  details["fallbacks"]; a folder that exists but is malformed raises DataError instead.
   """
   if source not in SOURCES:
-    raise ValueError(f"CIFAR-10-C source must be one of {SOURCES}, got {source!r}")
+    raise ConfigError(f"CIFAR-10-C source must be one of {SOURCES}, got {source!r}")
   if source == "official":
     if not folder:
-      raise ValueError("CIFAR-10-C source 'official' needs the folder (--cifar10c_dir)")
+      raise ConfigError("CIFAR-10-C source 'official' needs the folder (--cifar10c_dir)")
     return load_cifar10c_folder(folder, corruptions)
   if source == "tfds":
     return load_cifar10c_tfds(corruptions, data_dir=tfds_data_dir)
@@ -302,7 +303,7 @@ def _mean(values) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def evaluate_cifar10c(apply_fn: ApplyFn, data: Cifar10CData, batch_size: int = 1000,
+def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, batch_size: int = 1000,
                       severities: Sequence[int] = SEVERITIES) -> dict:
   """Accuracy (percent) per corruption and severity; one compiled core for all of them.
 
@@ -322,7 +323,7 @@ def evaluate_cifar10c(apply_fn: ApplyFn, data: Cifar10CData, batch_size: int = 1
     accuracy[name] = {}
     for severity in severities:
       images, labels = data.severity(name, severity)
-      correct = batching.count_correct(apply_fn, images, labels, batch_size)
+      correct = predict.count_correct(apply_fn, variables, images, labels, batch_size)
       accuracy[name][str(severity)] = 100.0 * correct / len(labels)
     logging.info("CIFAR-10-C %s (%s): %s", name, data.source, accuracy[name])
   missing = [n for n in CORRUPTIONS if n not in data.images]

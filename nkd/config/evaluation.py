@@ -1,23 +1,54 @@
-"""Every evaluation option, its default and its help text, in one frozen dataclass.
+"""Every evaluation option, its default and its help text, in one frozen dataclass, with the
+names the evaluators share (PGD presets, CIFAR-10-C corruptions). Plain Python: reading the
+options imports no evaluator.
 
-Each field becomes an absl flag of the same name elsewhere; `validate()` names the flag
-(`--pgd_eps`) in its errors. Tuples hold list-valued flags; an empty tuple or 0 for a PGD
-setting means "take it from --pgd_preset".
+Each field becomes an absl flag of the same name; `validate()` raises ConfigError naming the
+flag (`--pgd_eps`). Tuples hold list-valued flags; an empty tuple or 0 for a PGD setting means
+"take it from --pgd_preset".
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from nkd.evaluation import pgd
-from nkd.evaluation.corruptions import CORRUPTIONS, SEVERITIES
+from nkd.config.fields import opt
+from nkd.errors import ConfigError
 
 SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
 CIFAR10C_SOURCES = ("auto", "official", "tfds", "regenerate")
 
+# PGD (nkd/evaluation/pgd.py).
+PGD_LOSSES = ("ce", "margin")
+PGD_PRESETS = {
+    # The paper's lab: eps 0.031, step 0.003, PGD-5/10/20, 5 restarts, worst reported.
+    "paper": {"eps": (0.031,), "step_size": 0.003, "steps": (5, 10, 20)},
+    # The common CIFAR-10 benchmark setting (Madry et al.; RobustBench's PGD-20 sanity check).
+    "common": {"eps": (8 / 255,), "step_size": 2 / 255, "steps": (20,)},
+}
+# Eps sweep: growing eps up to 1.0, where any image can be reached and accuracy must be 0.
+DEFAULT_SWEEP_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255,
+                     128 / 255, 1.0)
+
+# CIFAR-10-C (Hendrycks & Dietterich): 15 standard corruptions, 4 extras, 5 severities.
+STANDARD_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression")
+EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+CORRUPTIONS = STANDARD_CORRUPTIONS + EXTRA_CORRUPTIONS
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def pgd_preset(name: str) -> dict:
+  """{"eps": tuple, "step_size": float, "steps": tuple} for "paper" or "common"."""
+  if name not in PGD_PRESETS:
+    raise ConfigError(f"--pgd_preset: unknown preset {name!r}; expected one of "
+                      f"{sorted(PGD_PRESETS)}")
+  return dict(PGD_PRESETS[name])
+
 
 def _field(default, help_text: str):
-  return dataclasses.field(default=default, metadata={"help": help_text})
+  return opt(default, help_text, group="evaluation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +77,7 @@ class EvalOptions:
   pgd_seed: int = _field(0, "Seed of the attack's random starts (key fold_in(seed, restart)).")
   pgd_fgsm: bool = _field(True, "Also run FGSM at each eps (a sanity check: PGD <= FGSM).")
   pgd_eps_sweep: tuple[float, ...] = _field(
-      pgd.DEFAULT_SWEEP_EPS,
+      DEFAULT_SWEEP_EPS,
       "Eps values of the sanity sweep (accuracy must fall to 0 at eps 1); empty: no sweep.")
   pgd_sweep_steps: int = _field(10, "PGD steps in the eps sweep (step size 2.5 * eps / steps).")
   pgd_sweep_num_examples: int = _field(1000, "Images in the eps sweep; 0: as for PGD.")
@@ -79,7 +110,7 @@ class EvalOptions:
 
   def pgd_settings(self) -> dict:
     """{"eps", "steps", "step_size"}: the preset with any explicit flag applied over it."""
-    settings = pgd.preset(self.pgd_preset)
+    settings = pgd_preset(self.pgd_preset)
     if self.pgd_eps:
       settings["eps"] = tuple(self.pgd_eps)
     if self.pgd_steps:
@@ -89,41 +120,41 @@ class EvalOptions:
     return settings
 
   def validate(self) -> "EvalOptions":
-    """Raises ValueError naming the flag; returns self."""
+    """Raises ConfigError naming the flag; returns self."""
     unknown = [s for s in self.suite if s not in SUITE_ITEMS]
     if unknown or not self.suite:
-      raise ValueError(f"--eval_suite: unknown or no evaluation(s) {unknown}; choose from "
+      raise ConfigError(f"--eval_suite: unknown or no evaluation(s) {unknown}; choose from "
                        f"{', '.join(SUITE_ITEMS)}")
     for name in ("eval_batch_size", "pgd_batch_size", "pgd_restarts", "ece_bins",
                  "pgd_sweep_steps"):
       if getattr(self, name) < 1:
-        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
     for name in ("pgd_num_examples", "pgd_sweep_num_examples"):
       if getattr(self, name) < 0:
-        raise ValueError(f"--{name} must be >= 0 (0: all), got {getattr(self, name)}")
-    if self.pgd_preset not in pgd.PRESETS:
-      raise ValueError(f"--pgd_preset must be one of {sorted(pgd.PRESETS)}, got "
+        raise ConfigError(f"--{name} must be >= 0 (0: all), got {getattr(self, name)}")
+    if self.pgd_preset not in PGD_PRESETS:
+      raise ConfigError(f"--pgd_preset must be one of {sorted(PGD_PRESETS)}, got "
                        f"{self.pgd_preset!r}")
     if any(not 0 <= e <= 1 for e in self.pgd_eps):
-      raise ValueError(f"--pgd_eps values must be in [0, 1] (pixel units), got {self.pgd_eps}")
+      raise ConfigError(f"--pgd_eps values must be in [0, 1] (pixel units), got {self.pgd_eps}")
     if any(int(s) != s or s < 1 for s in self.pgd_steps):
-      raise ValueError(f"--pgd_steps values must be integers >= 1, got {self.pgd_steps}")
+      raise ConfigError(f"--pgd_steps values must be integers >= 1, got {self.pgd_steps}")
     if self.pgd_step_size < 0:
-      raise ValueError(f"--pgd_step_size must be >= 0 (0: preset), got {self.pgd_step_size}")
-    if self.pgd_loss not in pgd.LOSSES:
-      raise ValueError(f"--pgd_loss must be one of {pgd.LOSSES}, got {self.pgd_loss!r}")
+      raise ConfigError(f"--pgd_step_size must be >= 0 (0: preset), got {self.pgd_step_size}")
+    if self.pgd_loss not in PGD_LOSSES:
+      raise ConfigError(f"--pgd_loss must be one of {PGD_LOSSES}, got {self.pgd_loss!r}")
     if any(not 0 <= e <= 1 for e in self.pgd_eps_sweep):
-      raise ValueError(f"--pgd_eps_sweep values must be in [0, 1], got {self.pgd_eps_sweep}")
+      raise ConfigError(f"--pgd_eps_sweep values must be in [0, 1], got {self.pgd_eps_sweep}")
     if self.cifar10c_source not in CIFAR10C_SOURCES:
-      raise ValueError(f"--cifar10c_source must be one of {CIFAR10C_SOURCES}, got "
+      raise ConfigError(f"--cifar10c_source must be one of {CIFAR10C_SOURCES}, got "
                        f"{self.cifar10c_source!r}")
     if self.cifar10c_source == "official" and not self.cifar10c_dir:
-      raise ValueError("--cifar10c_dir is required with --cifar10c_source=official")
+      raise ConfigError("--cifar10c_dir is required with --cifar10c_source=official")
     bad = [c for c in self.corruptions if c not in CORRUPTIONS]
     if bad:
-      raise ValueError(f"--cifar10c_corruptions: unknown {bad}; choose from {CORRUPTIONS}")
+      raise ConfigError(f"--cifar10c_corruptions: unknown {bad}; choose from {CORRUPTIONS}")
     if not self.cifar10c_severities or any(s not in SEVERITIES
                                            for s in self.cifar10c_severities):
-      raise ValueError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
+      raise ConfigError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
                        f"{self.cifar10c_severities}")
     return self

@@ -1,8 +1,12 @@
 """Every option of a run, in one place: its type, default and help text.
 
-`Config` is the single source of truth. `define_flags` turns its fields into absl flags, so a
-flagfile in `experiments/` holds only overrides of these defaults, and later command-line flags
-override the flagfile. `validate` turns bad values into one-line `ConfigError`s naming the flag.
+`Config` is the single source of truth, built from option groups: `TrainOptions` (run, data,
+model, optimiser, distillation), `NoiseOptions` (nkd/config/noise.py) and `EvalOptions`
+(nkd/config/evaluation.py). `define_flags` turns its fields into absl flags, so a flagfile in
+`experiments/` holds only overrides of these defaults, and later command-line flags override the
+flagfile. The config owns its text form: `Config.to_flags` and `Config.from_options` are the one
+conversion to flags and from stored options. `validate` turns bad values into one-line
+`ConfigError`s naming the flag. Plain Python: importing this module imports no jax.
 """
 
 from __future__ import annotations
@@ -11,16 +15,43 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Any, Sequence
 
 from absl import flags
 
+from nkd.config import fields as fields_lib
+from nkd.config.evaluation import EvalOptions
+from nkd.config.noise import NoiseOptions
 from nkd.errors import ConfigError
-from nkd.evaluation.options import EvalOptions
+
+_MODEL_NAME = re.compile(r"^wrn-(\d+)-(\d+)$")
 
 
-def _opt(default, help_text, **extra):
-  return dataclasses.field(default=default, metadata={"help": help_text, **extra})
+def parse_model_name(name: str) -> tuple[int, int]:
+  """'wrn-40-2' -> (40, 2). Raises ValueError with the expected form."""
+  m = _MODEL_NAME.match(name)
+  if not m:
+    raise ValueError(f"unknown model {name!r}: expected 'wrn-DEPTH-WIDTH', e.g. 'wrn-16-2'")
+  depth, width = int(m.group(1)), int(m.group(2))
+  if depth < 10 or (depth - 4) % 6:
+    raise ValueError(f"model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), "
+                     f"got {depth}")
+  if width < 1:
+    raise ValueError(f"model {name!r}: widen factor must be >= 1, got {width}")
+  return depth, width
+
+
+def _opt(default, help_text, group="run and data", **extra):
+  return fields_lib.opt(default, help_text, group=group, **extra)
+
+
+def _model_opt(default, help_text, **extra):
+  return _opt(default, help_text, group="model and optimiser", **extra)
+
+
+def _kd_opt(default, help_text, **extra):
+  return _opt(default, help_text, group="distillation and noise", **extra)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +69,10 @@ class TrainOptions:
                    "distillation from a teacher.", choices=("ce", "kd"))
 
   # Model.
-  model: str = _opt("wrn-16-2", "Model, 'wrn-DEPTH-WIDTH' with DEPTH = 6n+4.")
-  dropout: float = _opt(0.0, "Dropout rate between the two convolutions of each WRN block.")
-  dtype: str = _opt("float32", "Compute dtype (parameters stay float32).",
+  model: str = _model_opt("wrn-16-2", "Model, 'wrn-DEPTH-WIDTH' with DEPTH = 6n+4.")
+  dropout: float = _model_opt(0.0, "Dropout rate between the two convolutions of each WRN "
+                              "block.", level=6)
+  dtype: str = _model_opt("float32", "Compute dtype (parameters stay float32).",
                     choices=("float32", "bfloat16"))
 
   # Data.
@@ -60,63 +92,31 @@ class TrainOptions:
   augment: bool = _opt(True, "Random crop (pad 4) and horizontal flip, on device.")
 
   # Optimisation.
-  epochs: int = _opt(200, "Training epochs.")
-  batch_size: int = _opt(128, "Global batch size (split over the devices).")
-  lr: float = _opt(0.1, "Peak learning rate.")
-  lr_schedule: str = _opt("step", "'step': multiply by --lr_decay at --lr_milestones; 'cosine': "
+  epochs: int = _model_opt(200, "Training epochs.")
+  batch_size: int = _model_opt(128, "Global batch size (split over the devices).")
+  lr: float = _model_opt(0.1, "Peak learning rate.")
+  lr_schedule: str = _model_opt("step", "'step': multiply by --lr_decay at --lr_milestones; 'cosine': "
                           "cosine decay to 0 over the run.", choices=("step", "cosine"))
-  lr_milestones: tuple = _opt((60, 120, 160), "Epochs at which the step schedule decays.",
+  lr_milestones: tuple = _model_opt((60, 120, 160), "Epochs at which the step schedule decays.",
                               element=int)
-  lr_decay: float = _opt(0.2, "Factor of each step-schedule decay.")
-  momentum: float = _opt(0.9, "SGD momentum.")
-  nesterov: bool = _opt(False, "Nesterov momentum.")
-  weight_decay: float = _opt(5e-4, "L2 weight decay (added to the gradient, as PyTorch SGD).")
+  lr_decay: float = _model_opt(0.2, "Factor of each step-schedule decay.")
+  momentum: float = _model_opt(0.9, "SGD momentum.")
+  nesterov: bool = _model_opt(False, "Nesterov momentum.")
+  weight_decay: float = _model_opt(5e-4, "L2 weight decay (added to the gradient, as PyTorch SGD).")
 
   # Distillation.
-  alpha: float = _opt(0.9, "Weight of the KD term; (1 - alpha) weighs the cross-entropy.")
-  tau: float = _opt(4.0, "Distillation temperature.")
-  teacher_flagfile: str = _opt("", "Flagfile of the teacher's recipe (mode=kd). Its teacher is "
-                               "trained once per recipe and seed, then reused.")
-  teacher_seed: int = _opt(0, "Seed of the teacher run to distil from.")
-  teacher_flags: tuple = _opt((), "Extra flags for the teacher recipe, e.g. "
-                              "--teacher_flags=--epochs=15 (repeatable).", multi=True)
-  teacher_workdir: str = _opt("", "Use the finished teacher run in this folder instead of the "
-                              "recipe's shared teacher.")
+  alpha: float = _kd_opt(0.9, "Weight of the KD term; (1 - alpha) weighs the cross-entropy.")
+  tau: float = _kd_opt(4.0, "Distillation temperature.")
+  teacher_flagfile: str = _kd_opt("", "Flagfile of the teacher's recipe (mode=kd). Its teacher "
+                                  "is trained once per recipe and seed, then reused.",
+                                  teacher_side=True)
+  teacher_seed: int = _kd_opt(0, "Seed of the teacher run to distil from.")
+  teacher_flags: tuple = _kd_opt((), "Extra flags for the teacher recipe, e.g. "
+                                 "--teacher_flags=--epochs=15 (repeatable).", multi=True,
+                                 teacher_side=True)
+  teacher_workdir: str = _kd_opt("", "Use the finished teacher run in this folder instead of "
+                                 "the recipe's shared teacher.", teacher_side=True)
 
-  # Noise (the paper's sources; each is a keyed transform in nkd/noise.py). 0 = off.
-  logit_noise_sigma: float = _opt(0.0, "Signal-dependent noise on the teacher's logits, "
-                                  "z' = (1 + d) z with d ~ N(0, s^2) (mode=kd).")
-  logit_noise_per_sample: bool = _opt(False, "One d per sample instead of one per logit.")
-  logit_noise_after_tau: bool = _opt(False, "Apply the logit noise to z / tau instead of the raw "
-                                     "logits z.")
-  fickle_teacher: bool = _opt(False, "Fickle Teacher: keep the teacher's dropout on while "
-                              "distilling, a fresh dropout key every step (mode=kd).")
-  teacher_dropout: float = _opt(-1.0, "Dropout rate the teacher recipe is trained with (passed "
-                                "to it as --dropout); -1: the recipe's own (mode=kd).")
-  teacher_bn_mode: str = _opt("eval", "Teacher BatchNorm while distilling: 'eval' (running "
-                              "statistics) or 'batch' (this batch's statistics; never updated).",
-                              choices=("eval", "batch"))
-  fickle_schedule: bool = _opt(False, "Use the paper's longer student schedule for the teacher's "
-                               "dropout r: r<=0.2: 250 epochs (75/150/200), r=0.3: 300 "
-                               "(90/180/240), r>=0.4: 350 (105/210/280).")
-  input_noise_sigma: float = _opt(0.0, "Soft Randomization: Gaussian noise N(0, s^2) on the "
-                                  "student's input pixels in [0, 1]; the teacher sees the clean "
-                                  "image. In mode=ce: the student trained alone with that noise.")
-  input_noise_clip: bool = _opt(False, "Clip the noisy input to [0, 1].")
-  label_noise_p: float = _opt(0.0, "Random label corruption: probability that a sample's label is "
-                              "replaced by a wrong class drawn uniformly from the others.")
-  label_noise_mode: str = _opt("", "Whose labels are corrupted: 'S' the student's CE term while "
-                               "distilling, 'T' the teacher's training, 'TS' both; default: T for "
-                               "mode=ce (the run's own labels), S for mode=kd.",
-                               choices=("", "S", "T", "TS"))
-  label_noise_fixed: bool = _opt(False, "Corrupt once for the whole run instead of re-drawing "
-                                 "every epoch.")
-  swap_p: float = _opt(0.0, "Random swapping: probability per sample that the teacher's softened "
-                       "probabilities are considered for swapping (mode=kd).")
-  swap_threshold: float = _opt(0.05, "Swap a pair only if its probabilities differ by less than "
-                               "this.")
-  swap_mode: str = _opt("top2", "'top2': the two largest; 'all': every consecutive pair in "
-                        "sorted order, in turn.", choices=("top2", "all"))
   level_flag: str = _opt("", "The option that is this experiment's noise level (recorded in "
                          "results.json for sweeps and reports); default: the active noise option.")
 
@@ -137,13 +137,6 @@ BOOKKEEPING = frozenset({
     "name", "workdir", "workspace", "data_dir", "log_every", "eval_every", "checkpoint_every",
     "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "level_flag",
     "distributed", *(f.name for f in dataclasses.fields(EvalOptions))})
-# Options that only a distillation run uses.
-TEACHER_OPTIONS = ("teacher_flagfile", "teacher_workdir", "teacher_flags", "logit_noise_sigma",
-                   "logit_noise_per_sample", "logit_noise_after_tau", "fickle_teacher",
-                   "teacher_dropout", "teacher_bn_mode", "fickle_schedule", "swap_p")
-# The options that can be an experiment's noise level, in the order `level` looks for one.
-NOISE_LEVELS = ("input_noise_sigma", "logit_noise_sigma", "teacher_dropout", "label_noise_p",
-                "swap_p", "dropout")
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
 INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
                         "train_subset", "validation_size", "synthetic_train_size",
@@ -151,14 +144,35 @@ INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "down
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainOptions, EvalOptions):
-  """A run's resolved options: training plus evaluation (nkd/evaluation/options.py)."""
+class Config(TrainOptions, NoiseOptions, EvalOptions):
+  """A run's resolved options: training, noise and evaluation."""
+
+  @classmethod
+  def fields_by_name(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+  @classmethod
+  def from_options(cls, options: dict[str, Any], **overrides) -> "Config":
+    """A Config (unresolved) from stored options (config.json's `options`, a sweep point),
+    converted to the fields' types; names that are not options are ignored."""
+    fields = cls.fields_by_name()
+    values = {k: fields_lib.from_value(fields[k], v) for k, v in options.items() if k in fields}
+    return cls(**{**values, **overrides})
 
   def to_dict(self) -> dict[str, Any]:
-    return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    return {f.name: fields_lib.jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+  def to_flags(self, names: Sequence[str] | None = None) -> list[str]:
+    """Command-line flags that reproduce these options (all, or `names`)."""
+    names = names if names is not None else [f.name for f in dataclasses.fields(self)]
+    return fields_lib.as_flags({n: getattr(self, n) for n in names}, self.fields_by_name())
 
   def replace(self, **changes) -> "Config":
     return dataclasses.replace(self, **changes)
+
+  @property
+  def noise(self) -> NoiseOptions:
+    return NoiseOptions.of(self)
 
   def semantic_dict(self) -> dict[str, Any]:
     """The options that determine the trained parameters."""
@@ -175,60 +189,37 @@ class Config(TrainOptions, EvalOptions):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _element_type(f: dataclasses.Field):
-  """int or float, from a `tuple[int, ...]`-style annotation."""
-  annotation = str(f.type)
-  return float if "float" in annotation else int if "int" in annotation else str
+def _with_metadata(key: str) -> list[dataclasses.Field]:
+  return [f for f in dataclasses.fields(Config) if f.metadata.get(key)]
 
 
-def _jsonable(value):
-  return list(value) if isinstance(value, tuple) else value
+# Options that only a distillation run uses.
+TEACHER_OPTIONS = tuple(f.name for f in _with_metadata("teacher_side"))
+# The options that can be an experiment's noise level, in the order `noise_level` looks.
+NOISE_LEVELS = tuple(f.name for f in sorted(_with_metadata("level"),
+                                            key=lambda f: f.metadata["level"]))
 
 
 def option_names() -> list[str]:
   return [f.name for f in dataclasses.fields(Config)]
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """Defines one absl flag per `Config` field."""
-  for f in dataclasses.fields(Config):
-    meta, default = f.metadata, f.default
-    help_text = meta.get("help", "")
-    if meta.get("multi"):
-      flags.DEFINE_multi_string(f.name, list(default), help_text, flag_values=flag_values)
-    elif "choices" in meta:
-      flags.DEFINE_enum(f.name, default, list(meta["choices"]), help_text,
-                        flag_values=flag_values)
-    elif isinstance(default, bool):
-      flags.DEFINE_bool(f.name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(f.name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(f.name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(f.name, [str(v) for v in default], help_text, flag_values=flag_values)
-    else:
-      flags.DEFINE_string(f.name, default, help_text, flag_values=flag_values)
+def as_flag(name: str, value: Any) -> str:
+  return fields_lib.as_flag(name, value)
 
 
-def flag_value(flag_values: flags.FlagValues, f: dataclasses.Field):
-  """The value of the flag of field `f`, converted to the field's type."""
-  value = flag_values[f.name].value
-  if f.metadata.get("multi"):
-    return tuple(value or ())
-  if isinstance(f.default, tuple):
-    element = f.metadata.get("element") or _element_type(f)
-    try:
-      return tuple(element(v) for v in (value or ()))
-    except ValueError:
-      raise ConfigError(f"--{f.name} expects a comma-separated list of {element.__name__}, "
-                        f"got {','.join(value)!r}") from None
-  return value
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names: Sequence[str] | None = None,
+                 module_name: str | None = None) -> None:
+  """Defines one absl flag per `Config` field (or per field in `names`)."""
+  fields = dataclasses.fields(Config)
+  if names is not None:
+    fields = [f for f in fields if f.name in set(names)]
+  fields_lib.define(fields, flag_values, module_name)
 
 
 def from_flags(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> Config:
   """Builds a resolved, validated Config from parsed flags."""
-  values = {f.name: flag_value(flag_values, f) for f in dataclasses.fields(Config)}
+  values = fields_lib.values_from_flags(dataclasses.fields(Config), flag_values)
   if not values["name"]:
     values["name"] = _flagfile_stem(argv) or "run"
   return resolve(Config(**values))
@@ -297,16 +288,11 @@ def noise_level(config) -> tuple[str | None, float | None]:
 
 def validate(config: Config) -> None:
   """Raises ConfigError naming the first bad flag."""
-  from nkd.models.wrn import parse_model_name  # pylint: disable=g-import-not-at-top
-
   def check(ok, flag, expected):
     if not ok:
       raise ConfigError(f"--{flag}={_show(getattr(config, flag))}: expected {expected}")
 
-  try:
-    EvalOptions.validate(config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  EvalOptions.validate(config)
   try:
     parse_model_name(config.model)
   except ValueError as e:
@@ -330,13 +316,8 @@ def validate(config: Config) -> None:
   for flag in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                "eval_batch_size"):
     check(getattr(config, flag) >= 1, flag, "a positive integer")
-  check(config.logit_noise_sigma >= 0, "logit_noise_sigma", "a std >= 0")
-  check(config.input_noise_sigma >= 0, "input_noise_sigma", "a std >= 0")
-  check(0 <= config.label_noise_p <= 1, "label_noise_p", "a probability in [0, 1]")
-  check(0 <= config.swap_p <= 1, "swap_p", "a probability in [0, 1]")
-  check(config.swap_threshold >= 0, "swap_threshold", "a threshold >= 0")
-  check(config.teacher_dropout == -1 or 0 <= config.teacher_dropout < 1, "teacher_dropout",
-        "a rate in [0, 1) (or -1: the recipe's own)")
+  for ok, flag, expected in config.noise.checks():
+    check(ok, flag, expected)
   if config.mode == "kd":
     check(config.teacher_flagfile or config.teacher_workdir, "teacher_flagfile",
           "a teacher recipe (or --teacher_workdir) for --mode=kd")
@@ -347,9 +328,6 @@ def validate(config: Config) -> None:
             f"{_show(default) if default != '' else 'nothing'}: --mode=ce has no teacher")
     check(config.label_noise_mode in ("", "T"), "label_noise_mode",
           "T in --mode=ce (S and TS corrupt a distilling student's labels: they need a teacher)")
-  if config.fickle_schedule:
-    check(config.teacher_dropout >= 0, "fickle_schedule",
-          "a --teacher_dropout rate to pick the schedule from")
   if config.level_flag:
     check(config.level_flag in NOISE_LEVELS, "level_flag", f"one of {', '.join(NOISE_LEVELS)}")
 
