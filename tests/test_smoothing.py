@@ -229,6 +229,9 @@ def test_counts_independent_of_batch_size_and_draws_follow_draw_key():
         smoothing.sample_counts(multiclass_apply, variables, key, images[i], sigma=sigma,
                                 num=num, batch_size=16, image_index=int(indices[i]),
                                 stream=1), counts[1][i])
+  with pytest.raises(ValueError, match="num_classes"):
+    smoothing.count_draws(multiclass_apply, variables, key, images, indices, sigma=sigma,
+                          num=num, batch_size=64, num_classes=3)
   # Draw j of image i is normal(draw_key(key, i, stream, j)), nothing else.
   keys = jax.vmap(lambda j: smoothing.draw_key(key, 12, 1, j))(jnp.arange(num))
   noise = jax.vmap(lambda k: jax.random.normal(k, SHAPE))(keys)
@@ -249,7 +252,7 @@ def test_wrn_compiles_once_and_bfloat16_counts_are_exact():
   traced = batching.TRACE_COUNTS["smoothing"] - before
   assert traced <= 2  # the n0 and the n call shapes
   assert [e["index"] for e in per_example] == list(range(0, 40, 5))
-  assert summary["indices"].startswith("every 5th") and summary["num_test"] == 40
+  assert summary["indices"].startswith("test indices 0, 5, 10,") and summary["num_test"] == 40
   assert set(summary["certified_accuracy"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
   accuracies = list(summary["certified_accuracy"].values())
   assert accuracies == sorted(accuracies, reverse=True)

@@ -288,6 +288,8 @@ def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sig
       next_log += 0.1
   while pending:
     collect()
+  if np.any(counts.sum(axis=1) != num):
+    raise ValueError(f"num_classes={num_classes} is smaller than the model's number of classes")
   return counts
 
 
@@ -331,10 +333,7 @@ def predict(apply_fn: ApplyFn, variables, key, image, *, sigma: float, n: int = 
 # ---------------------------------------------------------------------------------------------
 # Data sets.
 
-def select_indices(num_test: int, num_examples: int = NUM_EXAMPLES,
-                   skip: int | None = None) -> np.ndarray:
-  """Every `skip`-th test index from 0, at most `num_examples` of them (0: every image).
-  skip defaults to num_test // num_examples: 0, 20, ..., 9980 for 500 of 10,000 images."""
+def _selection(num_test: int, num_examples: int, skip: int | None) -> tuple[np.ndarray, int]:
   check_smoothing_options(num_examples=num_examples)
   if num_examples > num_test:
     raise ValueError(f"--smoothing_num_examples must be <= the {num_test} test images, "
@@ -345,7 +344,14 @@ def select_indices(num_test: int, num_examples: int = NUM_EXAMPLES,
     skip = max(1, num_test // num_examples)
   if not (_is_int(skip) and skip >= 1):
     raise ValueError(f"skip must be an integer >= 1, got {skip!r}")
-  return np.arange(0, num_test, skip)[:num_examples]
+  return np.arange(0, num_test, skip)[:num_examples], int(skip)
+
+
+def select_indices(num_test: int, num_examples: int = NUM_EXAMPLES,
+                   skip: int | None = None) -> np.ndarray:
+  """Every `skip`-th test index from 0, at most `num_examples` of them (0: every image).
+  skip defaults to num_test // num_examples: 0, 20, ..., 9980 for 500 of 10,000 images."""
+  return _selection(num_test, num_examples, skip)[0]
 
 
 def certified_accuracy_curve(per_example: Sequence[dict], radii: Sequence[float] = RADII) -> dict:
@@ -363,7 +369,7 @@ def _check_data(images, labels):
 
 
 def _indices_rule(skip: int) -> str:
-  return f"every {skip}th test image from index 0 (Cohen et al.'s --skip {skip})"
+  return f"test indices 0, {skip}, {2 * skip}, ... (Cohen et al.'s --skip {skip})"
 
 
 def certify_dataset(apply_fn: ApplyFn, variables, key, images, labels, *, sigma: float,
@@ -387,7 +393,7 @@ def certify_dataset(apply_fn: ApplyFn, variables, key, images, labels, *, sigma:
                           batch_size=batch_size, dtype=dtype)
   _check_data(images, labels)
   start_time = time.time()
-  indices = select_indices(len(images), num_examples, skip)
+  indices, skip = _selection(len(images), num_examples, skip)
   chosen = _unit_float(np.asarray(images)[indices])
   if num_classes is None:
     num_classes = infer_num_classes(apply_fn, variables, chosen.shape[1:])
@@ -405,12 +411,11 @@ def certify_dataset(apply_fn: ApplyFn, variables, key, images, labels, *, sigma:
   seconds = time.time() - start_time
   correct_radii = [e["radius"] for e in per_example if e["correct"]]
   passes = len(indices) * (int(n0) + int(n))
-  actual_skip = int(indices[1] - indices[0]) if len(indices) > 1 else (skip or 1)
   summary = {
       "method": "certify", "sigma": float(sigma), "n0": int(n0), "n": int(n),
       "alpha": float(alpha), "batch_size": int(batch_size), "dtype": dtype,
-      "num_test": int(len(images)), "num_examples": int(len(indices)), "skip": actual_skip,
-      "indices": _indices_rule(actual_skip), "radii": [float(r) for r in radii],
+      "num_test": int(len(images)), "num_examples": int(len(indices)), "skip": skip,
+      "indices": _indices_rule(skip), "radii": [float(r) for r in radii],
       "certified_accuracy": certified_accuracy_curve(per_example, radii),
       "abstain_rate": float(100.0 * np.mean([e["prediction"] == ABSTAIN for e in per_example])),
       "mean_radius_correct": float(np.mean(correct_radii)) if correct_radii else None,
@@ -439,7 +444,7 @@ def predict_dataset(apply_fn: ApplyFn, variables, key, images, labels, *, sigma:
                           batch_size=batch_size, dtype=dtype)
   _check_data(images, labels)
   start_time = time.time()
-  indices = select_indices(len(images), num_examples, skip)
+  indices, skip = _selection(len(images), num_examples, skip)
   chosen = _unit_float(np.asarray(images)[indices])
   counts = count_draws(apply_fn, variables, key, chosen, indices, sigma=sigma, num=n,
                        batch_size=batch_size, num_classes=num_classes, stream=STREAM_PREDICT,
@@ -453,13 +458,12 @@ def predict_dataset(apply_fn: ApplyFn, variables, key, images, labels, *, sigma:
   seconds = time.time() - start_time
   abstain = np.array([e["prediction"] == ABSTAIN for e in per_example])
   correct = np.array([e["correct"] for e in per_example])
-  actual_skip = int(indices[1] - indices[0]) if len(indices) > 1 else (skip or 1)
   passes = len(indices) * int(n)
   return {
       "method": "predict", "sigma": float(sigma), "n": int(n), "alpha": float(alpha),
       "batch_size": int(batch_size), "dtype": dtype, "num_test": int(len(images)),
-      "num_examples": int(len(indices)), "skip": actual_skip,
-      "indices": _indices_rule(actual_skip), "accuracy": float(100.0 * correct.mean()),
+      "num_examples": int(len(indices)), "skip": skip,
+      "indices": _indices_rule(skip), "accuracy": float(100.0 * correct.mean()),
       "abstain_rate": float(100.0 * abstain.mean()),
       "error_rate": float(100.0 * (~correct & ~abstain).mean()), "forward_passes": passes,
       "seconds": seconds, "forward_passes_per_second": passes / max(seconds, 1e-9)}, per_example
