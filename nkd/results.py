@@ -13,13 +13,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 
 from nkd.errors import NkdError
+from nkd.fileio import atomic_write, write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -119,16 +119,6 @@ def params_sha256(variables: Any) -> str:
   return h.hexdigest()
 
 
-def write_json(path: str, data: Any) -> None:
-  """Writes JSON atomically: a reader never sees half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(f.name, path)
-
-
 def read_json(path: str) -> Any:
   try:
     with open(path) as f:
@@ -150,9 +140,8 @@ def truncate_metrics(workdir: str, last_epoch: int) -> list[dict[str, Any]]:
   kept = [m for m in read_metrics(workdir) if m["epoch"] <= last_epoch]
   path = os.path.join(workdir, METRICS)
   if os.path.exists(path):
-    with open(path + ".tmp", "w") as f:
+    with atomic_write(path) as f:
       f.writelines(json.dumps(m, sort_keys=True) + "\n" for m in kept)
-    os.replace(path + ".tmp", path)
   return kept
 
 
