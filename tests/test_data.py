@@ -84,6 +84,15 @@ def test_offline_download_fails_with_a_clear_message(tmp_path):
   assert not os.listdir(tmp_path)  # No partial file left behind.
 
 
+def test_download_with_the_wrong_md5_is_refused(tmp_path):
+  served = tmp_path / "served.tar.gz"
+  served.write_bytes(b"not the CIFAR-10 tarball")
+  data_dir = tmp_path / "data"
+  with pytest.raises(DataError, match="download from .*served.tar.gz has the wrong md5"):
+    cifar10.download_tarball(str(data_dir), url=served.as_uri())
+  assert not os.listdir(data_dir)  # Neither the tarball nor its .part.
+
+
 def test_corrupt_batch_is_named(tmp_path):
   folder, _ = write_official_folder(tmp_path)
   with open(os.path.join(folder, "data_batch_3"), "wb") as f:

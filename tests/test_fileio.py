@@ -2,10 +2,8 @@
 is checked before it is put in place."""
 
 import hashlib
-import http.server
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -53,22 +51,12 @@ def test_file_digest(tmp_path):
   assert fileio.file_digest(str(tmp_path / "f"), "sha256") == hashlib.sha256(PAYLOAD).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def server():
-  class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server name
-      self.send_response(200)
-      self.send_header("Content-Length", str(len(PAYLOAD)))
-      self.end_headers()
-      self.wfile.write(PAYLOAD)
-
-    def log_message(self, *args):
-      pass
-
-  httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-  threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  yield f"http://127.0.0.1:{httpd.server_address[1]}/file.bin"
-  httpd.shutdown()
+@pytest.fixture
+def server(tmp_path_factory):
+  """A URL to PAYLOAD (urllib reads file:// URLs as it reads http ones)."""
+  path = tmp_path_factory.mktemp("server") / "file.bin"
+  path.write_bytes(PAYLOAD)
+  return path.as_uri()
 
 
 def test_download_checks_the_digest_before_renaming(server, tmp_path):

@@ -10,18 +10,14 @@ Otherwise a `DataError` says which file to put where.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import pickle
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 from absl import logging
 
+from nkd import fileio
 from nkd.data.dataset import Dataset
 from nkd.errors import DataError
 
@@ -69,17 +65,9 @@ def load_python_folder(folder: str) -> Dataset:
   return _assemble(read)._replace(source=f"cifar10 python folder {folder}")
 
 
-def md5sum(path: str) -> str:
-  h = hashlib.md5()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 22), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def load_tarball(path: str, cache_dir: str, *, expected_md5: str = TARBALL_MD5) -> Dataset:
   """Reads the official tarball (md5-checked), caching the decoded arrays."""
-  digest = md5sum(path)
+  digest = fileio.file_digest(path, "md5")
   if digest != expected_md5:
     raise DataError(f"{path}: md5 {digest} does not match the official {expected_md5}: the file "
                     f"is corrupt or incomplete; delete it and {_HELP}")
@@ -96,11 +84,9 @@ def load_tarball(path: str, cache_dir: str, *, expected_md5: str = TARBALL_MD5) 
         raise DataError(f"{path}: no {FOLDER}/{name} inside; {_HELP}")
       return decode_batch(tar.extractfile(members[name]).read(), f"{path}:{name}")
     data = _assemble(read)
-  os.makedirs(cache_dir, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".npz", delete=False) as f:
-    np.savez(f, train_images=data.train_images, train_labels=data.train_labels,
-             test_images=data.test_images, test_labels=data.test_labels)
-  os.replace(f.name, cache)  # Atomic: a concurrent run never sees half a cache.
+  # Atomic: a concurrent run never sees half a cache.
+  fileio.save_npz(cache, train_images=data.train_images, train_labels=data.train_labels,
+                  test_images=data.test_images, test_labels=data.test_labels)
   return data._replace(source=f"cifar10 tarball {path}")
 
 
@@ -126,24 +112,16 @@ def load_tfds(data_dir: str) -> Dataset:
 
 def download_tarball(data_dir: str, *, url: str = URL, timeout_s: float = 30.0) -> str:
   """Downloads the tarball into data_dir, md5-checked; returns its path."""
-  os.makedirs(data_dir, exist_ok=True)
   dest = os.path.join(data_dir, TARBALL)
   logging.info("Downloading %s to %s", url, dest)
-  tmp = dest + ".partial"
   try:
-    with urllib.request.urlopen(url, timeout=timeout_s) as r, open(tmp, "wb") as f:
-      while chunk := r.read(1 << 20):
-        f.write(chunk)
-  except (urllib.error.URLError, OSError) as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    fileio.download(url, dest, md5=TARBALL_MD5, timeout_s=timeout_s)
+  except fileio.ChecksumError:
+    raise DataError(f"the download from {url} has the wrong md5 (expected {TARBALL_MD5}); "
+                    f"{_HELP}") from None
+  except OSError as e:
     raise DataError(f"CIFAR-10 is not in --data_dir={data_dir} and the download from {url} "
                     f"failed ({e}); {_HELP}") from None
-  if md5sum(tmp) != TARBALL_MD5:
-    os.remove(tmp)
-    raise DataError(f"the download from {url} has the wrong md5 (expected {TARBALL_MD5}); "
-                    f"{_HELP}")
-  os.replace(tmp, dest)
   return dest
 
 
