@@ -80,10 +80,12 @@ def file_digest(path: str, algorithm: str = "md5") -> str:
     return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-def check_digest(what: str, algorithm: str, digest: str, expected: str | None) -> None:
-  """ChecksumError naming `what` if `expected` is given and differs."""
+def check_digest(what: str, algorithm: str, digest: str, expected: str | None, *,
+                 source: str = "expected") -> None:
+  """ChecksumError naming `what` if `expected` is given and differs (`source` says where the
+  expected digest comes from: "expected", "official", "published")."""
   if expected and digest != expected.lower():
-    raise ChecksumError(f"{what}: {algorithm} {digest} does not match the expected {expected}")
+    raise ChecksumError(f"{what}: {algorithm} {digest} does not match the {source} {expected}")
 
 
 def download(url: str, dest: str, *, md5: str | None = None, sha256: str | None = None,

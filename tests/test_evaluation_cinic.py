@@ -1,15 +1,21 @@
 """CINIC-10 ImageNet-test reader on a small fixture folder, and the skipped result."""
 
+import hashlib
+import os
+import tarfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+from nkd.errors import DataError
 from nkd.evaluation import cinic
 
 
-def _classify_by_first_pixel(x):
+def _classify_by_first_pixel(variables, x):
+  del variables
   return jax.nn.one_hot(jnp.round(x[:, 0, 0, 0] * 255).astype(jnp.int32) % 10, 10)
 
 
@@ -54,7 +60,7 @@ def test_reads_only_imagenet_files_as_rgb(cinic_dir, tmp_path):
 
 
 def test_evaluate_ok(cinic_dir, tmp_path):
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, str(cinic_dir), str(tmp_path / "c"),
+  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, str(cinic_dir), str(tmp_path / "c"),
                                 batch_size=8)
   assert result["status"] == "ok" and result["num_images"] == 20
   assert result["accuracy"] == 100.0
@@ -65,18 +71,45 @@ def test_missing_class_folder_raises_naming_it(cinic_dir):
   for f in (cinic_dir / "test" / "frog").iterdir():
     f.unlink()
   (cinic_dir / "test" / "frog").rmdir()
-  with pytest.raises(ValueError, match="frog"):
+  with pytest.raises(DataError, match="frog"):
     cinic.load_cinic_test(str(cinic_dir))
 
 
 def test_absent_data_is_skipped_with_a_reason(tmp_path):
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, str(tmp_path / "nowhere"),
+  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, str(tmp_path / "nowhere"),
                                 str(tmp_path / "cache"))
   assert result == {"status": "skipped", "reason": result["reason"]}
   assert "nowhere" in result["reason"] and "download is off" in result["reason"]
   # Online download attempted but refused (the discard port on this machine): still a skip.
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, None, str(tmp_path / "cache"),
+  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, None, str(tmp_path / "cache"),
                                 download=True, url="http://127.0.0.1:9/CINIC-10.tar.gz",
                                 timeout_s=5)
   assert result["status"] == "skipped"
   assert "download from http://127.0.0.1:9/CINIC-10.tar.gz failed" in result["reason"]
+
+
+def test_download_records_the_archives_sha256_and_extracts_the_test_split(cinic_dir, tmp_path):
+  served = tmp_path / "served" / "CINIC-10.tar.gz"
+  served.parent.mkdir()
+  with tarfile.open(served, "w:gz") as tar:
+    tar.add(cinic_dir / "test", arcname="test")
+  cache = tmp_path / "cache"
+  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, None, str(cache), batch_size=8,
+                                download=True, url=served.as_uri())
+  assert result["status"] == "ok" and result["accuracy"] == 100.0
+  sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
+  assert result["source"]["archive_sha256"] == sha256
+  archive = cache / "cinic10" / "CINIC-10.tar.gz"
+  assert (cache / "cinic10" / "CINIC-10.tar.gz.sha256").read_text() == sha256 + "\n"
+  assert sorted(os.listdir(archive.parent)) == ["CINIC-10.tar.gz", "CINIC-10.tar.gz.sha256",
+                                                "test"]
+
+
+def test_a_download_that_differs_from_a_published_sha256_is_refused(tmp_path, monkeypatch):
+  served = tmp_path / "CINIC-10.tar.gz"
+  served.write_bytes(b"not CINIC-10")
+  monkeypatch.setattr(cinic, "PUBLISHED_SHA256", "0" * 64)
+  with pytest.raises(DataError, match=r"download from .*CINIC-10.tar.gz: sha256 \w+ does not "
+                                      r"match the expected 0+$"):
+    cinic.download_cinic(str(tmp_path / "dest"), url=served.as_uri())
+  assert not os.listdir(tmp_path / "dest")

@@ -17,12 +17,12 @@ import json
 import os
 import shutil
 import tarfile
-import urllib.request
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
+from nkd import fileio
 from nkd.errors import DataError
 from nkd.evaluation import batching, predict
 from nkd.evaluation.predict import ApplyFn
@@ -83,9 +83,7 @@ def load_cinic_test(cinic_dir: str, cache_dir: str | None = None) -> tuple[np.nd
   images = np.stack([_read_rgb32(p) for p, _ in files])
   labels = np.array([label for _, label in files], np.int32)
   if cache_path:
-    tmp = cache_path + ".tmp.npz"
-    np.savez(tmp, images=images, labels=labels)
-    os.replace(tmp, cache_path)
+    fileio.save_npz(cache_path, images=images, labels=labels)
     info["cache"] = cache_path
   return images, labels, info
 
@@ -101,19 +99,16 @@ def download_cinic(dest_dir: str, *, url: str = CINIC_URL, timeout_s: float = 30
   digest_path = archive + ".sha256"
   if not os.path.isfile(archive):
     logging.info("Downloading CINIC-10 from %s", url)
-    sha = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, \
-        open(archive + ".part", "wb") as out:
-      while chunk := response.read(1 << 20):
-        sha.update(chunk)
-        out.write(chunk)
-    os.replace(archive + ".part", archive)
-    with open(digest_path, "w") as f:
-      f.write(sha.hexdigest() + "\n")
-  with open(digest_path) as f:
-    digest = f.read().strip()
-  if PUBLISHED_SHA256 and digest != PUBLISHED_SHA256:
-    raise DataError(f"{archive}: sha256 {digest} differs from the published {PUBLISHED_SHA256}")
+    digest = fileio.download(url, archive, sha256=PUBLISHED_SHA256, timeout_s=timeout_s)["sha256"]
+  elif os.path.isfile(digest_path):
+    with open(digest_path) as f:
+      digest = f.read().strip()
+  else:  # an archive put there by hand
+    digest = fileio.file_digest(archive, "sha256")
+  if not os.path.isfile(digest_path):
+    with fileio.atomic_write(digest_path) as f:
+      f.write(digest + "\n")
+  fileio.check_digest(archive, "sha256", digest, PUBLISHED_SHA256, source="published")
   root = _find_split_root(dest_dir)
   if root is None:
     with tarfile.open(archive, "r:gz") as tar:  # only the test split: 1/3 of the archive
