@@ -18,12 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 from absl import logging
 
+from nkd import fileio
 from nkd.config.evaluation import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES,
                                    STANDARD_CORRUPTIONS)
 from nkd.errors import ConfigError, DataError
@@ -179,14 +179,6 @@ def _digest(clean_images: np.ndarray, clean_labels: np.ndarray, seed: int,
   return h.hexdigest()
 
 
-def _atomic_save(path: str, array: np.ndarray) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npy.tmp")
-  os.close(fd)
-  with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
-    np.save(f, array)
-  os.replace(tmp, path)
-
-
 def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, cache_dir: str,
                         seed: int, corruptions: Sequence[str] | None = None,
                         frost_dir: str | None = None) -> Cifar10CData:
@@ -220,7 +212,7 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
       manifest.update(json.load(f))
   labels_path = os.path.join(folder, "labels.npy")
   if not os.path.isfile(labels_path):
-    _atomic_save(labels_path, np.tile(clean_labels.astype(np.uint8), len(SEVERITIES)))
+    fileio.save_npy(labels_path, np.tile(clean_labels.astype(np.uint8), len(SEVERITIES)))
   for name in names:
     path = os.path.join(folder, f"{name}.npy")
     if name == "frost" and frost_images is None:
@@ -241,12 +233,10 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
           chunk = clean_images[start:start + _REGEN_CHUNK]
           out[base + start:base + start + len(chunk)] = corrupt(
               name, chunk, severity, rng=rng, frost_images=frost_images)
-      _atomic_save(path, out)
+      fileio.save_npy(path, out)
     manifest["fidelity"][name] = FIDELITY[name]
     manifest["missing"].pop(name, None)
-  with open(manifest_path + ".tmp", "w") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(manifest_path + ".tmp", manifest_path)
+  fileio.write_json(manifest_path, manifest, indent=1)
   data = load_cifar10c_folder(folder, names, source="regenerated")
   data.missing.update({k: v for k, v in manifest["missing"].items() if k in names})
   data.details = {k: v for k, v in manifest.items() if k != "missing"}
