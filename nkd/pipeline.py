@@ -19,7 +19,7 @@ from nkd import keys as keys_lib
 from nkd import results as run_files
 from nkd.data import Dataset, load_dataset
 from nkd.errors import ConfigError, DataError
-from nkd.evaluation import predict
+from nkd.evaluation import predict, smoothing
 from nkd.evaluation.suite import run_suite
 from nkd.models import create_model
 from nkd.training.checkpoint import Checkpointer
@@ -86,7 +86,9 @@ def evaluate(config, model, variables, data: Dataset, teacher: Teacher | None = 
   return run_suite(predict.eval_apply_fn(model), variables,
                    key=keys_lib.run_keys(config.seed)["eval"], test_images=data.test_images,
                    test_labels=data.test_labels, options=config, cache_dir=cache_dir,
-                   teacher=teacher_model, test_logits=test_logits)
+                   teacher=teacher_model, test_logits=test_logits,
+                   input_noise_sigma=config.input_noise_sigma, output_dir=config.workdir,
+                   smoothing_apply_fn=smoothing.smoothing_apply_fn(model, config.smoothing_dtype))
 
 
 def train_and_evaluate(config, data: Dataset,
@@ -183,6 +185,11 @@ def summary_lines(results: run_files.RunResults) -> list[str]:
     lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
                  f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
                  ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
+  if results.smoothing:
+    c = results.smoothing
+    lines.append(f"smoothing sigma {c['sigma']:g}  certified accuracy " + ", ".join(
+        f"r={r} {a:.1f}%" for r, a in c["certified_accuracy"].items()) +
+                 f"; abstain {c['abstain_rate']:.1f}%")
   if results.cinic_imagenet:
     c = results.cinic_imagenet
     lines.append(f"CINIC-10 ImageNet   {c['accuracy']:.2f}%" if c["status"] == "ok"

@@ -31,8 +31,8 @@ def tiny_config(tmp_path, **overrides):
 
 
 def tiny_flags(**overrides) -> list[str]:
-  from nkd.pipeline import _as_flag
-  return [_as_flag(k, v) for k, v in {**TINY, **overrides}.items()]
+  from nkd.config import as_flag
+  return [as_flag(k, v) for k, v in {**TINY, **overrides}.items()]
 
 
 def run_cli(args, *, env=None, timeout=600, check=False):

@@ -6,75 +6,38 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from nkd.evaluation import batching, pgd
-from nkd.evaluation.options import EvalOptions
+from helpers import trained_tiny
+from nkd.config.evaluation import EvalOptions
+from nkd.evaluation import pgd, predict
 from nkd.evaluation.suite import run_suite
-from nkd.models.wrn import create_model, init_variables
+from nkd.models.wrn import init_variables
 
-NUM_CLASSES = 3
-COLOURS = np.array([[0.55, 0.45, 0.45], [0.45, 0.55, 0.45], [0.45, 0.45, 0.55]])
 N_TEST = 40  # two batches of 24, the second padded and masked
-
-
-def _synthetic(rng: np.random.Generator, n: int):
-  """Constant-colour images (one colour per class) plus pixel noise, uint8."""
-  labels = np.arange(n) % NUM_CLASSES
-  images = COLOURS[labels][:, None, None, :] + rng.normal(0, 0.08, (n, 32, 32, 3))
-  return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.int32)
 
 
 @pytest.fixture(scope="module")
 def trained():
-  """WRN-10-1 trained for 40 SGD steps; (apply_fn, test images uint8, test labels)."""
-  rng = np.random.default_rng(0)
-  train_x, train_y = _synthetic(rng, 32 * 40)
-  test_x, test_y = _synthetic(rng, N_TEST)
-  model = create_model("wrn-10-1", num_classes=NUM_CLASSES)
-  variables = init_variables(model, jax.random.key(0))
-  tx = optax.sgd(0.05, momentum=0.9)
-  opt_state = tx.init(variables["params"])
-
-  @jax.jit
-  def step(params, batch_stats, opt_state, x, y):
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats},
-                                    x.astype(jnp.float32) / 255, train=True,
-                                    mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
-    (_, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    delta, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, delta), updates["batch_stats"], opt_state
-
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  for i in range(40):
-    params, batch_stats, opt_state = step(params, batch_stats, opt_state,
-                                          train_x[i * 32:(i + 1) * 32],
-                                          train_y[i * 32:(i + 1) * 32])
-  trained_vars = {"params": params, "batch_stats": batch_stats}
-
-  def apply_fn(x):
-    return model.apply(trained_vars, x, train=False, deterministic=True)
-
-  return apply_fn, test_x, test_y
+  """WRN-10-1 trained for 40 SGD steps: (apply_fn, variables, test images uint8, labels)."""
+  tiny = trained_tiny(steps=40, num_test=N_TEST)
+  return tiny.apply_fn, tiny.variables, tiny.test_images, tiny.test_labels
 
 
 @pytest.fixture(scope="module")
 def pgd_result(trained):
   """One evaluate_pgd over 4 eps x 2 step counts x 2 restarts + FGSM, and its trace count."""
-  apply_fn, x, y = trained
-  before = batching.TRACE_COUNTS["pgd"]
-  result = pgd.evaluate_pgd(apply_fn, jax.random.key(7), x, y,
+  apply_fn, variables, x, y = trained
+  before = pgd.pgd_core_cache_size()
+  result = pgd.evaluate_pgd(apply_fn, variables, jax.random.key(7), x, y,
                             eps_list=[0.0, 0.01, 0.03, 0.1], steps_list=[2, 5],
                             step_size=0.01, restarts=2, batch_size=24)
-  return result, batching.TRACE_COUNTS["pgd"] - before
+  return result, pgd.pgd_core_cache_size() - before
 
 
 def test_model_is_trained(trained):
-  apply_fn, x, y = trained
-  logits = batching.compute_logits(apply_fn, x, batch_size=24)
+  apply_fn, variables, x, y = trained
+  logits = predict.compute_logits(apply_fn, variables, x, batch_size=24)
   assert np.mean(logits.argmax(-1) == y) == 1.0
 
 
@@ -118,18 +81,18 @@ def test_pgd_beats_fgsm(pgd_result):
 
 
 def test_pgd_core_compiled_once_for_all_eps_steps_restarts(pgd_result, trained):
-  _, traces = pgd_result
-  assert traces == 1
-  apply_fn, x, y = trained
-  before = batching.TRACE_COUNTS["pgd"]
-  pgd.correct_under_attack(apply_fn, jax.random.key(1), x, y, eps=0.05, step_size=0.02,
-                           steps=4, batch_size=24)
-  assert batching.TRACE_COUNTS["pgd"] == before
+  _, compiled = pgd_result
+  assert compiled <= 1  # 0 if an earlier test compiled this shape already
+  apply_fn, variables, x, y = trained
+  before = pgd.pgd_core_cache_size()
+  pgd.correct_under_attack(apply_fn, variables, jax.random.key(1), x, y, eps=0.05,
+                           step_size=0.02, steps=4, batch_size=24)
+  assert pgd.pgd_core_cache_size() == before
 
 
 def test_eps_sweep_reaches_zero_at_eps_one(trained):
-  apply_fn, x, y = trained
-  sweep = pgd.eps_sweep(apply_fn, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.3, 1.0),
+  apply_fn, variables, x, y = trained
+  sweep = pgd.eps_sweep(apply_fn, variables, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.3, 1.0),
                         steps=5, batch_size=24)
   assert sweep["accuracy"][0] == 100.0
   assert sweep["accuracy"][-1] == 0.0
@@ -138,21 +101,23 @@ def test_eps_sweep_reaches_zero_at_eps_one(trained):
 
 
 def test_same_key_same_result_and_attack_stays_in_ball(trained):
-  apply_fn, x, y = trained
+  apply_fn, variables, x, y = trained
   xf = x[:24].astype(np.float32) / 255
   kwargs = dict(eps=0.03, step_size=0.01, steps=3)
-  before = batching.TRACE_COUNTS["pgd"]
-  a = pgd.pgd_attack(apply_fn, jax.random.key(5), x[:24], y[:24], **kwargs)
-  b = pgd.pgd_attack(apply_fn, jax.random.key(5), x[:24], y[:24], **kwargs)
-  c = pgd.pgd_attack(apply_fn, jax.random.key(6), x[:24], y[:24], **kwargs)
-  assert batching.TRACE_COUNTS["pgd"] == before  # the core evaluate_pgd compiled
+  a = pgd.pgd_attack(apply_fn, variables, jax.random.key(5), x[:24], y[:24], **kwargs)
+  before = pgd.pgd_core_cache_size()
+  b = pgd.pgd_attack(apply_fn, variables, jax.random.key(5), x[:24], y[:24], **kwargs)
+  c = pgd.pgd_attack(apply_fn, variables, jax.random.key(6), x[:24], y[:24], **kwargs)
+  assert pgd.pgd_core_cache_size() == before
   chex.assert_trees_all_equal(a, b)
   assert not np.array_equal(np.asarray(a), np.asarray(c))
   chex.assert_shape(a, xf.shape)
   assert np.all(np.abs(np.asarray(a) - xf) <= 0.03 + 1e-6)
   assert np.asarray(a).min() >= 0.0 and np.asarray(a).max() <= 1.0
-  r1 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=24, **kwargs)
-  r2 = pgd.correct_under_attack(apply_fn, jax.random.key(5), x, y, batch_size=24, **kwargs)
+  r1 = pgd.correct_under_attack(apply_fn, variables, jax.random.key(5), x, y, batch_size=24,
+                                **kwargs)
+  r2 = pgd.correct_under_attack(apply_fn, variables, jax.random.key(5), x, y, batch_size=24,
+                                **kwargs)
   np.testing.assert_array_equal(r1, r2)
 
 
@@ -171,6 +136,11 @@ def test_pieces():
   np.testing.assert_allclose(step, [-0.1, 0.0, 0.1])
 
 
+def _first_pixel(variables, images):
+  del variables
+  return images[:, 0, 0, :]
+
+
 @pytest.mark.parametrize("kwargs, option", [
     (dict(eps_list=[-0.1], steps_list=[5], step_size=0.01), "eps"),
     (dict(eps_list=[0.03], steps_list=[0], step_size=0.01), "steps"),
@@ -180,19 +150,16 @@ def test_pieces():
 def test_bad_attack_options_name_the_option(kwargs, option):
   x = np.zeros((2, 32, 32, 3), np.uint8)
   with pytest.raises(ValueError, match=f"^{option} "):
-    pgd.evaluate_pgd(lambda v: v[:, 0, 0, :], jax.random.key(0), x, np.zeros(2, int),
-                     **kwargs)
+    pgd.evaluate_pgd(_first_pixel, {}, jax.random.key(0), x, np.zeros(2, int), **kwargs)
 
 
 def test_run_suite_end_to_end(trained, tmp_path):
-  apply_fn, x, y = trained
+  apply_fn, variables, x, y = trained
   options = EvalOptions(eval_batch_size=24, pgd_batch_size=24, pgd_restarts=2,
                         pgd_steps=(2,), pgd_eps_sweep=(0.0, 1.0), pgd_sweep_steps=5,
                         cifar10c_source="auto", cifar10c_severities=(1, 5))
-  before = dict(batching.TRACE_COUNTS)
-  result = run_suite(apply_fn, key=jax.random.key(0), test_images=x, test_labels=y,
-                     options=options, cache_dir=str(tmp_path), teacher_apply_fn=apply_fn)
-  assert batching.TRACE_COUNTS == before  # batch 24 everywhere: nothing compiled again
+  result = run_suite(apply_fn, variables, key=jax.random.key(0), test_images=x, test_labels=y,
+                     options=options, cache_dir=str(tmp_path), teacher=(apply_fn, variables))
   json.dumps(result)
   assert set(result) == {"clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet"}
   assert result["clean"]["accuracy"] == 100.0
@@ -209,8 +176,13 @@ def test_run_suite_end_to_end(trained, tmp_path):
   assert len(c["details"]["fallbacks"]) == 2
   assert result["cinic_imagenet"]["status"] == "skipped"
   assert "not found" in result["cinic_imagenet"]["reason"]
-  only_pgd = run_suite(apply_fn, key=jax.random.key(0), test_images=x, test_labels=y,
-                       options=EvalOptions(eval_suite="pgd", pgd_batch_size=24,
-                                           pgd_restarts=1, pgd_steps=(2,), pgd_eps_sweep=(),
-                                           pgd_fgsm=False))
-  assert set(only_pgd) == {"pgd"} and "eps_sweep" not in only_pgd["pgd"]
+  # A second model of the same architecture (other weights) compiles nothing: the variables
+  # are arguments of every jitted core, not constants baked into it.
+  other = init_variables(trained_tiny().model, jax.random.key(99))
+  before = (predict.logits_core_cache_size(), pgd.pgd_core_cache_size())
+  only_pgd = run_suite(apply_fn, other, key=jax.random.key(0), test_images=x, test_labels=y,
+                       options=EvalOptions(eval_suite="accuracy,pgd", pgd_batch_size=24,
+                                           eval_batch_size=24, pgd_restarts=1,
+                                           pgd_steps=(2,), pgd_eps_sweep=(), pgd_fgsm=False))
+  assert (predict.logits_core_cache_size(), pgd.pgd_core_cache_size()) == before
+  assert set(only_pgd) == {"clean", "pgd"} and "eps_sweep" not in only_pgd["pgd"]

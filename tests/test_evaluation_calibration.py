@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nkd.evaluation import calibration
-from nkd.evaluation.options import EvalOptions
+from nkd.config.evaluation import EvalOptions
+from nkd.errors import ConfigError
 
 
 def _two_class_logits(confidence: float, n: int) -> np.ndarray:
@@ -85,5 +86,5 @@ def test_every_option_has_help_and_a_flag_type():
     ({"pgd_batch_size": 0}, "--pgd_batch_size"), ({"pgd_step_size": -1.0}, "--pgd_step_size"),
 ])
 def test_validate_names_the_flag(overrides, flag):
-  with pytest.raises(ValueError, match=flag):
+  with pytest.raises(ConfigError, match=flag):
     EvalOptions(**overrides).validate()

@@ -5,12 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nkd.evaluation import batching, cifar10c
+from nkd.errors import NkdError
+from nkd.evaluation import cifar10c, predict
 
 N = 10  # images per severity in the fixtures
 
 
-def _classify_by_first_pixel(x):
+def _classify_by_first_pixel(variables, x):
+  del variables
   """A jittable 'model': class = round(255 * red value of pixel (0, 0)) mod 10."""
   return jax.nn.one_hot(jnp.round(x[:, 0, 0, 0] * 255).astype(jnp.int32) % 10, 10)
 
@@ -41,7 +43,7 @@ def test_reads_severity_blocks_and_evaluates(tmp_path):
   images, labels = data.severity("fog", 3)
   assert images.shape == (N, 32, 32, 3)
   np.testing.assert_array_equal(images, np.load(tmp_path / "fog.npy")[2 * N:3 * N])
-  result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, data, batch_size=4)
+  result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, {}, data, batch_size=4)
   assert result["accuracy"]["fog"] == {"1": 100.0, "2": 80.0, "3": 60.0, "4": 40.0, "5": 20.0}
   assert result["mean_per_corruption"]["snow"] == pytest.approx(60.0)
   assert result["mean_15"] is None and result["mean_19"] is None
@@ -53,14 +55,14 @@ def test_means_over_all_corruptions_and_one_compiled_core(tmp_path):
   _write_official(tmp_path, cifar10c.CORRUPTIONS[:15], correct_per_severity=(10, 10, 5, 5, 0))
   _write_official(tmp_path, cifar10c.CORRUPTIONS[15:], correct_per_severity=(10,) * 5)
   data = cifar10c.load_cifar10c(source="official", folder=str(tmp_path))
-  fresh_apply = lambda x: _classify_by_first_pixel(x)  # noqa: E731 - a new jit cache entry
-  before = batching.TRACE_COUNTS["logits"]
-  result = cifar10c.evaluate_cifar10c(fresh_apply, data, batch_size=N)
-  assert batching.TRACE_COUNTS["logits"] - before == 1  # 19 x 5 sets, one compilation
+  fresh_apply = lambda v, x: _classify_by_first_pixel(v, x)  # noqa: E731 - a new jit entry
+  before = predict.logits_core_cache_size()
+  result = cifar10c.evaluate_cifar10c(fresh_apply, {}, data, batch_size=N)
+  assert predict.logits_core_cache_size() - before == 1  # 19 x 5 sets, one compilation
   assert result["mean_15"] == pytest.approx(60.0)
   assert result["mean_19"] == pytest.approx((15 * 60.0 + 4 * 100.0) / 19)
   assert result["missing"] == []
-  partial = cifar10c.evaluate_cifar10c(fresh_apply, data, batch_size=N, severities=(1, 2))
+  partial = cifar10c.evaluate_cifar10c(fresh_apply, {}, data, batch_size=N, severities=(1, 2))
   assert partial["mean_15"] is None  # RobustBench's mean needs all five severities
 
 
@@ -79,14 +81,14 @@ def test_malformed_folders_raise_naming_the_file(tmp_path, problem, match):
     np.save(tmp_path / "labels.npy", np.zeros(5 * N + 1, np.uint8))
   elif problem == "none":
     (tmp_path / "fog.npy").unlink()
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(NkdError, match=match):
     cifar10c.load_cifar10c_folder(str(tmp_path))
 
 
 def test_source_options(tmp_path):
-  with pytest.raises(ValueError, match="source"):
+  with pytest.raises(NkdError, match="source"):
     cifar10c.load_cifar10c("internet")
-  with pytest.raises(ValueError, match="cifar10c_dir"):
+  with pytest.raises(NkdError, match="cifar10c_dir"):
     cifar10c.load_cifar10c("official")
   with pytest.raises(ValueError, match="unknown corruption"):
     cifar10c.load_cifar10c_folder(str(tmp_path), ["rain"])
@@ -113,5 +115,5 @@ def test_auto_prefers_the_folder_then_falls_back_to_regeneration(tmp_path):
                                 tfds_data_dir=str(tmp_path / "no_tfds"))
   assert data.source == "regenerated"
   assert "absent" in data.details["fallbacks"][0] and "tfds" in data.details["fallbacks"][1]
-  result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, data, batch_size=N)
+  result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, {}, data, batch_size=N)
   assert result["source"] == "regenerated" and result["details"]["seed"] == 0

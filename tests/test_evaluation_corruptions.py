@@ -14,8 +14,8 @@ from PIL import Image
 from scipy import ndimage
 
 from nkd.evaluation import cifar10c
-from nkd.evaluation import corruptions as C
-from nkd.evaluation import image_ops as ops
+from nkd.evaluation.cifar10c import generate as C
+from nkd.evaluation.cifar10c import image_ops as ops
 
 
 def _sha(array) -> str:

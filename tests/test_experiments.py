@@ -29,7 +29,9 @@ def test_every_paper_experiment_has_a_flagfile():
 def test_flagfile_has_a_header_and_runs_tiny(flagfile, tmp_path_factory, monkeypatch):
   monkeypatch.chdir(REPO)
   text = open(flagfile).read()
+  header = [line for line in text.splitlines() if line.startswith("#")]
   assert text.startswith("#") and "python -m nkd.main --flagfile=" + flagfile in text
+  assert len(header) <= 6  # what it reproduces, the command, the expected time; no recipe copy
   # One workspace for all, so each teacher recipe is trained once and shared.
   ws = tmp_path_factory.getbasetemp() / "experiments_ws"
   overrides = [*TINY, f"--workspace={ws}"]
@@ -39,9 +41,9 @@ def test_flagfile_has_a_header_and_runs_tiny(flagfile, tmp_path_factory, monkeyp
   config = config_lib.parse_flagfile(flagfile, overrides)
   assert config.name == os.path.basename(flagfile)[:-len(".flags")]
   results = pipeline.run(config)
-  assert results["steps"] == 2
+  assert results.steps == 2
   level_name, level = config_lib.noise_level(full)
-  assert results["level_name"] == level_name and results["level"] == level
+  assert results.level_name == level_name and results.level == level
   saved = json.load(open(os.path.join(config.workdir, "config.json")))["options"]
   for flag in ("input_noise_sigma", "logit_noise_sigma", "label_noise_p", "swap_p",
                "fickle_teacher", "label_noise_mode"):

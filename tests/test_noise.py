@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nkd import noise
+from nkd import keys, noise
 
 KEY = jax.random.PRNGKey(0)
 OTHER_KEY = jax.random.PRNGKey(1)
@@ -424,24 +424,18 @@ def test_bad_level_raises_even_when_zero_would_shortcut():
 # Stream tags.
 
 
-def test_noise_tags_are_the_agreed_stable_values():
-  assert noise.NOISE_TAGS == {
-      "augment": 1, "dropout": 2, "teacher_dropout": 3, "signal_noise": 4,
-      "input_noise": 5, "label_noise": 6, "teacher_label_noise": 7, "swap": 8}
-
-
-def test_noise_key_is_fold_in_and_streams_differ():
+def test_step_keys_are_fold_in_and_streams_differ():
   step_key = jax.random.PRNGKey(42)
-  keys = {}
-  for name, tag in noise.NOISE_TAGS.items():
-    k = noise.noise_key(step_key, name)
+  streams = {}
+  for name, tag in keys.STEP_KEY_TAGS.items():
+    k = keys.step_key_for(step_key, name)
     np.testing.assert_array_equal(
         jax.random.key_data(k), jax.random.key_data(jax.random.fold_in(step_key, tag)))
-    keys[name] = np.asarray(jax.random.key_data(k)).tobytes()
-  assert len(set(keys.values())) == len(keys)
-  assert np.asarray(step_key).tobytes() not in keys.values()
+    streams[name] = np.asarray(jax.random.key_data(k)).tobytes()
+  assert len(set(streams.values())) == len(streams)
+  assert np.asarray(step_key).tobytes() not in streams.values()
 
 
-def test_noise_key_unknown_name():
-  with pytest.raises(KeyError, match="unknown noise source 'dropuot'"):
-    noise.noise_key(KEY, "dropuot")
+def test_step_key_unknown_name():
+  with pytest.raises(KeyError, match="unknown step stream 'dropuot'"):
+    keys.step_key_for(KEY, "dropuot")

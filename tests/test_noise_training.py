@@ -13,8 +13,8 @@ from nkd import losses
 from nkd.data.augment import crop_and_flip
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
-from nkd.noise import noise_key
-from nkd.training import keys as keys_lib
+from nkd.keys import step_key_for as noise_key
+from nkd import keys as keys_lib
 from nkd.training.loop import epoch_training_labels, make_mesh
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate, teacher_forward

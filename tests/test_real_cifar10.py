@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from nkd.data import cifar10
-from nkd.training.loop import train_and_evaluate
+from nkd.data import cifar10, load_dataset
+from nkd.pipeline import train_and_evaluate
 
 from conftest import tiny_config
 
@@ -21,5 +21,6 @@ def test_small_wrn_learns_real_cifar10(cifar10_shared, tmp_path):
   assert np.bincount(data.test_labels).tolist() == [1000] * 10
   config = tiny_config(tmp_path, dataset="cifar10", data_dir=str(tmp_path / "data"),
                        train_subset=8000, batch_size=64, epochs=2, lr=0.05, log_every=50)
-  results = train_and_evaluate(config)  # 250 steps on real images, 10,000 real test images.
-  assert results["test_accuracy"] > 30, results  # Chance is 10%.
+  # 250 steps on real images, 10,000 real test images.
+  results = train_and_evaluate(config, load_dataset(config))
+  assert results.test_accuracy > 30, results  # Chance is 10%.

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from helpers import trained_tiny
-from nkd.evaluation import batching, smoothing
+from nkd.evaluation import smoothing
 from nkd.models.wrn import create_model, init_variables
 
 SHAPE = (4, 4, 3)  # tiny NHWC images: the linear model only needs a vector
@@ -246,10 +246,10 @@ def test_wrn_compiles_once_and_bfloat16_counts_are_exact():
   tiny = trained_tiny()
   images, labels = tiny.test_images, tiny.test_labels
   args = dict(sigma=0.12, n0=20, n=200, num_examples=8, batch_size=100)
-  before = batching.TRACE_COUNTS["smoothing"]
+  before = smoothing.counts_core_cache_size()
   summary, per_example = smoothing.certify_dataset(tiny.apply_fn, tiny.variables,
                                                    jax.random.key(0), images, labels, **args)
-  traced = batching.TRACE_COUNTS["smoothing"] - before
+  traced = smoothing.counts_core_cache_size() - before
   assert traced <= 2  # the n0 and the n call shapes
   assert [e["index"] for e in per_example] == list(range(0, 40, 5))
   assert summary["indices"].startswith("test indices 0, 5, 10,") and summary["num_test"] == 40
@@ -264,7 +264,7 @@ def test_wrn_compiles_once_and_bfloat16_counts_are_exact():
   # Another model of the same architecture compiles nothing.
   other = init_variables(tiny.model, jax.random.key(9))
   smoothing.certify_dataset(tiny.apply_fn, other, jax.random.key(0), images, labels, **args)
-  assert batching.TRACE_COUNTS["smoothing"] - before == traced
+  assert smoothing.counts_core_cache_size() - before == traced
   # bfloat16 forward passes (a bf16 clone of the module): integer counts summing to n.
   bf16_apply = smoothing.smoothing_apply_fn(tiny.model, "bfloat16")
   assert bf16_apply is smoothing.smoothing_apply_fn(tiny.model, "bfloat16")
@@ -286,3 +286,31 @@ def test_write_per_example(tmp_path):
   lines = (tmp_path / "certify.tsv").read_text().splitlines()
   assert lines == ["idx\tlabel\tpredict\tradius\tcorrect\tcount\tp_a_lower",
                    "0\t1\t1\t0.5\t1\t90\t0.8"]
+
+
+def test_suite_writes_the_smoothing_section_and_side_file(tmp_path):
+  from nkd.config.evaluation import EvalOptions
+  from nkd.evaluation.suite import run_suite
+  tiny = trained_tiny(input_noise_sigma=0.1)
+  options = EvalOptions(eval_suite="smoothing", smoothing_n0=8, smoothing_n=64,
+                        smoothing_num_examples=4, smoothing_batch_size=32)
+  out = run_suite(tiny.apply_fn, tiny.variables, key=jax.random.key(0),
+                  test_images=tiny.test_images, test_labels=tiny.test_labels, options=options,
+                  input_noise_sigma=0.1, output_dir=str(tmp_path))
+  section = out["smoothing"]
+  assert section["sigma"] == 0.1 and section["num_examples"] == 4
+  assert set(section["certified_accuracy"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+  lines = (tmp_path / section["per_example_file"]).read_text().splitlines()
+  assert len(lines) == 5  # header + one line per certified image
+
+
+@pytest.mark.parametrize("overrides, flag", [
+    (dict(), "--smoothing_sigma"), (dict(smoothing_sigma=-0.1), "--smoothing_sigma"),
+    (dict(smoothing_sigma=0.25, smoothing_n=0), "--smoothing_n"),
+    (dict(smoothing_sigma=0.25, smoothing_n0=0), "--smoothing_n0"),
+    (dict(smoothing_sigma=0.25, smoothing_alpha=1.0), "--smoothing_alpha")])
+def test_smoothing_options_name_the_flag(tmp_path, overrides, flag):
+  from nkd.errors import ConfigError
+  from conftest import tiny_config
+  with pytest.raises(ConfigError, match=flag):
+    tiny_config(tmp_path, eval_suite="accuracy,smoothing", **overrides)

@@ -6,7 +6,7 @@ import pytest
 from nkd.data import load_dataset
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
-from nkd.training import keys as keys_lib
+from nkd import keys as keys_lib
 from nkd.training.loop import make_mesh
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
 from nkd.training.steps import StepSpec, jit_train_step, make_train_step, replicate

@@ -293,6 +293,8 @@ def validate(config: Config) -> None:
       raise ConfigError(f"--{flag}={_show(getattr(config, flag))}: expected {expected}")
 
   EvalOptions.validate(config)
+  if "smoothing" in config.suite:
+    config.resolved_smoothing_sigma(config.input_noise_sigma)
   try:
     parse_model_name(config.model)
   except ValueError as e:

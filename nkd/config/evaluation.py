@@ -14,7 +14,11 @@ import dataclasses
 from nkd.config.fields import opt
 from nkd.errors import ConfigError
 
-SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
+SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic", "smoothing")
+# What a run evaluates unless --eval_suite says otherwise: the paper's evaluations. The
+# evaluations that go beyond it are opt-in, being far more expensive.
+DEFAULT_SUITE = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
+SMOOTHING_DTYPES = ("float32", "bfloat16")
 CIFAR10C_SOURCES = ("auto", "official", "tfds", "regenerate")
 
 # PGD (nkd/evaluation/pgd.py).
@@ -56,7 +60,7 @@ class EvalOptions:
   """Evaluation options (see each field's metadata["help"])."""
 
   eval_suite: str = _field(
-      ",".join(SUITE_ITEMS),
+      ",".join(DEFAULT_SUITE),
       f"Comma-separated evaluations to run, from {', '.join(SUITE_ITEMS)}.")
   eval_batch_size: int = _field(1000, "Batch size for clean, CIFAR-10-C and CINIC evaluation.")
   eval_cache_dir: str = _field(
@@ -98,6 +102,19 @@ class EvalOptions:
   cinic_dir: str = _field("", "CINIC-10 root (holding test/<class>/*.png).")
   cinic_download: bool = _field(
       False, "Download CINIC-10 (about 700 MB) into the cache folder when --cinic_dir is absent.")
+
+  # Randomized smoothing (Cohen et al. 2019): certified L2 radii.
+  smoothing_sigma: float = _field(
+      0.0, "Std of the smoothing noise in [0, 1] pixel units; 0: the run's --input_noise_sigma.")
+  smoothing_n0: int = _field(100, "CERTIFY: noisy copies that pick the top class.")
+  smoothing_n: int = _field(100_000, "CERTIFY: noisy copies that bound its probability.")
+  smoothing_alpha: float = _field(0.001, "CERTIFY/PREDICT: failure probability.")
+  smoothing_num_examples: int = _field(
+      500, "Test images certified: every (N_test // this)-th, from index 0 (Cohen et al.: "
+           "500 of 10,000, every 20th); 0: all.")
+  smoothing_batch_size: int = _field(1000, "Noisy copies per forward pass.")
+  smoothing_dtype: str = _field("float32", "Forward-pass dtype of the sampling (counts stay "
+                                "exact): float32 or bfloat16.")
 
   @property
   def suite(self) -> tuple[str, ...]:
@@ -157,4 +174,27 @@ class EvalOptions:
                                            for s in self.cifar10c_severities):
       raise ConfigError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
                        f"{self.cifar10c_severities}")
+    if "smoothing" in self.suite:
+      if self.smoothing_sigma < 0:
+        raise ConfigError(f"--smoothing_sigma must be > 0 (or 0: the run's "
+                          f"--input_noise_sigma), got {self.smoothing_sigma}")
+      for name in ("smoothing_n0", "smoothing_n", "smoothing_batch_size"):
+        if getattr(self, name) < 1:
+          raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+      if not 0 < self.smoothing_alpha < 1:
+        raise ConfigError(f"--smoothing_alpha must be in (0, 1), got {self.smoothing_alpha}")
+      if self.smoothing_num_examples < 0:
+        raise ConfigError(f"--smoothing_num_examples must be >= 0 (0: all), got "
+                          f"{self.smoothing_num_examples}")
+      if self.smoothing_dtype not in SMOOTHING_DTYPES:
+        raise ConfigError(f"--smoothing_dtype must be one of {SMOOTHING_DTYPES}, got "
+                          f"{self.smoothing_dtype!r}")
     return self
+
+  def resolved_smoothing_sigma(self, input_noise_sigma: float = 0.0) -> float:
+    """--smoothing_sigma, else the run's --input_noise_sigma; ConfigError if neither."""
+    sigma = self.smoothing_sigma or input_noise_sigma
+    if sigma <= 0:
+      raise ConfigError("--smoothing_sigma: required (> 0) for --eval_suite=...,smoothing: this "
+                        "run has no --input_noise_sigma to take it from")
+    return float(sigma)

@@ -200,7 +200,6 @@ def _counts_core(apply_fn, variables, key, images, image_indices, stream, first_
                  num_rows, sigma, *, batch_size, num_classes, dtype):
   """Counts (K, num_classes) int32 of one call: rows first_row .. first_row + batch_size - 1 of
   the draws of images[0], images[1], ... laid end to end (`num` each); rows >= num_rows masked."""
-  batching.count_trace("smoothing")
   k = images.shape[0]
   row = first_row + jnp.arange(batch_size, dtype=jnp.int32)
   slot = jnp.minimum(row // num, k - 1)
@@ -215,6 +214,11 @@ def _counts_core(apply_fn, variables, key, images, image_indices, stream, first_
   predictions = jnp.argmax(apply_fn(variables, noisy), axis=-1)
   hits = jax.nn.one_hot(predictions, num_classes, dtype=jnp.int32) * valid[:, None]
   return jax.ops.segment_sum(hits, slot, num_segments=k)
+
+
+def counts_core_cache_size() -> int:
+  """Compiled variants of the sampling core (tests: one compilation per shape)."""
+  return _counts_core._cache_size()  # pylint: disable=protected-access
 
 
 def _unit_float(images) -> np.ndarray:

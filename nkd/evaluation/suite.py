@@ -8,6 +8,7 @@ percent.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -15,8 +16,12 @@ import numpy as np
 from absl import logging
 
 from nkd.config.evaluation import EvalOptions
-from nkd.evaluation import calibration, cifar10c, cinic, pgd, predict
+from nkd.evaluation import calibration, cifar10c, cinic, pgd, predict, smoothing
 from nkd.evaluation.predict import ApplyFn
+
+
+# fold_in tags of the evaluation key (the attacks' key is fold_in(key, --pgd_seed)).
+SMOOTHING_KEY_TAG = 1_000_001
 
 
 def _subset(array: np.ndarray, n: int) -> np.ndarray:
@@ -47,7 +52,8 @@ def _run_pgd(apply_fn, variables, key, images, labels, options: EvalOptions) -> 
 def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.ndarray,
               test_labels: np.ndarray, options: EvalOptions, cache_dir: str | None = None,
               teacher: tuple[ApplyFn, object] | None = None,
-              test_logits: np.ndarray | None = None) -> dict:
+              test_logits: np.ndarray | None = None, input_noise_sigma: float = 0.0,
+              output_dir: str | None = None, smoothing_apply_fn: ApplyFn | None = None) -> dict:
   """Evaluates the model `apply_fn(variables, images)` (eval mode, [0, 1] NHWC images ->
   logits) on the clean test set (uint8 NHWC) and on what `options.eval_suite` names; see the
   module docstring.
@@ -55,7 +61,9 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
   `key` seeds the attacks (fold_in(key, options.pgd_seed)); `cache_dir` (else
   options.eval_cache_dir) holds regenerated and downloaded data; `teacher` (apply_fn,
   variables) adds agreement with it; `test_logits`, when the caller has them (the trainer's
-  last evaluation), are not computed again.
+  last evaluation), are not computed again. Smoothing uses --smoothing_sigma, else
+  `input_noise_sigma` (the run's), samples with `smoothing_apply_fn` (e.g. a bfloat16 copy of
+  the model; default `apply_fn`) and writes its per-example side file into `output_dir`.
   """
   options.validate()
   test_images, test_labels = np.asarray(test_images), np.asarray(test_labels).astype(np.int32)
@@ -109,4 +117,27 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
     results["cinic_imagenet"]["time_s"] = time.time() - start
     if results["cinic_imagenet"]["status"] != "ok":
       logging.warning("CINIC-10 skipped: %s", results["cinic_imagenet"]["reason"])
+  if "smoothing" in suite:
+    results["smoothing"] = _run_smoothing(smoothing_apply_fn or apply_fn, variables, key,
+                                          test_images, test_labels, options, input_noise_sigma,
+                                          output_dir)
   return results
+
+
+def _run_smoothing(apply_fn, variables, key, images, labels, options: EvalOptions,
+                   input_noise_sigma: float, output_dir: str | None) -> dict:
+  """CERTIFY (Cohen et al.) on every k-th test image; the summary, and the per-example table
+  in OUTPUT_DIR/smoothing_sigma<s>.tsv."""
+  sigma = options.resolved_smoothing_sigma(input_noise_sigma)
+  summary, per_example = smoothing.certify_dataset(
+      apply_fn, variables, jax.random.fold_in(key, SMOOTHING_KEY_TAG), images, labels,
+      sigma=sigma, n0=options.smoothing_n0, n=options.smoothing_n,
+      alpha=options.smoothing_alpha, batch_size=options.smoothing_batch_size,
+      num_examples=options.smoothing_num_examples, dtype=options.smoothing_dtype)
+  if output_dir:
+    path = os.path.join(output_dir, f"smoothing_sigma{sigma:g}.tsv")
+    smoothing.write_per_example(path, per_example)
+    summary["per_example_file"] = os.path.basename(path)
+  logging.info("Smoothing sigma %g: certified accuracy %s, abstain %.2f%%", sigma,
+               summary["certified_accuracy"], summary["abstain_rate"])
+  return summary
