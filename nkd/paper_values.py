@@ -1,6 +1,6 @@
 """The paper's published numbers, for `nkd.report`'s ours-vs-paper table.
 
-Source: /work/shared/ANCHORS.md, section "Published numbers", which reads them off the
+Source: the project's notes ANCHORS.md, section "Published numbers", which reads them off the
 submission's figures; treat every value as approximate (about +-0.5 for accuracies read off an
 axis). Each entry of `PAPER_VALUES` is keyed by a stable name and holds:
 
@@ -14,7 +14,7 @@ axis). Each entry of `PAPER_VALUES` is keyed by a stable name and holds:
                                 `pgd_eps`. Both our per-example worst case (`robust_accuracy`)
                                 and the paper's protocol (`worst_restart_accuracy`, the worst of
                                 5 restarts' accuracies) are shown.
-               "c10c"           CIFAR-10-C accuracy of one corruption, %; needs `corruption`.
+               "cifar10_c"      CIFAR-10-C accuracy of one corruption, %; needs `corruption`.
   match      a list of selectors; a group of our runs matches if it matches any of them. A
              selector has `experiments` (names of our experiments), `levels` (accepted noise
              levels; None = a run without a noise level), optionally `options` (option values
@@ -131,10 +131,10 @@ PAPER_VALUES: dict[str, dict[str, Any]] = {
     "source": _ANCHORS + ": 'From-scratch CIFAR-10 references (200 epochs): ... WRN-16-2 93.95%'",
   },
   **{
-    f"hinton_c10c_{corruption}": {
+    f"hinton_cifar10_c_{corruption}": {
       "quantity": f"Hinton KD student CIFAR-10-C accuracy, {corruption}",
       "value": value,
-      "metric": "c10c",
+      "metric": "cifar10_c",
       "corruption": corruption,
       "match": [_HINTON],
       "source": _ANCHORS + ": 'CIFAR-10-C per-corruption accuracies of the Hinton student "
@@ -145,7 +145,7 @@ PAPER_VALUES: dict[str, dict[str, Any]] = {
   },
 }
 
-_METRICS = ("test_accuracy", "cinic_accuracy", "pgd", "c10c")
+_METRICS = ("test_accuracy", "cinic_accuracy", "pgd", "cifar10_c")
 
 
 def validate(values: dict[str, dict[str, Any]] = PAPER_VALUES) -> None:
@@ -164,8 +164,8 @@ def validate(values: dict[str, dict[str, Any]] = PAPER_VALUES) -> None:
       raise ValueError(f"paper value {key!r}: unknown metric {entry['metric']!r}")
     if entry["metric"] == "pgd" and ("pgd_steps" not in entry or "pgd_eps" not in entry):
       raise ValueError(f"paper value {key!r}: a pgd value needs pgd_steps and pgd_eps")
-    if entry["metric"] == "c10c" and "corruption" not in entry:
-      raise ValueError(f"paper value {key!r}: a c10c value needs corruption")
+    if entry["metric"] == "cifar10_c" and "corruption" not in entry:
+      raise ValueError(f"paper value {key!r}: a cifar10_c value needs corruption")
     if not entry["match"]:
       raise ValueError(f"paper value {key!r}: no selector")
     for selector in entry["match"]:

@@ -1,7 +1,6 @@
 """Tests for nkd.report: aggregation, grouping, markers, figures, determinism and bad input."""
 
 import csv
-import json
 import math
 import os
 import subprocess
@@ -9,49 +8,55 @@ import sys
 
 import pytest
 
+from nkd import config as config_lib
 from nkd import paper_values
 from nkd import report
+from nkd import results as results_lib
+from nkd.config.evaluation import CORRUPTIONS
+from nkd.report import __main__ as report_cli
+from nkd.report import grouping
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_accuracy=None,
-              epochs=200, dataset="cifar10", options=None, pgd=None, c10c=None, cinic=None,
-              ece=None, results=True):
+              epochs=200, dataset="cifar10", options=None, pgd=None, cifar10_c=None,
+              cinic=None, ece=None, results=True):
   """Writes a run folder as the training code does; returns its path."""
   path = os.path.join(str(root), rel)
-  os.makedirs(path, exist_ok=True)
   opts = {"name": experiment, "seed": seed, "epochs": epochs, "dataset": dataset, "mode": "kd",
-          "model": "wrn-16-2"}
-  opts.update(options or {})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump({"options": opts, "versions": {"jax": "0"}, "device": "cpu"}, f)
+          "model": "wrn-16-2", **(options or {})}
+  config = config_lib.Config.from_options(opts)
+  results_lib.write_json(os.path.join(path, results_lib.CONFIG),
+                         {"options": config.to_dict(), "versions": {"jax": "0"}, "device": "cpu"})
   if not results:
     return path
-  res = {"experiment": experiment, "seed": seed, "level_name": level_name, "level": level,
-         "epochs": epochs, "params_sha256": "x", "wall_time_s": 1.0}
-  if test_accuracy is not None:
-    res["test_accuracy"] = test_accuracy
+  sections = {}
   if pgd is not None:
-    res["pgd"] = {"results": [
+    sections["pgd"] = {"attack": "pgd", "num_examples": 10000, "clean_accuracy": test_accuracy,
+                       "results": [
         {"eps": eps, "step_size": 0.003, "steps": steps, "restarts": 5, "loss": "ce",
          "clean_accuracy": test_accuracy, "robust_accuracy": robust,
          "worst_restart_accuracy": worst, "restart_accuracies": [worst] * 5}
         for steps, eps, robust, worst in pgd]}
-  if c10c is not None:
-    res["cifar10_c"] = {
-        "source": "official",
-        "accuracy": {name: {str(s): value for s in range(1, 6)} for name, value in c10c.items()},
-        "mean_per_corruption": dict(c10c)}
+  if cifar10_c is not None:
+    sections["cifar10_c"] = {
+        "source": "official", "num_per_severity": 10000, "severities": [1, 2, 3, 4, 5],
+        "accuracy": {name: {str(s): value for s in range(1, 6)}
+                     for name, value in cifar10_c.items()},
+        "mean_per_corruption": dict(cifar10_c)}
   if cinic is not None:
-    res["cinic_imagenet"] = {"status": "ok", "accuracy": cinic, "num_images": 70000}
+    sections["cinic_imagenet"] = {"status": "ok", "accuracy": cinic, "num_images": 70000}
   else:
-    res["cinic_imagenet"] = {"status": "skipped", "reason": "no data"}
+    sections["cinic_imagenet"] = {"status": "skipped", "reason": "no data"}
   if ece is not None:
-    res["calibration"] = {"ece": ece, "nll": 0.2, "bins": 15}
-  with open(os.path.join(path, "results.json"), "w") as f:
-    json.dump(res, f)
+    sections["calibration"] = {"accuracy": test_accuracy, "ece": ece, "ece_num_bins": 15,
+                               "ece_units": "percent", "nll": 0.2, "num_examples": 10000}
+  results_lib.write_results(path, results_lib.RunResults(
+      experiment=experiment, seed=seed, mode=config.mode, model=config.model, dataset=dataset,
+      epochs=epochs, steps=epochs * 391, test_accuracy=test_accuracy, params_sha256="x",
+      wall_time_s=1.0, level_name=level_name, level=level, **sections))
   return path
 
 
@@ -81,12 +86,12 @@ def softrand(root, rel, seed, level, acc, **kwargs):
 
 
 def test_mean_std_is_the_sample_std():
-  stat = report.mean_std([93.0, 94.0, 95.5])
+  stat = grouping.mean_std([93.0, 94.0, 95.5])
   # mean 282.5 / 3; squared deviations 1.36111 + 0.02778 + 1.77778 = 3.16667; / (3 - 1).
   assert stat.mean == pytest.approx(94.1666667)
   assert stat.std == pytest.approx(1.2583057)  # population std would be 1.0274
   assert stat.n == 3
-  assert report.mean_std([93.0]).std is None
+  assert grouping.mean_std([93.0]).std is None
 
 
 def test_summary_aggregates_hand_computed_values(tmp_path):
@@ -96,7 +101,7 @@ def test_summary_aggregates_hand_computed_values(tmp_path):
     softrand(runs, f"s{seed}", seed, 0.05, acc, cinic=cinic, ece=ece,
              pgd=[(20, 0.031, 30.0 + seed / 10, 31.0)])
   out = str(tmp_path / "out")
-  assert report.main([str(runs), f"--out={out}", "--no-figures"]) == 0
+  assert report_cli.main([str(runs), f"--out={out}", "--no-figures"]) == 0
   (row,) = read_csv(out)
   assert row["experiment"] == "softrand" and row["level"] == "0.05" and row["n"] == "3"
   assert row["seeds"] == "0;10;20" and row["missing_seeds"] == "" and row["fewer_seeds"] == ""
@@ -109,7 +114,7 @@ def test_summary_aggregates_hand_computed_values(tmp_path):
   assert row["pgd20_eps0.031_robust_std"] == "1.000000"
   assert row["ece_mean"] == "3.333333" and row["ece_n"] == "3"
   # Metrics no run has are still columns, empty, with a count of 0.
-  assert row["c10c_mean_15_mean"] == "" and row["c10c_mean_15_n"] == "0"
+  assert row["cifar10_c_mean_15_mean"] == "" and row["cifar10_c_mean_15_n"] == "0"
   md = read(out, "summary.md")
   assert "94.17 ± 1.26" in md
   assert "ddof=1" in md
@@ -123,7 +128,7 @@ def test_groups_by_experiment_and_level_in_sorted_order(tmp_path):
   softrand(runs, "sr_0.05_s10", 10, 0.05, 94.0)
   write_run(runs, "hinton_s0", experiment="hinton", seed=0, test_accuracy=94.5)
   out = str(tmp_path / "out")
-  assert report.main([str(runs), "--out", out, "--no-figures"]) == 0
+  assert report_cli.main([str(runs), "--out", out, "--no-figures"]) == 0
   rows = [(r["experiment"], r["level"], r["n"], r["test_accuracy_mean"]) for r in read_csv(out)]
   assert rows == [("hinton", "", "1", "94.500000"),
                   ("softrand", "0.05", "2", "93.000000"),
@@ -134,7 +139,7 @@ def test_one_seed_has_no_std(tmp_path):
   runs = tmp_path / "runs"
   write_run(runs, "h", experiment="hinton", seed=0, test_accuracy=94.25)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   (row,) = read_csv(out)
   assert row["test_accuracy_mean"] == "94.250000" and row["test_accuracy_std"] == ""
   assert "94.25 ± –" in read(out, "summary.md")
@@ -147,7 +152,7 @@ def test_missing_seeds_are_marked_and_listed(tmp_path):
   for seed in (0, 10):
     softrand(runs, f"b_{seed}", seed, 0.1, 92.0)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   full, short = read_csv(out)
   assert (full["level"], full["missing_seeds"], full["fewer_seeds"]) == ("0.05", "", "")
   assert (short["level"], short["missing_seeds"], short["fewer_seeds"]) == ("0.1", "20", "†")
@@ -163,7 +168,7 @@ def test_missing_metrics_show_as_dash_and_partial_counts(tmp_path):
   softrand(runs, "a10", 10, 0.05, 94.0, cinic=None)
   softrand(runs, "b0", 0, 0.1, 92.0)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   partial, none = read_csv(out)
   assert partial["cinic_accuracy_n"] == "1" and partial["cinic_accuracy_mean"] == "70.000000"
   assert none["cinic_accuracy_n"] == "0" and none["cinic_accuracy_mean"] == ""
@@ -180,21 +185,21 @@ def test_variant_options_split_an_experiment(tmp_path):
   softrand(runs, "kd0", 0, 0.05, 93.0, options={"mode": "kd"})
   softrand(runs, "ce0", 0, 0.05, 80.0, options={"mode": "ce"})
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   rows = [(r["variant"], r["test_accuracy_mean"]) for r in read_csv(out)]
   assert rows == [("mode=ce", "80.000000"), ("mode=kd", "93.000000")]
 
 
-def test_c10c_means_computed_from_per_corruption_when_absent(tmp_path):
+def test_cifar10_c_means_computed_from_per_corruption_when_absent(tmp_path):
   runs = tmp_path / "runs"
-  c10c = {name: 50.0 + i for i, name in enumerate(report.ALL_CORRUPTIONS)}
-  write_run(runs, "h", experiment="hinton", seed=0, test_accuracy=94.0, c10c=c10c)
+  cifar10_c = {name: 50.0 + i for i, name in enumerate(CORRUPTIONS)}
+  write_run(runs, "h", experiment="hinton", seed=0, test_accuracy=94.0, cifar10_c=cifar10_c)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   (row,) = read_csv(out)
-  assert float(row["c10c_mean_15_mean"]) == pytest.approx(50.0 + 7.0)  # mean of 0..14
-  assert float(row["c10c_mean_19_mean"]) == pytest.approx(50.0 + 9.0)  # mean of 0..18
-  assert row["c10c_source"] == "official"
+  assert float(row["cifar10_c_mean_15_mean"]) == pytest.approx(50.0 + 7.0)  # mean of 0..14
+  assert float(row["cifar10_c_mean_19_mean"]) == pytest.approx(50.0 + 9.0)  # mean of 0..18
+  assert row["cifar10_c_source"] == "official"
 
 
 def test_recursive_search_names_runs_relative_and_skips_checkpoints(tmp_path):
@@ -204,12 +209,12 @@ def test_recursive_search_names_runs_relative_and_skips_checkpoints(tmp_path):
   softrand(os.path.join(path, "ckpt"), "inner", 5, 0.05, 10.0)  # not a run: inside a run
   softrand(runs / "other", "s10", 10, 0.05, 95.0)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   (row,) = read_csv(out)
   assert row["seeds"] == "0;10" and row["test_accuracy_mean"] == "94.000000"
   # Runs are named relative to the common parent in the warnings too.
   softrand(runs / "other", "s10b", 10, 0.05, 95.0)
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   md = read(out, "summary.md")
   assert "other/s10, other/s10b" in md
   assert str(tmp_path) not in md
@@ -221,15 +226,15 @@ def test_recursive_search_names_runs_relative_and_skips_checkpoints(tmp_path):
 
 def full_fixture(root):
   """Runs with data for every figure."""
-  c10c = {name: 60.0 + i for i, name in enumerate(report.ALL_CORRUPTIONS)}
+  cifar10_c = {name: 60.0 + i for i, name in enumerate(CORRUPTIONS)}
   for seed in (0, 10):
     write_run(root, f"hinton/s{seed}", experiment="hinton", seed=seed, test_accuracy=94.5,
-              cinic=69.5, pgd=[(5, 0.031, 3.0, 3.3), (20, 0.031, 0.1, 0.2)], c10c=c10c,
-              ece=0.03)
+              cinic=69.5, pgd=[(5, 0.031, 3.0, 3.3), (20, 0.031, 0.1, 0.2)],
+              cifar10_c=cifar10_c, ece=0.03)
     for level in (0.05, 0.1):
       softrand(root, f"softrand/{level}/s{seed}", seed, level, 93.0 - level * 10 + seed / 100,
-               cinic=68.0, pgd=[(5, 0.031, 30.0, 32.0), (20, 0.031, 20.0, 22.0)], c10c=c10c,
-               ece=0.02)
+               cinic=68.0, pgd=[(5, 0.031, 30.0, 32.0), (20, 0.031, 20.0, 22.0)],
+               cifar10_c=cifar10_c, ece=0.02)
     for mode in ("T", "S", "TS"):
       for fixed in (False, True):
         for p in (0.05, 0.1):
@@ -267,15 +272,16 @@ def full_report(tmp_path_factory):
 def test_every_figure_is_written_as_png_and_pdf(full_report):
   _, out, written = full_report
   expected = ["fig_accuracy_softrand", "fig_accuracy_label_noise_T", "fig_accuracy_swap",
-              "fig_pgd_softrand", "fig_pgd_hinton", "fig_cifar10c_softrand",
-              "fig_cifar10c_hinton", "fig_label_corruption", "fig_label_corruption_fixed",
+              "fig_pgd_softrand", "fig_pgd_hinton", "fig_cifar10_c_softrand",
+              "fig_cifar10_c_hinton", "fig_label_corruption", "fig_label_corruption_fixed",
               "fig_swap"]
   for stem in expected:
     check_png(os.path.join(out, stem + ".png"))
     check_pdf(os.path.join(out, stem + ".pdf"))
     assert stem + ".png" in written and stem + ".pdf" in written
   # No data, no figure: hinton has no noise level; the label-noise runs have no PGD or C10-C.
-  for stem in ("fig_accuracy_hinton", "fig_pgd_label_noise_T", "fig_cifar10c_swap__swap_mode_all"):
+  for stem in ("fig_accuracy_hinton", "fig_pgd_label_noise_T",
+               "fig_cifar10_c_swap__swap_mode_all"):
     assert not os.path.exists(os.path.join(out, stem + ".png")), stem
   assert sorted(f for f in os.listdir(out) if f.startswith("fig_")) == sorted(
       f for f in written if f.startswith("fig_"))
@@ -331,7 +337,7 @@ def test_paper_comparison_lists_only_what_we_have(tmp_path):
     write_run(runs, f"h{seed}", experiment="hinton", seed=seed, test_accuracy=acc,
               pgd=[(20, 0.031, 0.5, 0.6 + seed / 100)])
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   md = read(out, "paper_comparison.md")
   lines = md.splitlines()
   (acc_row,) = [l for l in lines if l.startswith("| Hinton KD student (WRN-16-2) CIFAR-10")]
@@ -351,7 +357,7 @@ def test_paper_comparison_range_inside(tmp_path):
   runs = tmp_path / "runs"
   write_run(runs, "h", experiment="hinton", seed=0, test_accuracy=94.4)
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   assert "| 94.40 ± – | 1 | 0.00 (within the range) |" in read(out, "paper_comparison.md")
 
 
@@ -364,7 +370,7 @@ def test_missing_results_warns_and_skips(tmp_path, capsys):
   softrand(runs, "done", 0, 0.05, 93.0)
   softrand(runs, "crashed", 10, 0.05, 0.0, results=False)
   out = str(tmp_path / "out")
-  assert report.main([str(runs), "--out", out, "--no-figures"]) == 0
+  assert report_cli.main([str(runs), "--out", out, "--no-figures"]) == 0
   err = capsys.readouterr().err
   assert "warning" in err and os.path.join(str(runs), "crashed") in err
   assert "without results.json" in err
@@ -376,7 +382,7 @@ def test_missing_folder_argument_warns(tmp_path, capsys):
   runs = tmp_path / "runs"
   softrand(runs, "done", 0, 0.05, 93.0)
   missing = str(tmp_path / "nope")
-  assert report.main([str(runs), missing, "--out", str(tmp_path / "out"), "--no-figures"]) == 0
+  assert report_cli.main([str(runs), missing, "--out", str(tmp_path / "out"), "--no-figures"]) == 0
   assert f"{missing}: no such folder" in capsys.readouterr().err
 
 
@@ -418,7 +424,7 @@ def test_incompatible_epochs_warn_naming_runs_and_split(tmp_path, capsys):
   softrand(runs, "short20", 20, 0.05, 80.0, epochs=100)
   softrand(runs, "other0", 0, 0.1, 90.0, epochs=200)
   out = str(tmp_path / "out")
-  assert report.main([str(runs), "--out", out, "--no-figures"]) == 0
+  assert report_cli.main([str(runs), "--out", out, "--no-figures"]) == 0
   err = capsys.readouterr().err
   (line,) = [l for l in err.splitlines() if "differ in epochs" in l]
   assert "epochs=100: short20" in line and "epochs=200: long0, long10" in line
@@ -437,7 +443,7 @@ def test_incompatible_pgd_eps_and_dataset_are_split(tmp_path, capsys):
   softrand(runs, "c", 0, 0.1, 93.0, dataset="cifar10")
   softrand(runs, "d", 10, 0.1, 93.0, dataset="cinic10")
   out = str(tmp_path / "out")
-  report.main([str(runs), "--out", out, "--no-figures"])
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
   err = capsys.readouterr().err
   (pgd_line,) = [l for l in err.splitlines() if "differ in pgd20_eps" in l]
   assert "pgd20_eps=0.031: a" in pgd_line and "pgd20_eps=0.031373: b" in pgd_line
