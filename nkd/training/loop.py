@@ -11,8 +11,12 @@ import platform
 import time
 from typing import Any
 
+import flax
 import jax
+import jaxlib
 import numpy as np
+import optax
+import orbax.checkpoint
 from absl import logging
 from jax.sharding import Mesh
 
@@ -46,7 +50,6 @@ class Trained:
 
 
 def environment() -> dict[str, Any]:
-  import flax, jaxlib, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
   devices = jax.devices()
   return {
       "versions": {"python": platform.python_version(), "jax": jax.__version__,

@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 from nkd.config.evaluation import CORRUPTIONS, SEVERITIES, STANDARD_CORRUPTIONS  # noqa: F401
-from nkd.evaluation.cifar10c import image_ops as ops
+import nkd.evaluation.cifar10c.image_ops as ops
 
 IMAGE_SIZE = 32
 
