@@ -1,7 +1,7 @@
 """Throughput of the pieces that decide how long the paper's experiments take.
 
-  python -m nkd.bench [--json=PATH] [--torch_reference] [--quick] [--only=ROW,ROW]
-                      [--steps=S] [--repeats=R] [--epoch_images=N] [--pgd_batch=B]
+  python -m benchmarks.bench [--json=PATH] [--torch_reference] [--quick] [--only=ROW,ROW]
+                             [--steps=S] [--repeats=R] [--epoch_images=N] [--pgd_batch=B]
 
 Rows (img/s, median over --repeats timings (default 5, the epoch row 3), each after a warm-up
 that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
@@ -20,17 +20,16 @@ that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
 
 --quick shrinks everything (WRN-10-1 models, batch 32, a 256-image epoch, PGD-2 at batch 64,
 2 timings of 2 steps) so a test runs it in seconds; its numbers mean nothing. --torch_reference
-also times nkd/torch_reference.py (our eager PyTorch version of the same step and attack) on
-the same device and prints the ratios JAX / PyTorch. As in a training run, GPU programs use
---xla_gpu_deterministic_ops unless --gpu_deterministic=false. The device, package versions and
-every setting go into the JSON. Run it alone on the machine: anything else running skews it.
+also times benchmarks/torch_reference.py (our eager PyTorch version of the same step and
+attack) on the same device and prints the ratios JAX / PyTorch. JAX is set up as for a training
+run (nkd.pipeline.setup_jax): GPU programs use --xla_gpu_deterministic_ops unless
+--gpu_deterministic=false. The device, package versions and every setting go into the JSON.
+Run it alone on the machine: anything else running skews it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -39,8 +38,21 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
-PROG = "nkd.bench"
+from nkd import config as config_lib
+from nkd import fileio
+from nkd import keys as keys_lib
+from nkd import pipeline
+from nkd.evaluation import pgd, predict
+from nkd.models import create_model
+from nkd.models.wrn import init_variables
+from nkd.training.loop import environment as run_environment
+from nkd.training.loop import make_mesh
+from nkd.training.state import create_train_state, make_optimizer
+from nkd.training.steps import StepSpec, make_train_step, replicate
+
+PROG = "benchmarks.bench"
 ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
         "pgd20_fp32", "pgd20_bf16")
 DESCRIPTIONS = {
@@ -78,7 +90,8 @@ class Settings:
   @classmethod
   def quick_settings(cls) -> "Settings":
     return cls(teacher="wrn-10-1", student="wrn-10-1", batch=32, epoch_images=256,
-               pgd_batch=64, pgd_steps=2, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2, quick=True)
+               pgd_batch=64, pgd_steps=2, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2,
+               quick=True)
 
 
 class BenchError(Exception):
@@ -91,10 +104,10 @@ def _median_rate(times: Sequence[float], images: int) -> dict[str, Any]:
           "images_per_timing": images, "spread": max(times) / min(times)}
 
 
-def _config(settings: Settings, **overrides):
-  from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+def _config(settings: Settings, **overrides) -> config_lib.Config:
+  """The options of the distillation run a KD row times (its teacher is never read)."""
   values = dict(dataset="synthetic", model=settings.student, batch_size=settings.batch,
-                epochs=1, mode="kd", teacher_workdir="unused", workspace="/nonexistent",
+                epochs=1, mode="kd", teacher_workdir="unused",
                 synthetic_train_size=settings.epoch_images)
   values.update(overrides)
   return config_lib.resolve(config_lib.Config(**values))
@@ -104,7 +117,6 @@ class _Data:
   """A synthetic training set on the device (the bytes do not change the speed)."""
 
   def __init__(self, settings: Settings, mesh):
-    from nkd.training.steps import replicate  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     n = settings.epoch_images
     self.n = n
@@ -113,14 +125,13 @@ class _Data:
          rng.integers(0, 10, n, dtype=np.int32)), mesh)
 
 
-def _kd_setup(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=False,
-              input_noise_sigma=0.0):
-  """(step, state, teacher variables, order, train key) of a KD run like the loop builds."""
-  from nkd.models import create_model  # pylint: disable=g-import-not-at-top
-  from nkd.models.wrn import init_variables  # pylint: disable=g-import-not-at-top
-  from nkd.training import keys as keys_lib  # pylint: disable=g-import-not-at-top
-  from nkd.training.state import create_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
-  from nkd.training.steps import StepSpec, make_train_step, replicate  # pylint: disable=g-import-not-at-top
+def _kd_run(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=False,
+            input_noise_sigma=0.0) -> tuple[Callable[..., Any], Callable[[int], jax.Array]]:
+  """(run, epoch_order) of a KD run built as the loop builds it.
+
+  `run(n, order, fetch_every=0)` takes n train steps over `order` and returns what to wait for;
+  with `fetch_every` it fetches the metrics every that many steps and at the end, as the loop
+  does. `epoch_order(epoch)` is the epoch's permutation of the training set."""
   config = _config(settings, dtype=dtype, fickle_teacher=fickle,
                    input_noise_sigma=input_noise_sigma)
   steps_per_epoch = data.n // settings.batch
@@ -131,71 +142,57 @@ def _kd_setup(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=
   teacher_vars = init_variables(teacher, jax.random.key(1))
   state, teacher_vars = replicate((state, teacher_vars), mesh)
   step = make_train_step(student, StepSpec.from_config(config, steps_per_epoch), mesh, teacher)
-  order = keys_lib.epoch_permutation(keys["data"], 0, data.n)
-  return step, state, teacher_vars, order, keys
+
+  def run(n: int, order: jax.Array, fetch_every: int = 0):
+    nonlocal state
+    pending, fetched = [], []
+    for i in range(n):
+      state, metrics = step(state, teacher_vars, data.images, data.labels, order, keys["train"])
+      pending.append(metrics)
+      if fetch_every and ((i + 1) % fetch_every == 0 or i + 1 == n):
+        fetched += jax.device_get(pending)
+        pending = []
+    return state, pending, fetched
+
+  def epoch_order(epoch: int) -> jax.Array:
+    return keys_lib.epoch_permutation(keys["data"], epoch, data.n)
+
+  return run, epoch_order
 
 
-def _warm_up(call: Callable[[], Any], settings: Settings) -> None:
-  """Compiles (first call), then calls for at least settings.warmup_s seconds (one call or
-  more): first calls and an idle CPU or GPU are slow."""
-  jax.block_until_ready(call())
+def _timings(timed: Callable[[int], Any], settings: Settings, repeats: int,
+             warm: Callable[[], Any]) -> list[float]:
+  """Seconds of `timed(1)` .. `timed(repeats)`, each waited for, after a warm-up: `warm()`
+  once (it compiles), then for at least settings.warmup_s seconds (first calls and an idle
+  CPU or GPU are slow)."""
+  jax.block_until_ready(warm())
   start, done = time.perf_counter(), 0
   while done < 1 or time.perf_counter() - start < settings.warmup_s:
-    jax.block_until_ready(call())
+    jax.block_until_ready(warm())
     done += 1
+  times = []
+  for r in range(1, repeats + 1):
+    start = time.perf_counter()
+    jax.block_until_ready(timed(r))
+    times.append(time.perf_counter() - start)
+  return times
 
 
 def bench_kd_step(settings: Settings, data: _Data, mesh, **kwargs) -> dict[str, Any]:
-  step, state, tvars, order, keys = _kd_setup(settings, data, mesh, **kwargs)
-
-  def call():
-    nonlocal state
-    state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
-    return metrics
-
-  _warm_up(call, settings)
-  times = []
-  for _ in range(settings.repeats):
-    start = time.perf_counter()
-    for _ in range(settings.steps):
-      state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
+  run, epoch_order = _kd_run(settings, data, mesh, **kwargs)
+  order = epoch_order(0)
+  times = _timings(lambda _: run(settings.steps, order), settings, settings.repeats,
+                   warm=lambda: run(1, order))
   return _median_rate(times, settings.steps * settings.batch)
 
 
 def bench_epoch(settings: Settings, data: _Data, mesh, log_every: int = 100) -> dict[str, Any]:
-  from nkd.training import keys as keys_lib  # pylint: disable=g-import-not-at-top
-  step, state, tvars, order, keys = _kd_setup(settings, data, mesh)
+  """Epochs 1, 2, ...: each one's permutation, its steps and the metric fetches."""
+  run, epoch_order = _kd_run(settings, data, mesh)
   steps_per_epoch = data.n // settings.batch
-
-  def epoch(index):
-    nonlocal state
-    order = keys_lib.epoch_permutation(keys["data"], index, data.n)
-    pending, fetched = [], []
-    for i in range(steps_per_epoch):
-      state, metrics = step(state, tvars, data.images, data.labels, order, keys["train"])
-      pending.append(metrics)
-      if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
-        fetched += jax.device_get(pending)
-        pending = []
-    jax.block_until_ready(state)
-    return fetched
-
-  # Warm-up: compile the step and the permutation (steps, not a whole epoch).
-  warm = keys_lib.epoch_permutation(keys["data"], 0, data.n)
-
-  def call():
-    nonlocal state
-    state, metrics = step(state, tvars, data.images, data.labels, warm, keys["train"])
-    return metrics
-
-  _warm_up(call, settings)
-  times = []
-  for r in range(settings.epoch_repeats):
-    start = time.perf_counter()
-    epoch(r + 1)
-    times.append(time.perf_counter() - start)
+  first = epoch_order(0)  # the warm-up compiles the step and the permutation
+  times = _timings(lambda epoch: run(steps_per_epoch, epoch_order(epoch), log_every), settings,
+                   settings.epoch_repeats, warm=lambda: run(1, first))
   out = _median_rate(times, steps_per_epoch * settings.batch)
   out["epoch_s"] = out["median_s"]
   out["steps_per_epoch"] = steps_per_epoch
@@ -203,35 +200,23 @@ def bench_epoch(settings: Settings, data: _Data, mesh, log_every: int = 100) -> 
 
 
 def bench_pgd(settings: Settings, *, dtype="float32") -> dict[str, Any]:
-  from nkd.evaluation import pgd  # pylint: disable=g-import-not-at-top
-  from nkd.models import create_model  # pylint: disable=g-import-not-at-top
-  from nkd.models.wrn import init_variables  # pylint: disable=g-import-not-at-top
   model = create_model(settings.student, dtype=dtype)
   variables = init_variables(model, jax.random.key(2))
-
-  def apply_fn(x):
-    return model.apply(variables, x, train=False, deterministic=True)
-
+  apply_fn = predict.eval_apply_fn(model)
   rng = np.random.default_rng(1)
   images = jax.device_put(rng.integers(0, 256, (settings.pgd_batch, 32, 32, 3), np.uint8))
   labels = jax.device_put(rng.integers(0, 10, settings.pgd_batch, np.int32))
 
   def attack(i):
-    return pgd.pgd_attack(apply_fn, jax.random.key(i), images, labels, eps=0.031,
+    return pgd.pgd_attack(apply_fn, variables, jax.random.key(i), images, labels, eps=0.031,
                           step_size=0.003, steps=settings.pgd_steps)
 
-  _warm_up(lambda: attack(0), settings)
-  times = []
-  for r in range(settings.repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(attack(r + 1))
-    times.append(time.perf_counter() - start)
+  times = _timings(attack, settings, settings.repeats, warm=lambda: attack(0))
   return _median_rate(times, settings.pgd_batch)
 
 
 def run_rows(settings: Settings, rows: Sequence[str],
              say: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
-  from nkd.training.loop import make_mesh  # pylint: disable=g-import-not-at-top
   mesh = make_mesh()
   data = _Data(settings, mesh) if any(not r.startswith("pgd") for r in rows) else None
   runners = {
@@ -253,7 +238,6 @@ def run_rows(settings: Settings, rows: Sequence[str],
 
 
 def environment() -> dict[str, Any]:
-  from nkd.training.loop import environment as run_environment  # pylint: disable=g-import-not-at-top
   env = run_environment()
   env["device_kind"] = jax.devices()[0].device_kind
   env["cpu_count"] = os.cpu_count()
@@ -262,9 +246,9 @@ def environment() -> dict[str, Any]:
 
 def torch_reference(settings: Settings, rows: Sequence[str]) -> dict[str, Any]:
   """The PyTorch rows, or {'error': why} where PyTorch cannot run."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    from nkd import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  try:  # PyTorch is optional: imported only here.
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_reference as ref  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     return {"error": f"PyTorch is not importable ({e}); install it to compare (it is not a "
                      f"requirement of nkd)"}
@@ -286,7 +270,7 @@ def torch_reference(settings: Settings, rows: Sequence[str]) -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
   rows = result["rows"]
   torch_rows = (result.get("torch_reference") or {}).get("rows", {})
-  lines = [f"nkd.bench on {result['environment']['device']} "
+  lines = [f"{PROG} on {result['environment']['device']} "
            f"({result['environment']['device_count']} device(s)); jax "
            f"{result['environment']['versions']['jax']}"
            + ("; QUICK: tiny models, numbers mean nothing" if result["settings"]["quick"]
@@ -306,80 +290,81 @@ def format_table(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise BenchError(message)
+def define_flags(fv: flags.FlagValues) -> None:
+  """The benchmark's flags; --gpu_deterministic is a run's own option (nkd.config)."""
+  flags.DEFINE_string("json", "", "Also write the results as JSON here.", flag_values=fv)
+  flags.DEFINE_bool("torch_reference", False, "Also time benchmarks/torch_reference.py "
+                    "(needs PyTorch).", flag_values=fv)
+  flags.DEFINE_bool("quick", False, "Tiny sizes, for tests; the numbers mean nothing.",
+                    flag_values=fv)
+  flags.DEFINE_list("only", [], f"Rows to run, of {','.join(ROWS)}; default: all.",
+                    flag_values=fv)
+  flags.DEFINE_integer("steps", None, "Train steps per timing.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("repeats", None, "Timings per row (the median is reported).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("epoch_images", None, "Images of the epoch row.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("pgd_batch", None, "Batch of the PGD rows (default 1000; smaller for "
+                       "a slow CPU).", lower_bound=1, flag_values=fv)
+  flags.DEFINE_bool("help", False, "Show this help.", flag_values=fv)
+  config_lib.define_flags(fv, names=["gpu_deterministic"])
 
 
-def parse_args(argv: Sequence[str]):
-  p = _Parser(prog=PROG, allow_abbrev=False,
-              description="Throughput of the KD step, an epoch and PGD (see the docstring).")
-  p.add_argument("--json", default="", help="also write the results as JSON here")
-  p.add_argument("--torch_reference", action="store_true",
-                 help="also time nkd/torch_reference.py (needs PyTorch)")
-  p.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-  p.add_argument("--only", default="", help=f"comma-separated rows of {','.join(ROWS)}")
-  p.add_argument("--steps", type=int, default=None, help="train steps per timing")
-  p.add_argument("--repeats", type=int, default=None, help="timings per row")
-  p.add_argument("--epoch_images", type=int, default=None, help="images of the epoch row")
-  p.add_argument("--gpu_deterministic", choices=("true", "false"), default="true",
-                 help="as nkd.main's flag (default true, like a run): on a GPU, "
-                      "--xla_gpu_deterministic_ops; 'false' measures the faster, "
-                      "non-reproducible kernels")
-  p.add_argument("--pgd_batch", type=int, default=None,
-                 help="batch of the PGD rows (default 1000; smaller for a slow CPU)")
-  args = p.parse_args(argv)
-  rows = tuple(r.strip() for r in args.only.split(",") if r.strip()) or ROWS
+def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[str, ...]]:
+  """(parsed flags, settings, rows) from the arguments after the program name; BenchError
+  says what is wrong in one line."""
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  try:
+    rest = flag_values([PROG, *argv])[1:]
+  except flags.Error as e:
+    raise BenchError(str(e)) from None
+  if rest:
+    raise BenchError(f"unexpected arguments {' '.join(rest)}; options are --flags")
+  rows = tuple(flag_values.only) or ROWS
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
     raise BenchError(f"--only: unknown row {unknown[0]!r}; rows are {', '.join(ROWS)}")
-  settings = Settings.quick_settings() if args.quick else Settings()
-  changes = {k: getattr(args, k) for k in ("steps", "repeats", "epoch_images", "pgd_batch")
-             if getattr(args, k) is not None}
-  for key, value in changes.items():
-    if value < 1:
-      raise BenchError(f"--{key}={value}: expected a positive integer")
+  settings = Settings.quick_settings() if flag_values.quick else Settings()
+  changes = {k: flag_values[k].value for k in ("steps", "repeats", "epoch_images", "pgd_batch")
+             if flag_values[k].value is not None}
   if "repeats" in changes:
     changes["epoch_repeats"] = min(settings.epoch_repeats, changes["repeats"])
   settings = dataclasses.replace(settings, **changes)
   if settings.epoch_images < settings.batch:
     raise BenchError(f"--epoch_images={settings.epoch_images}: expected at least one batch "
                      f"({settings.batch})")
-  return args, settings, rows
+  return flag_values, settings, rows
 
 
 def main(argv: Sequence[str]) -> int:
+  """Runs the benchmark; `argv` without the program name. Returns the exit status."""
   try:
-    args, settings, rows = parse_args(argv)
+    flag_values, settings, rows = parse_flags(argv)
   except BenchError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
-  # As a run sets them (nkd.pipeline.setup_jax), before the backend starts: the timed
-  # programs are the ones training runs.
-  jax.config.update("jax_threefry_partitionable", True)
-  if args.gpu_deterministic == "true":
-    flag = "--xla_gpu_deterministic_ops=true"
-    if flag not in os.environ.get("XLA_FLAGS", ""):
-      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+  if flag_values.help:
+    print(__doc__ + "\n" + flag_values.get_help())
+    return 0
+  # Before the backend starts, as for a run: the timed programs are the ones training runs.
+  pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
   say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
   env = environment()
   say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
   result = {"environment": env,
             "settings": {**dataclasses.asdict(settings),
-                         "gpu_deterministic": args.gpu_deterministic == "true"},
+                         "gpu_deterministic": flag_values.gpu_deterministic},
             "rows": run_rows(settings, rows, say), "anchors_h200": ANCHORS_H200}
-  if args.torch_reference:
+  if flag_values.torch_reference:
     say("PyTorch reference ...")
     result["torch_reference"] = torch_reference(settings, rows)
     for name, t in result["torch_reference"].get("rows", {}).items():
       result["rows"][name]["torch_img_per_s"] = t["img_per_s"]
       result["rows"][name]["jax_over_torch"] = result["rows"][name]["img_per_s"] / t["img_per_s"]
   print(format_table(result), flush=True)
-  if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
-      f.write("\n")
+  if flag_values.json:
+    fileio.write_json(flag_values.json, result)
   return 0
 
 

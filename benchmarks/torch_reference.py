@@ -1,4 +1,4 @@
-"""Our own eager PyTorch version of the KD step and of PGD, for `python -m nkd.bench
+"""Our own eager PyTorch version of the KD step and of PGD, for `python -m benchmarks.bench
 --torch_reference`: the speed a RepDistiller-style PyTorch training loop reaches on the same
 device. Not used for training; PyTorch is not a requirement of nkd.
 
@@ -158,7 +158,7 @@ def make_pgd(model: nn.Module, *, eps: float = 0.031, step_size: float = 0.003,
 
 
 def time_calls(fn: Callable[[], object], *, calls: int, repeats: int, warmup: int = 2,
-               warmup_s: float = 2.0, threads: int | None = None, device: torch.device | None = None) -> list[float]:
+               warmup_s: float = 2.0, device: torch.device | None = None) -> list[float]:
   """Seconds of `calls` calls of `fn`, `repeats` times, after at least `warmup` calls and
   `warmup_s` seconds of calls (the first calls of a shape are slow, and so is a CPU that was
   idle)."""
@@ -185,7 +185,7 @@ def benchmark(*, teacher: str = "wrn-40-2", student: str = "wrn-16-2", batch: in
               rows: tuple[str, ...] = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle",
                                        "kd_step_softrand", "pgd20_fp32", "pgd20_bf16"),
               seed: int = 0) -> dict[str, dict]:
-  """img/s (median over `repeats`) of each row nkd.bench also measures, on default_device();
+  """img/s (median over `repeats`) of each row benchmarks.bench also measures, on default_device();
   `threads` sets torch's CPU threads (default: PyTorch's, one per core)."""
   if threads:
     torch.set_num_threads(threads)

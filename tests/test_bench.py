@@ -1,4 +1,4 @@
-"""nkd.bench --quick prints a well-formed table and writes well-formed JSON; the PyTorch
+"""benchmarks.bench --quick prints a well-formed table and writes well-formed JSON; the PyTorch
 reference (where PyTorch is installed) is the same network as ours and its benchmark runs."""
 
 import importlib.util
@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import REPO
 
-from nkd import bench
+from benchmarks import bench
+from nkd.models import count_params, create_model
+from nkd.models.wrn import init_variables
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -20,7 +23,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
   path = tmp_path_factory.mktemp("bench") / "bench.json"
-  proc = subprocess.run([sys.executable, "-m", "nkd.bench", "--quick", f"--json={path}"],
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", f"--json={path}"],
                         cwd=REPO, capture_output=True, text=True, timeout=600,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -30,7 +33,7 @@ def quick(tmp_path_factory):
 def test_quick_table_has_every_row(quick):
   proc, _ = quick
   lines = proc.stdout.strip().splitlines()
-  assert lines[0].startswith("nkd.bench on cpu:") and "QUICK" in lines[0]
+  assert lines[0].startswith("benchmarks.bench on cpu:") and "QUICK" in lines[0]
   assert lines[1].split()[:3] == ["row", "what", "img/s"] and set(lines[2]) == {"-"}
   rows = lines[3:]
   assert [r.split()[0] for r in rows] == list(bench.ROWS)
@@ -60,12 +63,23 @@ def test_quick_json_is_well_formed(quick):
 
 def test_bad_arguments_are_one_line(capsys):
   for argv, fragment in ((["--only=kd_step,epoch"], "unknown row 'kd_step'"),
-                         (["--steps=0"], "--steps=0"),
+                         (["--steps=0"], "--steps=0: 0 is not a positive integer"),
                          (["--quick", "--epoch_images=8"], "at least one batch"),
-                         (["--bogus"], "unrecognized arguments: --bogus")):
+                         (["--bogus"], "Unknown command line flag 'bogus'"),
+                         (["--quick", "epoch"], "unexpected arguments epoch")):
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nkd.bench: error: ") and fragment in err[0]
+    assert len(err) == 1 and err[0].startswith("benchmarks.bench: error: ")
+    assert fragment in err[0]
+
+
+def test_flags_make_the_settings():
+  flag_values, settings, rows = bench.parse_flags(
+      ["--quick", "--only=epoch,pgd20_fp32", "--repeats=7", "--nogpu_deterministic"])
+  assert rows == ("epoch", "pgd20_fp32") and not flag_values.gpu_deterministic
+  assert settings.quick and settings.repeats == 7 and settings.epoch_repeats == 1
+  _, settings, rows = bench.parse_flags([])
+  assert rows == bench.ROWS and settings == bench.Settings()
 
 
 def test_torch_reference_without_torch_says_so(monkeypatch):
@@ -80,11 +94,12 @@ def test_torch_reference_without_torch_says_so(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The PyTorch reference (skipped where PyTorch is absent: it is not a requirement).
+# The PyTorch reference (skipped where PyTorch is absent: it is not a requirement, so it is
+# imported inside the tests).
 
 def _to_torch(model, variables):
-  """Copies Flax WRN variables into nkd.torch_reference's WideResNet."""
-  import torch  # pylint: disable=g-import-not-at-top
+  """Copies Flax WRN variables into benchmarks.torch_reference's WideResNet."""
+  import torch  # pylint: disable=import-outside-toplevel
   params, stats = variables["params"], variables["batch_stats"]
   state = {}
 
@@ -120,7 +135,7 @@ def _to_torch(model, variables):
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 def test_torch_wrn_has_the_papers_parameter_counts():
-  from nkd import torch_reference  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
   assert torch_reference.count_params(torch_reference.create_model("wrn-40-2")) == 2_243_546
   assert torch_reference.count_params(torch_reference.create_model("wrn-16-2")) == 691_674
 
@@ -129,11 +144,8 @@ def test_torch_wrn_has_the_papers_parameter_counts():
 def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
   """Same variables, same logits, in eval and in train mode (WRN-10-1 has both kinds of
   block: with and without the 1x1 shortcut)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  from nkd import torch_reference  # pylint: disable=g-import-not-at-top
-  from nkd.models import count_params, create_model  # pylint: disable=g-import-not-at-top
-  from nkd.models.wrn import init_variables  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
   ours = create_model(name)
   variables = init_variables(ours, jax.random.key(0))
   # Non-trivial BatchNorm statistics, so eval mode is tested too.
@@ -160,7 +172,7 @@ def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 def test_torch_reference_benchmark_runs():
-  from nkd import torch_reference  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
   out = torch_reference.benchmark(teacher="wrn-10-1", student="wrn-10-1", batch=8, pgd_batch=8,
                                   pgd_steps=2, steps=1, repeats=1, warmup_s=0.0, threads=1)
   assert set(out) == {"kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand",
