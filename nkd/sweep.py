@@ -54,11 +54,15 @@ Options (before `--`):
 
 On a CPU, --parallel mostly trades one run's speed for another's: each JAX process already
 uses every core. On a TPU only one process can hold the chips: use --parallel=1.
+
+The options are absl flags (`--parallel 4` and `--parallel=4` alike; `--nolist` etc.), parsed
+into a FlagValues of the sweep's own, which leaves --flagfile to the runs. A grid value is
+converted to its option's type and turned back into flags by the config (`Config.to_flags`), as
+every other writer of nkd.main flags does.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import hashlib
@@ -73,9 +77,15 @@ import time
 import urllib.parse
 from typing import Any, Sequence
 
+from absl import flags
+
 from nkd import config as config_lib
+from nkd import pipeline
 from nkd import results as run_files
-from nkd.errors import NkdError
+from nkd.config import fields as fields_lib
+from nkd.config import parse_model_name
+from nkd.errors import ConfigError, NkdError
+from nkd.fileio import write_json
 
 PROG = "nkd.sweep"
 SWEEP_JSON = "sweep.json"
@@ -94,48 +104,50 @@ class SweepError(NkdError):
 # ---------------------------------------------------------------------------------------------
 # The grid.
 
-def _field(key: str) -> dataclasses.Field:
-  return config_lib.Config.__dataclass_fields__[key]
+_FIELDS = config_lib.Config.fields_by_name()
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def canonical_value(key: str, raw: str) -> str:
-  """The stable text of a grid value for option `key` (`raw` itself if it does not parse: the
-  run then fails with nkd.main's own message)."""
-  default = _field(key).default
+def parse_value(key: str, text: str) -> Any:
+  """A grid value as option `key`'s type (':' separates a list's elements). Text that does not
+  parse is kept as typed: the run then fails with nkd.main's own message."""
+  field = _FIELDS[key]
+  default = field.default
   try:
     if isinstance(default, bool):
-      lowered = raw.strip().lower()
-      if lowered in ("true", "1", "yes"):
-        return "true"
-      if lowered in ("false", "0", "no"):
-        return "false"
-      return raw
+      return _BOOL_WORDS.get(text.strip().lower(), text)
     if isinstance(default, int):
-      return str(int(raw))
+      return int(text)
     if isinstance(default, float):
-      return repr(float(raw))
-    if isinstance(default, tuple) and _field(key).metadata.get("element") in (int, float):
-      element = _field(key).metadata["element"]
-      return ":".join(str(element(v)) for v in raw.split(":"))
+      return float(text)
+    if isinstance(default, tuple):
+      parts = text.split(":")
+      try:
+        return fields_lib.from_value(field, parts)
+      except ConfigError:
+        return tuple(parts)
   except ValueError:
-    return raw
-  return raw
+    return text
+  return text
 
 
-def value_flags(key: str, value: str) -> list[str]:
-  """The nkd.main flags that set option `key` to the canonical `value`."""
-  default = _field(key).default
-  if isinstance(default, bool) and value in ("true", "false"):
-    return [f"--{key}" if value == "true" else f"--no{key}"]
-  if _field(key).metadata.get("multi"):
-    return [f"--{key}={v}" for v in value.split(":")]
-  if isinstance(default, tuple):
-    return [f"--{key}={value.replace(':', ',')}"]
-  return [f"--{key}={value}"]
+def value_text(value: Any) -> str:
+  """The stable text of a grid value (run folder names, --list, sweep.json): true/false, a
+  float as Python's shortest repr, ':' between a list's elements."""
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, tuple):
+    return ":".join(map(str, value))
+  return str(value)
 
 
-def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
-  """['seed=0,10', 'lr=0.1'] -> [('seed', ['0', '10']), ('lr', ['0.1'])], values canonical."""
+def point_flags(point: dict[str, Any]) -> list[str]:
+  """The nkd.main flags that set the options of `point` ({option: value}), in its order."""
+  return config_lib.Config(**point).to_flags(list(point))
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
+  """['seed=0,10', 'lr=0.1'] -> [('seed', [0, 10]), ('lr', [0.1])]: values typed (`parse_value`)."""
   if not specs:
     raise SweepError("no --grid given: name at least one option and its values, e.g. "
                      "--grid=seed=0,10,20")
@@ -162,11 +174,12 @@ def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
     raw = values.split(",")
     if any(not v.strip() for v in raw):
       raise SweepError(f"--grid={spec}: empty value in the list for {key}")
-    canonical = [canonical_value(key, v.strip()) for v in raw]
-    duplicates = sorted({v for v in canonical if canonical.count(v) > 1})
+    typed = [parse_value(key, v.strip()) for v in raw]
+    texts = [value_text(v) for v in typed]
+    duplicates = sorted({t for t in texts if texts.count(t) > 1})
     if duplicates:
       raise SweepError(f"--grid={spec}: {key} lists the value {duplicates[0]} more than once")
-    grid.append((key, canonical))
+    grid.append((key, typed))
   return grid
 
 
@@ -185,7 +198,7 @@ class Run:
 
   index: int
   name: str
-  overrides: dict[str, str]
+  overrides: dict[str, str]  # option -> value text
   flags: list[str]  # nkd.main flags after --flagfile: extras, grid values, workspace, workdir
   workdir: str
   command: list[str]
@@ -208,14 +221,15 @@ def expand(flagfile: str, grid, extra_flags: Sequence[str], workspace: str,
   keys = [k for k, _ in grid]
   runs = []
   for index, values in enumerate(itertools.product(*(v for _, v in grid))):
-    point = list(zip(keys, values))
-    name = point_name(point)
+    texts = [(k, value_text(v)) for k, v in zip(keys, values)]
+    name = point_name(texts)
     workdir = os.path.join(workspace, "sweeps", sweep_name, name)
-    flags = [*extra_flags, *(f for k, v in point for f in value_flags(k, v)),
-             f"--workspace={workspace}", f"--workdir={workdir}"]
-    runs.append(Run(index=index, name=name, overrides=dict(point), flags=flags,
+    flags_ = [*extra_flags,
+              *point_flags({**dict(zip(keys, values)), "workspace": workspace,
+                            "workdir": workdir})]
+    runs.append(Run(index=index, name=name, overrides=dict(texts), flags=flags_,
                     workdir=workdir,
-                    command=[python, "-m", "nkd.main", f"--flagfile={flagfile}", *flags]))
+                    command=[python, "-m", "nkd.main", f"--flagfile={flagfile}", *flags_]))
   return runs
 
 
@@ -250,16 +264,13 @@ def run_state(flagfile: str, run: Run) -> str:
 
 
 def _read_results(run: Run) -> None:
-  path = os.path.join(run.workdir, run_files.RESULTS)
-  if os.path.exists(path):
-    try:
-      results = run_files.read_json(path)
-    except NkdError:
-      return
-    run.test_accuracy = results.get("test_accuracy")
-    run.params_sha256 = results.get("params_sha256")
-    if run.status == "skipped":
-      run.wall_time_s = results.get("wall_time_s")
+  try:
+    results = run_files.read_results(run.workdir)
+  except (OSError, NkdError):
+    return
+  run.test_accuracy, run.params_sha256 = results.test_accuracy, results.params_sha256
+  if run.status == "skipped":
+    run.wall_time_s = results.wall_time_s
 
 
 def last_log_line(path: str) -> str:
@@ -318,7 +329,6 @@ def available_host_bytes() -> int | None:
 def _activation_elements(model: str) -> int:
   """Elements per image a WRN keeps for its backward pass: about 7 tensors of each block's
   width (input, BN, ReLU, conv outputs, dropout mask) at that block's resolution."""
-  from nkd.models.wrn import parse_model_name  # pylint: disable=g-import-not-at-top
   depth, width = parse_model_name(model)
   blocks = (depth - 4) // 6
   per_block = (32 * 32 * 16 + 16 * 16 * 32 + 8 * 8 * 64) * width
@@ -344,14 +354,12 @@ def estimate_run_bytes(config, platform: str) -> int:
     return 2 * 4 * batch * _activation_elements(model)
 
   def evaluating(model, batch):
-    from nkd.models.wrn import parse_model_name  # pylint: disable=g-import-not-at-top
     return 3 * 4 * batch * 32 * 32 * 16 * parse_model_name(model)[1]
 
   work = max(training(config.model, config.batch_size),
              evaluating(config.model, config.eval_batch_size))
   if config.mode == "kd" and config.teacher_flagfile:
     try:
-      from nkd import pipeline  # pylint: disable=g-import-not-at-top
       teacher = pipeline.teacher_config(config)
       work = max(work, training(teacher.model, teacher.batch_size),
                  evaluating(teacher.model, config.batch_size) + training(config.model,
@@ -526,31 +534,40 @@ def format_table(runs: Sequence[Run]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Command line.
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise SweepError(message)
+class _SweepFlagValues(flags.FlagValues):
+  """absl flags that leave --flagfile alone: the sweep's --flagfile is nkd.main's experiment,
+  passed on to every run, not a file of the sweep's own flags."""
+
+  def read_flags_from_files(self, argv, force_gnu=True):
+    del force_gnu  # nothing is read
+    return list(argv)
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = _Parser(prog=PROG, add_help=True, allow_abbrev=False,
-              usage="python -m nkd.sweep --flagfile=F --grid=KEY=V1,V2 [--grid=...] "
-                    "[--parallel=N] [--workspace=DIR] [--list|--count|--task_index=I] "
-                    "[-- EXTRA FLAGS]",
-              description="Grid sweep of nkd.main runs (see the module docstring).")
-  p.add_argument("--flagfile", required=True)
-  p.add_argument("--grid", action="append", default=[])
-  p.add_argument("--parallel", type=int, default=1)
-  p.add_argument("--workspace", default=None)
-  p.add_argument("--name", default=None)
-  p.add_argument("--mem_fraction", type=float, default=None)
-  p.add_argument("--no_preallocate", action="store_true")
-  p.add_argument("--mem_per_run_gb", type=float, default=None)
-  p.add_argument("--compile_cache", default=None)
-  mode = p.add_mutually_exclusive_group()
-  mode.add_argument("--list", action="store_true")
-  mode.add_argument("--count", action="store_true")
-  mode.add_argument("--task_index", type=int, default=None)
-  return p
+def _flag_values() -> flags.FlagValues:
+  fv = _SweepFlagValues()
+  for define, name, default, help_text in (
+      (flags.DEFINE_string, "flagfile", None, "The experiment: an nkd.main flagfile (required)."),
+      (flags.DEFINE_multi_string, "grid", [], "KEY=V1,V2,...: an option of nkd.main and its "
+       "values (repeatable; ':' between the elements of a list value)."),
+      (flags.DEFINE_integer, "parallel", 1, "Runs at once."),
+      (flags.DEFINE_string, "workspace", None, "Passed to every run; default: the flagfile's."),
+      (flags.DEFINE_string, "name", None, "The sweep's folder under WORKSPACE/sweeps; default: "
+       "the flagfile's stem."),
+      (flags.DEFINE_float, "mem_fraction", None, "XLA_PYTHON_CLIENT_MEM_FRACTION of each run; "
+       "default: 0.9/N with --parallel=N > 1."),
+      (flags.DEFINE_bool, "no_preallocate", False, "XLA_PYTHON_CLIENT_PREALLOCATE=false in "
+       "each run."),
+      (flags.DEFINE_float, "mem_per_run_gb", None, "Replaces the per-run memory estimate of "
+       "the --parallel check (0: no check)."),
+      (flags.DEFINE_string, "compile_cache", None, "JAX_COMPILATION_CACHE_DIR of each run."),
+      (flags.DEFINE_bool, "list", False, "Print each point's index, state and command; run "
+       "nothing."),
+      (flags.DEFINE_bool, "count", False, "Print the number of points; run nothing."),
+      (flags.DEFINE_integer, "task_index", None, "Run only point I (0-based, the order of "
+       "--list), e.g. one SLURM array task."),
+  ):
+    define(name, default, help_text, flag_values=fv, module_name=PROG)
+  return fv
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -560,6 +577,36 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     i = argv.index("--")
     return argv[:i], argv[i + 1:]
   return argv, []
+
+
+def parse_flags(own: Sequence[str]) -> flags.FlagValues:
+  """The sweep's own flags (the command line before '--'), checked."""
+  fv = _flag_values()
+  try:
+    rest = fv([PROG, *own])[1:]
+  except flags.UnrecognizedFlagError as e:
+    close = difflib.get_close_matches(e.flagname, list(fv), n=1)
+    hint = f"did you mean --{close[0]}? " if close else ""
+    raise SweepError(f"unrecognized arguments {e.flagvalue} ({hint}flags for the runs go "
+                     f"after '--')") from None
+  except flags.Error as e:
+    raise SweepError(str(e)) from None
+  if rest:
+    raise SweepError(f"unexpected arguments {' '.join(rest)} (flags for the runs go after "
+                     f"'--')")
+  if not fv.flagfile:
+    raise SweepError("--flagfile is required: the experiment's nkd.main flagfile")
+  modes = [f"--{n}" for n in ("list", "count") if fv[n].value]
+  modes += ["--task_index"] if fv.task_index is not None else []
+  if len(modes) > 1:
+    raise SweepError(f"{modes[1]} is not allowed with {modes[0]}")
+  if fv.parallel < 1:
+    raise SweepError(f"--parallel={fv.parallel}: expected at least 1")
+  if fv.mem_fraction is not None and not 0 < fv.mem_fraction <= 1:
+    raise SweepError(f"--mem_fraction={fv.mem_fraction}: expected a fraction in (0, 1]")
+  if fv.mem_per_run_gb is not None and fv.mem_per_run_gb < 0:
+    raise SweepError(f"--mem_per_run_gb={fv.mem_per_run_gb}: expected >= 0")
+  return fv
 
 
 def _check_extra_flags(extra: Sequence[str], grid) -> None:
@@ -578,18 +625,10 @@ def _check_extra_flags(extra: Sequence[str], grid) -> None:
 
 
 def prepare(argv: Sequence[str]):
-  """Parses and checks the command line; returns (args, runs, base config)."""
+  """Parses and checks the command line; returns (flags, grid, extra flags, workspace, sweep
+  name, runs)."""
   own, extra = split_argv(argv)
-  args, unknown = _parser().parse_known_args(own)
-  if unknown:
-    raise SweepError(f"unrecognized arguments {' '.join(unknown)} (flags for the runs go "
-                     f"after '--')")
-  if args.parallel < 1:
-    raise SweepError(f"--parallel={args.parallel}: expected at least 1")
-  if args.mem_fraction is not None and not 0 < args.mem_fraction <= 1:
-    raise SweepError(f"--mem_fraction={args.mem_fraction}: expected a fraction in (0, 1]")
-  if args.mem_per_run_gb is not None and args.mem_per_run_gb < 0:
-    raise SweepError(f"--mem_per_run_gb={args.mem_per_run_gb}: expected >= 0")
+  args = parse_flags(own)
   grid = parse_grid(args.grid)
   _check_extra_flags(extra, grid)
   if not os.path.isfile(args.flagfile):
@@ -610,6 +649,10 @@ def prepare(argv: Sequence[str]):
 
 
 def main(argv: Sequence[str]) -> int:
+  """The sweep for `argv` (the command line without the program name); the exit status."""
+  if {"-h", "--help", "--helpshort"} & set(split_argv(argv)[0]):
+    print(__doc__)
+    return 0
   try:
     args, grid, extra, workspace, name, runs = prepare(argv)
     if args.count:
@@ -642,9 +685,10 @@ def main(argv: Sequence[str]) -> int:
   print(format_table(selected), flush=True)
   failed = [r for r in selected if r.status in ("failed", "interrupted")]
   if args.task_index is None:
-    run_files.write_json(os.path.join(sweep_dir, SWEEP_JSON), {
+    write_json(os.path.join(sweep_dir, SWEEP_JSON), {
         "flagfile": args.flagfile, "name": name, "workspace": workspace,
-        "grid": [[k, v] for k, v in grid], "extra_flags": list(extra), "parallel": parallel,
+        "grid": [[k, [value_text(v) for v in values]] for k, values in grid],
+        "extra_flags": list(extra), "parallel": parallel,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "wall_time_s": round(time.time() - started, 3),
         "interrupted": interrupted is not None,

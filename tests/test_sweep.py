@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO, tiny_flags
 
+from nkd import config as config_lib
 from nkd import sweep
 
 # 256 images at batch 32: 8 steps per epoch, a checkpoint after each epoch.
@@ -37,7 +38,7 @@ def _sweep_json(ws, name="student"):
 
 def test_grid_is_the_cartesian_product_in_order():
   grid = sweep.parse_grid(["seed=0,10", "input_noise_sigma=0,0.05,0.10"])
-  assert grid == [("seed", ["0", "10"]), ("input_noise_sigma", ["0.0", "0.05", "0.1"])]
+  assert grid == [("seed", [0, 10]), ("input_noise_sigma", [0.0, 0.05, 0.1])]
   runs = sweep.expand("experiments/softrand.flags", grid, ["--epochs=2"], "ws", "softrand",
                       python="python")
   assert [r.name for r in runs] == [
@@ -53,7 +54,7 @@ def test_grid_is_the_cartesian_product_in_order():
       f"--workdir={runs[4].workdir}"]
 
 
-@pytest.mark.parametrize("key,raw,canonical,flags", [
+@pytest.mark.parametrize("key,raw,text,flags", [
     ("seed", "010", "10", ["--seed=10"]),
     ("lr", "1e-1", "0.1", ["--lr=0.1"]),
     ("lr", "0.10", "0.1", ["--lr=0.1"]),
@@ -66,9 +67,11 @@ def test_grid_is_the_cartesian_product_in_order():
      ["--teacher_flags=--epochs=5", "--teacher_flags=--lr=0.05"]),
     ("epochs", "abc", "abc", ["--epochs=abc"]),  # left as typed: nkd.main reports it
 ])
-def test_values_are_formatted_stably(key, raw, canonical, flags):
-  assert sweep.canonical_value(key, raw) == canonical
-  assert sweep.value_flags(key, canonical) == flags
+def test_values_are_formatted_stably(key, raw, text, flags):
+  value = sweep.parse_value(key, raw)
+  assert sweep.value_text(value) == text
+  assert sweep.point_flags({key: value}) == flags
+  assert sweep.parse_value(key, text) == value  # the folder name's text reads back the same
 
 
 def test_folder_names_are_escaped_and_bounded():
@@ -97,6 +100,9 @@ def test_folder_names_are_escaped_and_bounded():
     (["--grid=seed=0", "--task_index=1"], "--task_index=1: the grid has 1 points"),
     (["--grid=seed=0", "--list", "--count"], "not allowed with"),
     (["--grid=seed=0", "--epochs=2"], "unrecognized arguments --epochs=2"),
+    (["--grid=seed=0", "--paralel=2"], "did you mean --parallel?"),
+    (["--grid=seed=0", "--parallel=two"], "flag --parallel=two: invalid literal"),
+    (["--grid=seed=0", "stray"], "unexpected arguments stray"),
     (["--grid=seed=0", "--", "--seed=3"], "seed is also a --grid key"),
     (["--grid=seed=0", "--", "--workdir=x"], "--workdir is set by the sweep"),
     (["--grid=seed=0", "--", "--bogus=1"], "Unknown command line flag 'bogus'"),
@@ -111,6 +117,22 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, fragment):
   assert len(err) == 1 and err[0].startswith("nkd.sweep: error: "), err
   assert fragment in err[0]
   assert not os.path.exists(tmp_path / "sweeps")
+
+
+def test_flagfile_is_required_and_left_to_the_runs(capsys):
+  assert sweep.main(["--grid=seed=0"]) == 2
+  assert capsys.readouterr().err == ("nkd.sweep: error: --flagfile is required: the "
+                                     "experiment's nkd.main flagfile\n")
+  # Space-separated values, as absl takes them; the flagfile is not read as the sweep's flags.
+  args, grid, extra, *_ = sweep.prepare(["--flagfile", STUDENT, "--grid", "seed=0",
+                                         "--parallel", "2", "--", "--epochs=1"])
+  assert (args.flagfile, args.parallel, grid, extra) == (STUDENT, 2, [("seed", [0])],
+                                                         ["--epochs=1"])
+
+
+def test_help_prints_the_options(capsys):
+  assert sweep.main(["--help"]) == 0
+  assert "--task_index=I" in capsys.readouterr().out
 
 
 def test_too_many_runs_for_the_memory_from_the_estimate(tmp_path):
@@ -235,7 +257,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished_sweep, tmp_path
 
 def test_gpu_memory_check_uses_each_runs_fraction(monkeypatch):
   """On a GPU each run may take XLA_PYTHON_CLIENT_MEM_FRACTION of it (0.9/N by default)."""
-  from nkd import config as config_lib
   monkeypatch.setattr(sweep, "probe_device", lambda env: {
       "platform": "gpu", "kind": "NVIDIA H100", "bytes_limit": 80 * sweep.GIB})
   hinton = config_lib.parse_flagfile("experiments/hinton.flags", [])
