@@ -44,7 +44,7 @@ from nkd import config as config_lib
 from nkd import fileio
 from nkd import keys as keys_lib
 from nkd import pipeline
-from nkd.evaluation import pgd, predict
+from nkd.evaluation import pgd, predict, smoothing
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
 from nkd.training.loop import environment as run_environment
@@ -54,7 +54,7 @@ from nkd.training.steps import StepSpec, make_train_step, replicate
 
 PROG = "benchmarks.bench"
 ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
-        "pgd20_fp32", "pgd20_bf16")
+        "pgd20_fp32", "pgd20_bf16", "smoothing_fp32")
 DESCRIPTIONS = {
     "kd_step_fp32": "KD step, T fwd + S step, fp32",
     "kd_step_bf16": "KD step, bfloat16",
@@ -63,6 +63,7 @@ DESCRIPTIONS = {
     "epoch": "whole epoch (permutation + steps + fetches)",
     "pgd20_fp32": "PGD attack on the student, fp32",
     "pgd20_bf16": "PGD attack on the student, bfloat16",
+    "smoothing_fp32": "smoothing: noisy forward passes (CERTIFY sampling)",
 }
 # ANCHORS.md, "Speed to beat" (one H200): the numbers this benchmark is compared with.
 ANCHORS_H200 = {
@@ -81,6 +82,7 @@ class Settings:
   epoch_images: int = 50_000
   pgd_batch: int = 1000
   pgd_steps: int = 20
+  smoothing_batch: int = 1000  # noisy copies per forward pass
   steps: int = 20          # train steps per timing
   repeats: int = 5         # timings per row (the median is reported)
   epoch_repeats: int = 3
@@ -90,7 +92,7 @@ class Settings:
   @classmethod
   def quick_settings(cls) -> "Settings":
     return cls(teacher="wrn-10-1", student="wrn-10-1", batch=32, epoch_images=256,
-               pgd_batch=64, pgd_steps=2, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2,
+               pgd_batch=64, pgd_steps=2, smoothing_batch=64, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2,
                quick=True)
 
 
@@ -215,10 +217,28 @@ def bench_pgd(settings: Settings, *, dtype="float32") -> dict[str, Any]:
   return _median_rate(times, settings.pgd_batch)
 
 
+def bench_smoothing(settings: Settings, *, dtype="float32") -> dict[str, Any]:
+  """Noisy forward passes per second of the student under CERTIFY's sampling: one image,
+  `smoothing_batch` draws per call (noise generated, classified and counted on the device).
+  The img/s column counts forward passes."""
+  model = create_model(settings.student)
+  variables = init_variables(model, jax.random.key(3))
+  apply_fn = smoothing.smoothing_apply_fn(model, dtype)
+  image = np.random.default_rng(2).integers(0, 256, (1, 32, 32, 3), np.uint8)
+  num = settings.smoothing_batch * settings.steps
+
+  def sample(i):
+    return smoothing.count_draws(apply_fn, variables, jax.random.key(i), image, [0], sigma=0.25,
+                                 num=num, batch_size=settings.smoothing_batch, dtype=dtype)
+
+  times = _timings(sample, settings, settings.repeats, warm=lambda: sample(0))
+  return _median_rate(times, num)
+
+
 def run_rows(settings: Settings, rows: Sequence[str],
              say: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
   mesh = make_mesh()
-  data = _Data(settings, mesh) if any(not r.startswith("pgd") for r in rows) else None
+  data = _Data(settings, mesh) if any(r.startswith(("kd", "epoch")) for r in rows) else None
   runners = {
       "kd_step_fp32": lambda: bench_kd_step(settings, data, mesh),
       "kd_step_bf16": lambda: bench_kd_step(settings, data, mesh, dtype="bfloat16"),
@@ -227,6 +247,7 @@ def run_rows(settings: Settings, rows: Sequence[str],
       "epoch": lambda: bench_epoch(settings, data, mesh),
       "pgd20_fp32": lambda: bench_pgd(settings),
       "pgd20_bf16": lambda: bench_pgd(settings, dtype="bfloat16"),
+      "smoothing_fp32": lambda: bench_smoothing(settings),
   }
   out = {}
   for row in rows:
