@@ -14,7 +14,7 @@ from nkd import report
 from nkd import results as results_lib
 from nkd.config.evaluation import CORRUPTIONS
 from nkd.report import __main__ as report_cli
-from nkd.report import grouping
+from nkd.report import grouping, loading
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -22,7 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_accuracy=None,
               epochs=200, dataset="cifar10", options=None, pgd=None, cifar10_c=None,
-              cinic=None, ece=None, results=True):
+              cinic=None, ece=None, certified=None, results=True):
   """Writes a run folder as the training code does; returns its path."""
   path = os.path.join(str(root), rel)
   opts = {"name": experiment, "seed": seed, "epochs": epochs, "dataset": dataset, "mode": "kd",
@@ -53,6 +53,10 @@ def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_
   if ece is not None:
     sections["calibration"] = {"accuracy": test_accuracy, "ece": ece, "ece_num_bins": 15,
                                "ece_units": "percent", "nll": 0.2, "num_examples": 10000}
+  if certified is not None:
+    sections["smoothing"] = {"method": "certify", "sigma": 0.25, "n0": 100, "n": 100000,
+                             "alpha": 0.001, "certified_accuracy": dict(certified),
+                             "abstain_rate": 10.0, "mean_radius_correct": 0.4}
   results_lib.write_results(path, results_lib.RunResults(
       experiment=experiment, seed=seed, mode=config.mode, model=config.model, dataset=dataset,
       epochs=epochs, steps=epochs * 391, test_accuracy=test_accuracy, params_sha256="x",
@@ -451,3 +455,20 @@ def test_incompatible_pgd_eps_and_dataset_are_split(tmp_path, capsys):
   assert "dataset=cifar10: c" in ds_line and "dataset=cinic10: d" in ds_line
   variants = [r["variant"] for r in read_csv(out)]
   assert len(variants) == 4 and len(set(variants)) == 4
+
+
+def test_certified_accuracy_figure_alone_and_distilled(tmp_path):
+  runs, out = tmp_path / "runs", tmp_path / "out"
+  curve = lambda top: {"0.0": top, "0.25": top - 20, "0.5": top - 40}  # noqa: E731
+  for seed, top in ((0, 70.0), (1, 72.0)):
+    write_run(runs, f"a{seed}", experiment="smoothing_alone", seed=seed, level=0.25,
+              level_name="input_noise_sigma", test_accuracy=80.0, certified=curve(top),
+              options={"mode": "ce", "input_noise_sigma": 0.25})
+    write_run(runs, f"d{seed}", experiment="smoothing", seed=seed, level=0.25,
+              level_name="input_noise_sigma", test_accuracy=82.0, certified=curve(top + 4),
+              options={"input_noise_sigma": 0.25, "teacher_flagfile": "t.flags"})
+  written = report.write_report([str(runs)], str(out))
+  assert "fig_certified.png" in written and "fig_certified.pdf" in written
+  groups, _ = grouping.group_runs(loading.load_runs([str(runs)]))
+  distilled = [g for g in groups if g.experiment == "smoothing"][0]
+  assert distilled.stat(("certified", 0.25)).mean == pytest.approx(55.0)

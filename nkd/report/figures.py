@@ -6,6 +6,9 @@ same runs give the same bytes):
   fig_cifar10_c_<exp>[__<var>]   CIFAR-10-C accuracy, corruption x level (Figures 5, 6, 10, 11).
   fig_label_corruption[_fixed]   test accuracy vs p, one line per mode T/S/TS (Figures 7, 8).
   fig_swap                       test accuracy vs p, top-2 vs all swaps (Figure 9).
+  fig_certified                  randomized smoothing: certified accuracy vs L2 radius, one
+                                 line per noise level; students trained alone and distilled
+                                 side by side (beyond the paper).
 """
 
 from __future__ import annotations
@@ -225,4 +228,41 @@ def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:
              and "swap" in (g.level_name or "") + g.experiment]
   _line_figure(writer, "fig_swap", "random swapping", _mode_lines(members, "swap_mode", SWAP_MODES),
                references)
+  _certified_figure(writer, groups)
   return writer.written
+
+
+def _radii(group: Group) -> list[float]:
+  return sorted({k[1] for run in group.runs for k in run.metrics if k[0] == "certified"})
+
+
+def _certified_figure(writer: _FigureWriter, groups: Sequence[Group]) -> None:
+  """Certified accuracy vs radius: panel 'trained alone' (mode ce) and 'distilled' (mode kd),
+  one line (mean +- std over seeds) per noise level."""
+  members = [g for g in groups if _radii(g)]
+  if not members:
+    return
+  panels = [(title, [g for g in members if g.option("mode") == mode])
+            for title, mode in (("trained alone", "ce"), ("distilled", "kd"))]
+  panels = [(title, gs) for title, gs in panels if gs]
+  with writer.style():
+    fig, axes = writer.new(ncols=len(panels))
+    for ax, (title, panel) in zip(axes, panels):
+      for index, group in enumerate(sorted(panel, key=lambda g: level_sort_key(g.level))):
+        radii = _radii(group)
+        stats = [group.stat(("certified", r)) for r in radii]
+        points = [(r, s) for r, s in zip(radii, stats) if s is not None]
+        level = fmt_level(group.level) if group.level is not None else "-"
+        ax.errorbar([r for r, _ in points], [s.mean for _, s in points],
+                    yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=3,
+                    capsize=3, color=f"C{index % 10}",
+                    label=f"{group.experiment} {group.level_name or 'level'}={level}")
+      ax.set_title(f"certified accuracy, {title}")
+      ax.set_xlabel("L2 radius (pixels in [0, 1])")
+      ax.set_ylabel("certified accuracy (%)")
+      ax.legend()
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:  # one scale, so the panels compare at a glance
+      ax.set_ylim(low, high)
+    writer.save(fig, "fig_certified")

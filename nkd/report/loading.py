@@ -172,7 +172,8 @@ def extract_metrics(results: results_lib.RunResults, where: str
 
   Keys: ("test_accuracy",), ("cinic_accuracy",), ("ece",), ("cifar10_c_mean_15",),
   ("cifar10_c_mean_19",), ("cifar10_c", corruption),
-  ("pgd", steps, eps, "robust"|"worst_restart").
+  ("pgd", steps, eps, "robust"|"worst_restart"), ("certified", radius) (randomized smoothing,
+  certified accuracy at that L2 radius).
   A value that is present but not a finite number is treated as missing, with a warning.
   """
   metrics: dict[tuple, float] = {}
@@ -193,6 +194,14 @@ def extract_metrics(results: results_lib.RunResults, where: str
   pgd_eps = _pgd_metrics(results.pgd, put)
   if isinstance(results.cifar10_c, dict):
     _cifar10_c_metrics(results.cifar10_c, metrics, put)
+  if isinstance(results.smoothing, dict):
+    for radius, value in (results.smoothing.get("certified_accuracy") or {}).items():
+      try:  # JSON keys are strings: "0.25"
+        key = ("certified", float(radius))
+      except ValueError:
+        warn(f"{where}: smoothing.certified_accuracy has a radius {radius!r}: ignored")
+        continue
+      put(key, value, f"smoothing.certified_accuracy[{radius}]")
   return metrics, pgd_eps
 
 
