@@ -1,11 +1,9 @@
-"""Shared test helpers: tiny configs, the repository root, and the optional real CIFAR-10."""
+"""Session fixtures: the compilation cache shared by the test processes, finished tiny runs
+that several test files use, and the optional real CIFAR-10. Helpers live in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,34 +13,22 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
-
-# A tiny, fast run: WRN-10-1 on a small synthetic set.
-TINY = dict(dataset="synthetic", model="wrn-10-1", synthetic_train_size=256,
-            synthetic_test_size=128, batch_size=32, epochs=2, lr_schedule="cosine",
-            log_every=4, eval_suite="accuracy")
+from helpers import (REPO, SHARED_CIFAR10, TINY, run_cli, tiny_config,  # noqa: E402,F401
+                     tiny_flags)
 
 
-def tiny_config(tmp_path, **overrides):
-  from nkd import config as config_lib
-  values = {**TINY, "workspace": str(tmp_path / "ws"), "name": "tiny", **overrides}
-  return config_lib.resolve(config_lib.Config(**values))
-
-
-def tiny_flags(**overrides) -> list[str]:
-  from nkd.config import as_flag
-  return [as_flag(k, v) for k, v in {**TINY, **overrides}.items()]
-
-
-def run_cli(args, *, env=None, timeout=600, check=False):
-  """Runs `python -m nkd.main ARGS` in a fresh process from the repository root."""
-  full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-  proc = subprocess.run([sys.executable, "-m", "nkd.main", *args], cwd=REPO, env=full_env,
-                        capture_output=True, text=True, timeout=timeout)
-  if check and proc.returncode:
-    raise AssertionError(f"nkd.main failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-  return proc
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory):
+  """A finished 1-epoch WRN-10-1 teacher and a student distilled from it (accuracy-only
+  suite), trained in this process: (workspace, teacher workdir, student workdir)."""
+  from nkd import pipeline  # pylint: disable=g-import-not-at-top
+  ws = tmp_path_factory.mktemp("finished")
+  teacher = tiny_config(ws, epochs=1, workspace=str(ws), workdir=str(ws / "teacher"))
+  pipeline.run(teacher)
+  student = tiny_config(ws, epochs=1, mode="kd", teacher_workdir=teacher.workdir,
+                        workspace=str(ws), workdir=str(ws / "student"))
+  pipeline.run(student)
+  return ws, ws / "teacher", ws / "student"
 
 
 @pytest.fixture

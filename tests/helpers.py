@@ -1,9 +1,15 @@
-"""Shared test helpers: small models trained here in seconds, for the evaluators' tests."""
+"""Shared test helpers: tiny run configs and flags, the one subprocess runner and its
+one-line-error check, and small models trained here in seconds for the evaluators' tests.
+Fixtures built from these (finished runs shared by a session) live in conftest.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -13,6 +19,64 @@ import optax
 
 from nkd.evaluation.predict import eval_apply_fn
 from nkd.models.wrn import create_model, init_variables
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
+
+# A tiny, fast run: WRN-10-1 on a small synthetic set.
+TINY = dict(dataset="synthetic", model="wrn-10-1", synthetic_train_size=256,
+            synthetic_test_size=128, batch_size=32, epochs=2, lr_schedule="cosine",
+            log_every=4, eval_suite="accuracy")
+
+
+def tiny_config(tmp_path, **overrides):
+  from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+  values = {**TINY, "workspace": str(tmp_path / "ws"), "name": "tiny", **overrides}
+  return config_lib.resolve(config_lib.Config(**values))
+
+
+def tiny_flags(**overrides) -> list[str]:
+  from nkd.config import as_flag  # pylint: disable=g-import-not-at-top
+  return [as_flag(k, v) for k, v in {**TINY, **overrides}.items()]
+
+
+def run_module(module: str, args, *, env=None, timeout=600, check=False, cwd=REPO):
+  """Runs `python -m MODULE ARGS` in a fresh process (from the repository root)."""
+  full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+  proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode:
+    raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def run_cli(args, **kwargs):
+  """Runs `python -m nkd.main ARGS` in a fresh process."""
+  return run_module("nkd.main", args, **kwargs)
+
+
+def assert_one_line_error(proc, *fragments) -> str:
+  """The command-line contract for bad input: exit 2, one `nkd: error:` line naming what is
+  wrong, no traceback."""
+  assert proc.returncode == 2, (proc.returncode, proc.stdout + proc.stderr[-3000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("nkd: error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+  return errors[0]
+
+
+def parse_flags(args):
+  """A Config from command-line flags, as nkd.main builds it, in this process."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FlagValues()
+  config_lib.define_flags(flag_values)
+  argv = ["nkd", *args]
+  flag_values(argv)
+  return config_lib.from_flags(flag_values, argv)
+
 
 COLOURS = np.array([[0.55, 0.45, 0.45], [0.45, 0.55, 0.45], [0.45, 0.45, 0.55]])
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 from benchmarks import bench
 from nkd.models import count_params, create_model

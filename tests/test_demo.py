@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import run_cli
+from helpers import run_cli
 
 DEMO = "--flagfile=experiments/demo.flags"
 

@@ -9,7 +9,7 @@ import pytest
 from nkd import config as config_lib
 from nkd import pipeline
 
-from conftest import REPO, tiny_flags
+from helpers import REPO, tiny_flags
 
 FLAGFILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "experiments/*.flags")))
 TINY = [*tiny_flags(synthetic_train_size=64, synthetic_test_size=32, epochs=1),

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_flags
+from helpers import REPO, tiny_flags
 
 FLAGS = tiny_flags(epochs=3)  # as tests/test_sweep.py: shares its compiled programs
 

@@ -19,7 +19,7 @@ from nkd.training.loop import epoch_training_labels, make_mesh
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate, teacher_forward
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 N, B = 64, 16
 

@@ -9,7 +9,7 @@ import numpy as np
 from nkd.data import cifar10, load_dataset
 from nkd.pipeline import train_and_evaluate
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def test_small_wrn_learns_real_cifar10(cifar10_shared, tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli, tiny_flags
+from helpers import REPO, run_cli, tiny_flags
 
 FLAGS = tiny_flags(epochs=5, synthetic_train_size=512, lr_schedule="step",
                    lr_milestones=(2, 4), checkpoint_every=1)

@@ -311,6 +311,6 @@ def test_suite_writes_the_smoothing_section_and_side_file(tmp_path):
     (dict(smoothing_sigma=0.25, smoothing_alpha=1.0), "--smoothing_alpha")])
 def test_smoothing_options_name_the_flag(tmp_path, overrides, flag):
   from nkd.errors import ConfigError
-  from conftest import tiny_config
+  from helpers import tiny_config
   with pytest.raises(ConfigError, match=flag):
     tiny_config(tmp_path, eval_suite="accuracy,smoothing", **overrides)

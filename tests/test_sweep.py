@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO, tiny_flags
+from helpers import REPO, tiny_flags
 
 from nkd import config as config_lib
 from nkd import sweep

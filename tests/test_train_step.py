@@ -11,7 +11,7 @@ from nkd.training.loop import make_mesh
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
 from nkd.training.steps import StepSpec, jit_train_step, make_train_step, replicate
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 @pytest.mark.parametrize("mode", ["ce", "kd"])
