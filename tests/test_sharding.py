@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",
                 "JAX_PLATFORMS": "cpu"}
@@ -34,7 +34,7 @@ from nkd import config as config_lib
 from nkd.data import load_dataset
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
-from nkd.training import keys as keys_lib
+from nkd import keys as keys_lib
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 
