@@ -2,6 +2,7 @@
 
   python -m benchmarks.bench [--json=PATH] [--torch_reference] [--quick] [--only=ROW,ROW]
                              [--steps=S] [--repeats=R] [--epoch_images=N] [--pgd_batch=B]
+  (or: nkd-bench ...)
 
 Rows (img/s, median over --repeats timings (default 5, the epoch row 3), each after a warm-up
 that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
@@ -40,6 +41,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from nkd import cli
 from nkd import config as config_lib
 from nkd import fileio
 from nkd import keys as keys_lib
@@ -53,6 +55,10 @@ from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 
 PROG = "benchmarks.bench"
+# --help's areas.
+SECTIONS = (("rows and sizes", ("only", "quick", "steps", "repeats", "epoch_images", "pgd_batch")),
+            ("output", ("json", "torch_reference")),
+            ("device", ("gpu_deterministic",)))
 ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
         "pgd20_fp32", "pgd20_bf16", "smoothing_fp32")
 DESCRIPTIONS = {
@@ -318,7 +324,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "(needs PyTorch).", flag_values=fv)
   flags.DEFINE_bool("quick", False, "Tiny sizes, for tests; the numbers mean nothing.",
                     flag_values=fv)
-  flags.DEFINE_list("only", [], f"Rows to run, of {','.join(ROWS)}; default: all.",
+  flags.DEFINE_list("only", [], f"Rows to run, of {', '.join(ROWS)}; default: all.",
                     flag_values=fv)
   flags.DEFINE_integer("steps", None, "Train steps per timing.", lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("repeats", None, "Timings per row (the median is reported).",
@@ -327,7 +333,6 @@ def define_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("pgd_batch", None, "Batch of the PGD rows (default 1000; smaller for "
                        "a slow CPU).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_bool("help", False, "Show this help.", flag_values=fv)
   config_lib.define_flags(fv, names=["gpu_deterministic"])
 
 
@@ -339,7 +344,7 @@ def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[
   try:
     rest = flag_values([PROG, *argv])[1:]
   except flags.Error as e:
-    raise BenchError(str(e)) from None
+    raise BenchError(cli.flag_error(e, flag_values)) from None
   if rest:
     raise BenchError(f"unexpected arguments {' '.join(rest)}; options are --flags")
   rows = tuple(flag_values.only) or ROWS
@@ -358,16 +363,21 @@ def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[
   return flag_values, settings, rows
 
 
-def main(argv: Sequence[str]) -> int:
-  """Runs the benchmark; `argv` without the program name. Returns the exit status."""
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the benchmark; `argv` without the program name (default: sys.argv's). Returns the
+  exit status. Also the console script `nkd-bench`."""
+  argv = sys.argv[1:] if argv is None else argv
+  request = cli.help_request(argv)
+  if request:
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    cli.print_help(cli.help_text(__doc__, flag_values, SECTIONS, full=request == "full"))
+    return 0
   try:
     flag_values, settings, rows = parse_flags(argv)
   except BenchError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
-  if flag_values.help:
-    print(__doc__ + "\n" + flag_values.get_help())
-    return 0
   # Before the backend starts, as for a run: the timed programs are the ones training runs.
   pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
   say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731

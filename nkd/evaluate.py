@@ -1,4 +1,6 @@
-"""Evaluate a saved run: `python -m nkd.evaluate --workdir=RUN [--eval_suite=...] [--pgd_...]`.
+"""nkd.evaluate: evaluates a finished run again, with these evaluation options.
+
+  python -m nkd.evaluate --workdir=RUN [--eval_suite=...] [--pgd_...]   (or: nkd-evaluate ...)
 
 Loads the run's options from RUN/config.json, its final checkpoint and (for a distilled student)
 its teacher, runs the evaluation suite (nkd/evaluation) and merges the sections into
@@ -12,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
 from nkd.config import fields as fields_lib
@@ -36,5 +39,11 @@ def main(argv):
     sys.exit(2)
 
 
+def run() -> None:
+  """The console script `nkd-evaluate`, the same as `python -m nkd.evaluate`."""
+  sections = [("run", ["workdir"]), *cli.config_sections([f.name for f in _EVAL_FIELDS])]
+  app.run(main, flags_parser=cli.parser("nkd", __doc__, sections))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -1,9 +1,17 @@
-"""Entry point: `python -m nkd.main --flagfile=experiments/X.flags [--flag=value ...]`."""
+"""nkd.main: trains one run (a teacher, a student alone or a distilled student), evaluates it.
+
+  python -m nkd.main --flagfile=experiments/X.flags [--flag=value ...]   (or: nkd-train ...)
+
+--flagfile=PATH reads an experiment's options from PATH; later flags override it. The run folder
+(--workdir) gets config.json, metrics.jsonl, TensorBoard event files, checkpoints/ and, once
+finished, results.json.
+"""
 
 import sys
 
 from absl import app, flags, logging
 
+from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
 from nkd.errors import NkdError
@@ -29,5 +37,10 @@ def main(argv):
     sys.exit(2)
 
 
+def run() -> None:
+  """The console script `nkd-train`, the same as `python -m nkd.main`."""
+  app.run(main, flags_parser=cli.parser("nkd", __doc__, cli.config_sections()))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -4,6 +4,8 @@
       --grid=seed=0,10,20,30,40 --grid=input_noise_sigma=0.05,0.1,0.2 \\
       [--parallel=N] [--workspace=DIR] [--name=NAME] [-- EXTRA FLAGS FOR EVERY RUN]
 
+or `nkd-sweep ...`. Its options (below) go before `--`, the flags for every run after it.
+
 The grid is the cartesian product of every --grid (the first --grid varies slowest). Each point
 is one `python -m nkd.main` process:
 
@@ -26,34 +28,14 @@ written. The exit status is 0 if no run failed, 1 if one did, 2 for bad input (o
 `nkd.sweep: error: ...`). Distillation runs of one sweep share their teacher: the first trains
 it under a file lock, the others wait for it.
 
-Options (before `--`):
-  --flagfile=PATH      the experiment (required).
-  --grid=KEY=V1,V2,..  a --KEY of nkd.main and its values (repeatable, at least one).
-  --parallel=N         runs at once (default 1). Several processes share one GPU well (4 on
-                       one H200 gave 2.2x the throughput of one). N is refused when a
-                       conservative per-run estimate (data, activations at --batch_size, a
-                       teacher trained in the same process, overhead; x1.5) does not fit: on
-                       a GPU, into each run's XLA_PYTHON_CLIENT_MEM_FRACTION of the memory
-                       JAX reports (memory_stats()['bytes_limit'], asked in a child process
-                       so the sweep itself holds no GPU memory), with the fractions summing
-                       to at most 1; on a CPU, N estimates into MemAvailable.
-  --workspace=DIR      passed to every run; default: the flagfile's (`workspace`).
-  --name=NAME          the sweep's folder under WORKSPACE/sweeps (default: the flagfile stem).
-  --mem_fraction=F     XLA_PYTHON_CLIENT_MEM_FRACTION of each run; default: 0.9/N when N > 1
-                       (and the variable is not already set), so N runs split 90% of the GPU.
-  --no_preallocate     XLA_PYTHON_CLIENT_PREALLOCATE=false in each run: memory is taken as
-                       needed instead of the whole fraction at start (less fragmentation-proof,
-                       but lets runs of different sizes share a GPU).
-  --mem_per_run_gb=G   replaces the per-run memory estimate of the --parallel check (0: skip
-                       the check).
-  --compile_cache=DIR  JAX_COMPILATION_CACHE_DIR of each run: runs of one shape compile once.
-  --list               print each point's index, state and command; run nothing.
-  --count              print the number of points; run nothing.
-  --task_index=I       run only point I (0-based, the order of --list): one SLURM array task
-                       (see launch/slurm_sweep.sh). Writes no sweep.json.
-
-On a CPU, --parallel mostly trades one run's speed for another's: each JAX process already
-uses every core. On a TPU only one process can hold the chips: use --parallel=1.
+Several runs at once (--parallel=N) share one GPU well (4 on one H200 gave 2.2x the throughput
+of one). N is refused when a conservative per-run estimate (data, activations at --batch_size, a
+teacher trained in the same process, overhead; x1.5) does not fit: on a GPU, into each run's
+XLA_PYTHON_CLIENT_MEM_FRACTION of the memory JAX reports (memory_stats()['bytes_limit'], asked
+in a child process so the sweep itself holds no GPU memory), with the fractions summing to at
+most 1; on a CPU, N estimates into MemAvailable. On a CPU, --parallel mostly trades one run's
+speed for another's: each JAX process already uses every core. On a TPU only one process can
+hold the chips: use --parallel=1.
 
 The options are absl flags (`--parallel 4` and `--parallel=4` alike; `--nolist` etc.), parsed
 into a FlagValues of the sweep's own, which leaves --flagfile to the runs. A grid value is
@@ -79,6 +61,7 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
 from nkd import results as run_files
@@ -543,28 +526,39 @@ class _SweepFlagValues(flags.FlagValues):
     return list(argv)
 
 
+# --help's areas.
+SECTIONS = (("the grid", ("flagfile", "grid", "name", "workspace")),
+            ("running", ("parallel", "task_index", "list", "count")),
+            ("memory and compilation", ("mem_fraction", "no_preallocate", "mem_per_run_gb",
+                                        "compile_cache")))
+
+
 def _flag_values() -> flags.FlagValues:
   fv = _SweepFlagValues()
   for define, name, default, help_text in (
       (flags.DEFINE_string, "flagfile", None, "The experiment: an nkd.main flagfile (required)."),
       (flags.DEFINE_multi_string, "grid", [], "KEY=V1,V2,...: an option of nkd.main and its "
-       "values (repeatable; ':' between the elements of a list value)."),
-      (flags.DEFINE_integer, "parallel", 1, "Runs at once."),
+       "values (repeatable, at least one; ':' between the elements of a list value)."),
+      (flags.DEFINE_integer, "parallel", 1, "Runs at once. Refused where they do not fit in "
+       "memory (see above)."),
       (flags.DEFINE_string, "workspace", None, "Passed to every run; default: the flagfile's."),
       (flags.DEFINE_string, "name", None, "The sweep's folder under WORKSPACE/sweeps; default: "
        "the flagfile's stem."),
       (flags.DEFINE_float, "mem_fraction", None, "XLA_PYTHON_CLIENT_MEM_FRACTION of each run; "
-       "default: 0.9/N with --parallel=N > 1."),
+       "default: 0.9/N with --parallel=N > 1. Not set where the variable is set already; N runs "
+       "split 90% of the GPU."),
       (flags.DEFINE_bool, "no_preallocate", False, "XLA_PYTHON_CLIENT_PREALLOCATE=false in "
-       "each run."),
+       "each run. Memory is taken as needed instead of the whole fraction at start (less "
+       "fragmentation-proof, but lets runs of different sizes share a GPU)."),
       (flags.DEFINE_float, "mem_per_run_gb", None, "Replaces the per-run memory estimate of "
        "the --parallel check (0: no check)."),
-      (flags.DEFINE_string, "compile_cache", None, "JAX_COMPILATION_CACHE_DIR of each run."),
+      (flags.DEFINE_string, "compile_cache", None, "JAX_COMPILATION_CACHE_DIR of each run: runs "
+       "of one shape compile once."),
       (flags.DEFINE_bool, "list", False, "Print each point's index, state and command; run "
        "nothing."),
       (flags.DEFINE_bool, "count", False, "Print the number of points; run nothing."),
       (flags.DEFINE_integer, "task_index", None, "Run only point I (0-based, the order of "
-       "--list), e.g. one SLURM array task."),
+       "--list), e.g. one SLURM array task (launch/slurm_sweep.sh). Writes no sweep.json."),
   ):
     define(name, default, help_text, flag_values=fv, module_name=PROG)
   return fv
@@ -648,10 +642,13 @@ def prepare(argv: Sequence[str]):
   return args, grid, extra, workspace, name, runs
 
 
-def main(argv: Sequence[str]) -> int:
-  """The sweep for `argv` (the command line without the program name); the exit status."""
-  if {"-h", "--help", "--helpshort"} & set(split_argv(argv)[0]):
-    print(__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+  """The sweep for `argv` (the command line without the program name; default: sys.argv's);
+  the exit status. Also the console script `nkd-sweep`."""
+  argv = sys.argv[1:] if argv is None else argv
+  request = cli.help_request(argv)
+  if request:
+    cli.print_help(cli.help_text(__doc__, _flag_values(), SECTIONS, full=request == "full"))
     return 0
   try:
     args, grid, extra, workspace, name, runs = prepare(argv)

@@ -65,7 +65,8 @@ def test_bad_arguments_are_one_line(capsys):
   for argv, fragment in ((["--only=kd_step,epoch"], "unknown row 'kd_step'"),
                          (["--steps=0"], "--steps=0: 0 is not a positive integer"),
                          (["--quick", "--epoch_images=8"], "at least one batch"),
-                         (["--bogus"], "Unknown command line flag 'bogus'"),
+                         (["--bogus"], "unknown option --bogus"),
+                         (["--quik"], "unknown option --quik (did you mean --quick?)"),
                          (["--quick", "epoch"], "unexpected arguments epoch")):
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -132,7 +132,8 @@ def test_flagfile_is_required_and_left_to_the_runs(capsys):
 
 def test_help_prints_the_options(capsys):
   assert sweep.main(["--help"]) == 0
-  assert "--task_index=I" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "running:\n" in out and "--task_index " in out and "--parallel=1 " in out
 
 
 def test_too_many_runs_for_the_memory_from_the_estimate(tmp_path):

@@ -1,4 +1,5 @@
-"""Entry point: `python -m nkd.report RUN_DIR [RUN_DIR ...] --out=DIR [--no-figures]`.
+"""Entry point: `python -m nkd.report RUN_DIR [RUN_DIR ...] --out=DIR [--no-figures]`, or
+`nkd-report ...`.
 
 Flags are parsed by absl into a FlagValues of their own (as nkd.sweep does), so `main` can be
 called again with another command line; a bad command line or bad input is one line on stderr
@@ -13,9 +14,11 @@ from typing import Sequence
 from absl import flags
 
 import nkd.report
+from nkd import cli
 from nkd.report.loading import ReportError
 
 PROG = "nkd.report"
+SECTIONS = (("output", ("out", "no-figures")),)
 
 
 def _flag_values() -> flags.FlagValues:
@@ -27,11 +30,14 @@ def _flag_values() -> flags.FlagValues:
   return fv
 
 
-def main(argv: Sequence[str]) -> int:
-  """Runs the report for `argv` (the command line without the program name); the exit status."""
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the report for `argv` (the command line without the program name; default:
+  sys.argv's); the exit status. Also the console script `nkd-report`."""
+  argv = sys.argv[1:] if argv is None else argv
   fv = _flag_values()
-  if {"-h", "--help", "--helpshort"} & set(argv):
-    print(nkd.report.__doc__ + "\nFlags:\n" + fv.module_help(PROG))
+  request = cli.help_request(argv)
+  if request:
+    cli.print_help(cli.help_text(nkd.report.__doc__, fv, SECTIONS, full=request == "full"))
     return 0
   try:
     run_dirs = fv([PROG, *argv])[1:]
@@ -41,7 +47,8 @@ def main(argv: Sequence[str]) -> int:
       raise ReportError("no RUN_DIR given: name run folders, or folders above them")
     nkd.report.write_report(run_dirs, fv.out, figures=not fv["no-figures"].value)
   except (flags.Error, ReportError) as e:
-    print(f"{PROG}: error: {e}", file=sys.stderr)
+    message = cli.flag_error(e, fv) if isinstance(e, flags.Error) else e
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
   return 0
 

@@ -1,0 +1,162 @@
+"""The command line shared by nkd's programs (nkd.main, nkd.evaluate, nkd.sweep, nkd.report,
+benchmarks.bench).
+
+`--help` lists the program's own options, grouped by area, each with its default and the first
+sentence of its help; `--helpfull` gives their full text, then absl's own flags. A bad flag is
+one line on stderr, with a "did you mean" where a close option exists, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import sys
+import textwrap
+from typing import Sequence
+
+from absl import flags
+
+from nkd import config as config_lib
+
+# The areas of nkd.main's options, in the order --help shows them (a Config field's `group`).
+GROUPS = ("run and data", "model and optimiser", "distillation and noise", "evaluation")
+HELP_ARGS = frozenset({"-h", "-?", "--help", "--helpshort"})
+FULL_HELP_ARGS = frozenset({"--helpfull"})
+_WIDTH = 100
+_COLUMN = 32  # where the one-line help starts
+# A sentence ends at a period followed by a capital (so 'e.g. x', '0.9/N', 'config.json' do not).
+_FIRST_SENTENCE = re.compile(r"^(.+?\.)(?=\s+[A-Z])", re.S)
+
+Sections = Sequence[tuple[str, Sequence[str]]]
+
+
+def config_sections(names: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
+  """Config options (all, or `names`) grouped by area, in GROUPS order, then definition order."""
+  fields = [f for f in dataclasses.fields(config_lib.Config)
+            if names is None or f.name in set(names)]
+  groups = {g: [] for g in GROUPS}
+  for f in fields:
+    groups.setdefault(f.metadata.get("group", "other"), []).append(f.name)
+  return [(title, members) for title, members in groups.items() if members]
+
+
+def first_sentence(text: str) -> str:
+  text = " ".join(text.split())
+  match = _FIRST_SENTENCE.match(text)
+  return match.group(1) if match else text
+
+
+def _shown_default(flag: flags.Flag) -> str:
+  value = flag.default
+  if value is None:
+    return ""
+  if isinstance(value, bool):
+    return "=true" if value else "=false"
+  if isinstance(value, (list, tuple)):
+    return "=" + ",".join(map(str, value)) if value else '=""'
+  return f"={value}" if value != "" else '=""'
+
+
+def _own_help(flag: flags.Flag) -> str:
+  """The flag's help text without what absl adds to it (an enum's '<a|b>: ', a multi flag's
+  '; repeat this option ...')."""
+  text = " ".join(flag.help.split())
+  choices = getattr(flag.parser, "enum_values", None)
+  if choices and text.startswith(f"<{'|'.join(choices)}>: "):
+    text = text[len("|".join(choices)) + 4:]
+  return text.split("; repeat this option to specify a list of values")[0]
+
+
+def _option_lines(flag: flags.Flag, full: bool) -> list[str]:
+  head = f"  --{flag.name}{_shown_default(flag)}"
+  text = _own_help(flag)
+  text = text if full else first_sentence(text)
+  if isinstance(flag, flags.MultiFlag) and "repeatable" not in text:
+    text += " (repeatable)"
+  choices = getattr(flag.parser, "enum_values", None)
+  if choices:
+    text += f" [{'|'.join(choices)}]"
+  indent = " " * _COLUMN
+  wrap = dict(width=_WIDTH, subsequent_indent=indent, break_long_words=False,
+              break_on_hyphens=False)
+  if len(head) < _COLUMN - 1:
+    return textwrap.wrap(text, initial_indent=head.ljust(_COLUMN), **wrap) or [head]
+  return [head, *textwrap.wrap(text, initial_indent=indent, **wrap)]
+
+
+def help_text(doc: str, flag_values: flags.FlagValues, sections: Sections,
+              full: bool = False) -> str:
+  """The program's doc, then its options by area; with `full`, their whole help text and the
+  flags of absl and the libraries after them."""
+  lines = [doc.strip(), ""]
+  for title, names in sections:
+    lines.append(f"{title}:")
+    for name in names:
+      lines += _option_lines(flag_values[name], full)
+    lines.append("")
+  ours = {name for _, names in sections for name in names}
+  others = [module for module, module_flags in sorted(flag_values.flags_by_module_dict().items())
+            if any(f.name not in ours for f in module_flags)]
+  if not full:
+    lines.append("--helpfull: the options' full text" +
+                 (", and the flags of absl and the libraries." if others else "."))
+    return "\n".join(lines)
+  for module in others:
+    lines += [flag_values.module_help(module).strip("\n"), ""]
+  return "\n".join(lines).rstrip()
+
+
+def help_request(argv: Sequence[str]) -> str | None:
+  """'short' or 'full' where the command line (before a '--') asks for help, else None."""
+  own = list(argv)
+  if "--" in own:
+    own = own[:own.index("--")]
+  if FULL_HELP_ARGS & set(own):
+    return "full"
+  if HELP_ARGS & set(own):
+    return "short"
+  return None
+
+
+def flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
+  """One line for a flag that absl refused; an unknown one gets the closest option's name."""
+  if isinstance(error, flags.UnrecognizedFlagError):
+    return f"unknown option --{error.flagname}{did_you_mean(error.flagname, flag_values)}"
+  return " ".join(str(error).split())
+
+
+def did_you_mean(name: str, flag_values: flags.FlagValues) -> str:
+  """' (did you mean --NAME?)' for the closest flag of `flag_values`, or '' where none is."""
+  names = list(flag_values)
+  negated = [f"no{n}" for n in names if flag_values[n].boolean]
+  close = difflib.get_close_matches(name, names + negated, n=1, cutoff=0.75)
+  if not close:
+    close = difflib.get_close_matches(name, names + negated, n=1)
+  return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def print_help(text: str) -> None:
+  """Prints to stdout; a reader that stops early (`--help | head`) is no error."""
+  try:
+    print(text, flush=True)
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def parser(label: str, doc: str, sections: Sections,
+           flag_values: flags.FlagValues = flags.FLAGS):
+  """A `flags_parser` for absl's `app.run`: help as above (exit 0), a bad flag as one line
+  `LABEL: error: ...` (exit 2); otherwise the arguments that are not flags."""
+  def parse(argv: Sequence[str]) -> list[str]:
+    request = help_request(argv[1:])
+    if request:
+      print_help(help_text(doc, flag_values, sections, full=request == "full"))
+      sys.exit(0)
+    try:
+      return flag_values(list(argv))
+    except flags.Error as e:
+      print(f"{label}: error: {flag_error(e, flag_values)}", file=sys.stderr)
+      sys.exit(2)
+  return parse
