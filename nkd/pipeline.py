@@ -17,6 +17,7 @@ from absl import logging
 from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import results as run_files
+from nkd import runtime
 from nkd.data import Dataset, load_dataset
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import predict, smoothing
@@ -29,6 +30,10 @@ from nkd.training.teacher import Teacher, load_teacher
 
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
+  isa = runtime.pin_cpu_isa(config.cpu_isa)
+  if isa != config.cpu_isa:
+    logging.info("XLA:CPU instruction set: %s (from XLA_FLAGS; --cpu_isa=%s not applied).", isa,
+                 config.cpu_isa)
   if config.distributed:
     jax.distributed.initialize()
   jax.config.update("jax_threefry_partitionable", True)

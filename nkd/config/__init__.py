@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from absl import flags
 
+from nkd import runtime
 from nkd.config import fields as fields_lib
 from nkd.config.evaluation import EvalOptions
 from nkd.config.noise import NoiseOptions
@@ -129,18 +130,25 @@ class TrainOptions:
                            "SLURM / Cloud TPU settings from the environment).")
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
                                  "reproduces a run bit-exactly; false trades that for speed.")
+  cpu_isa: str = _opt(runtime.DEFAULT_CPU_ISA, "On CPU, the newest instruction set XLA may "
+                       "compile for (--xla_cpu_max_isa): AVX2 gives the same numbers on every "
+                       "x86-64 CPU that has it (for the same core count); 'native' compiles for "
+                       "this CPU (faster with AVX-512, other numbers). A --xla_cpu_max_isa in "
+                       "XLA_FLAGS wins.", choices=(runtime.NATIVE, *runtime.CPU_ISAS))
 
 
 # Options that change where or how often things are written, or how a finished run is
-# evaluated, never the trained parameters.
+# evaluated, never the trained parameters; and the two that set how the device computes
+# (gpu_deterministic, cpu_isa): they change the bits of the result like the device kind does,
+# so they are recorded in config.json with the device, not part of the recipe.
 BOOKKEEPING = frozenset({
     "name", "workdir", "workspace", "data_dir", "log_every", "eval_every", "checkpoint_every",
-    "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "level_flag",
-    "distributed", *(f.name for f in dataclasses.fields(EvalOptions))})
+    "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "cpu_isa",
+    "level_flag", "distributed", *(f.name for f in dataclasses.fields(EvalOptions))})
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
 INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
                         "train_subset", "validation_size", "synthetic_train_size",
-                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic")
+                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic", "cpu_isa")
 
 
 @dataclasses.dataclass(frozen=True)
