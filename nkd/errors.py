@@ -15,3 +15,7 @@ class DataError(NkdError):
 
 class NonFiniteLossError(NkdError):
   """Training diverged; the last good checkpoint is kept."""
+
+
+class DiskFullError(NkdError):
+  """No space left while writing a file; the previous version of it is intact."""

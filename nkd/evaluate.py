@@ -19,6 +19,7 @@ from nkd import config as config_lib
 from nkd import pipeline
 from nkd.config import fields as fields_lib
 from nkd.errors import ConfigError, NkdError
+from nkd.training import runlock
 
 _EVAL_FIELDS = dataclasses.fields(config_lib.EvalOptions)
 flags.DEFINE_string("workdir", None, "Folder of a finished run to evaluate.")
@@ -32,7 +33,8 @@ def main(argv):
     if not flags.FLAGS.workdir:
       raise ConfigError("--workdir: expected the folder of a finished run")
     overrides = fields_lib.values_from_flags(_EVAL_FIELDS, flags.FLAGS, only_present=True)
-    results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)
+    with runlock.hold(flags.FLAGS.workdir):  # Not while a run trains or evaluates there.
+      results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)
     print("\n".join(pipeline.summary_lines(results)), flush=True)
   except NkdError as e:
     print(f"nkd: error: {e}", file=sys.stderr)

@@ -3,13 +3,15 @@
 `atomic_write` is the one way nkd writes a file that another process (a concurrent run, the
 report, a resumed run) may read: the bytes go to a temporary file in the same folder, are
 fsynced, and `os.replace` puts them in place in one step. If writing fails, the temporary file
-is removed and the previous file, if any, is left as it was. `download` streams a URL to
-`DEST.part`, hashing while it streams, checks the expected digest and only then renames it.
+is removed and the previous file, if any, is left as it was (a full disk raises DiskFullError,
+naming the file). `download` streams a URL to `DEST.part`, hashing while it streams, checks the
+expected digest and only then renames it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +21,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from nkd.errors import DataError
+from nkd.errors import DataError, DiskFullError
 
 _CHUNK = 1 << 20
 DIGESTS = ("md5", "sha256")
@@ -49,9 +51,13 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      kept = "its previous version is intact" if os.path.exists(path) else "nothing was written"
+      raise DiskFullError(f"no space left on device writing {path}; {kept}: free space and run "
+                          f"the same command again") from e
     raise
 
 

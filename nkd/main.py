@@ -7,6 +7,8 @@
 finished, results.json.
 """
 
+import contextlib
+import errno
 import sys
 
 from absl import app, flags, logging
@@ -15,15 +17,21 @@ from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
 from nkd.errors import NkdError
+from nkd.training import preemption, runlock
 
 config_lib.define_flags()
 
 
 class _QuietLibraries(logging.logging.Filter):
-  """Keeps orbax's per-save INFO chatter out of the progress log (warnings still pass)."""
+  """Keeps orbax's per-save INFO chatter out of the progress log (warnings still pass, as one
+  line: a failed save, e.g. a full disk, is reported by nkd itself, without orbax's traceback
+  from its writer thread)."""
 
   def filter(self, record):
-    return record.levelno >= logging.logging.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    record.exc_info, record.exc_text = None, None
+    return record.levelno >= logging.logging.WARNING
 
 
 def main(argv):
@@ -31,9 +39,27 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
-    pipeline.run(config_lib.from_flags(flags.FLAGS, sys.argv))
+    config = config_lib.from_flags(flags.FLAGS, sys.argv)
+    # One process at a time in a run folder (a multi-host run's processes share one: the
+    # trainer's process 0 holds it).
+    with contextlib.nullcontext() if config.distributed else runlock.hold(config.workdir):
+      pipeline.run(config)
+  except preemption.Preempted as e:
+    print(f"nkd: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except KeyboardInterrupt:
+    print("nkd: interrupted; the checkpoints on disk are kept: run the same command again to "
+          "resume", file=sys.stderr)
+    sys.exit(130)
   except NkdError as e:
     print(f"nkd: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f"nkd: error: no space left on device{f' writing {e.filename}' if e.filename else ''}"
+          f"; files written before are intact: free space and run the same command again",
+          file=sys.stderr)
     sys.exit(2)
 
 

@@ -1,10 +1,17 @@
 """The epoch loop: one run from its config to its trained variables, resumable at every
 checkpoint. It reports what it trained (`Trained`); evaluating and writing results.json is the
-pipeline's job (nkd/pipeline.py)."""
+pipeline's job (nkd/pipeline.py).
+
+Only one process trains in a run folder (nkd/training/runlock.py). SIGTERM or SIGINT stops the
+loop after the step in flight with a checkpoint at that step (nkd/training/preemption.py); the
+next run resumes there, mid-epoch too, and ends bit-identical to a run never stopped: the
+step's batch and keys derive from the step alone, and the epoch's running loss and accuracy
+sums are saved with the checkpoint, so metrics.jsonl is the same too (but for timings)."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import platform
@@ -24,11 +31,13 @@ from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import noise
 from nkd import results as run_files
+from nkd import runtime
 from nkd.data import Dataset
-from nkd.errors import ConfigError, NonFiniteLossError
+from nkd.errors import ConfigError, DiskFullError, NonFiniteLossError
 from nkd.evaluation import predict
 from nkd.models import create_model
-from nkd.training.checkpoint import Checkpointer
+from nkd.training import preemption, runlock
+from nkd.training.checkpoint import CheckpointError, Checkpointer
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 from nkd.training.teacher import Teacher
@@ -59,6 +68,8 @@ def environment() -> dict[str, Any]:
       "device": f"{devices[0].platform}:{devices[0].device_kind}",
       "device_count": len(devices),
       "process_count": jax.process_count(),
+      # CPU results depend on the instruction set XLA compiled for and on the core count.
+      "cpu": runtime.describe(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
 
@@ -99,7 +110,44 @@ def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: in
 
 
 def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
-  """Trains (or resumes) the run of `config`; a finished run is not redone."""
+  """Trains (or resumes) the run of `config`; a finished run is not redone. Raises
+  WorkdirBusyError if another process holds the run folder, and preemption.Preempted after
+  checkpointing when a SIGTERM/SIGINT stopped it."""
+  if jax.process_index() == 0:
+    with runlock.hold(config.workdir):
+      return _train(config, data, teacher)
+  return _train(config, data, teacher)
+
+
+def _check_nothing_lost(config, checkpointer: Checkpointer) -> None:
+  """With no checkpoint on disk, training starts at step 0; not when metrics.jsonl records an
+  epoch at which a checkpoint was written (it was deleted or lost since)."""
+  records = run_files.read_metrics(config.workdir)
+  if any(r["epoch"] % config.checkpoint_every == 0 or r["epoch"] == config.epochs
+         for r in records):
+    raise CheckpointError(
+        f"{os.path.join(config.workdir, run_files.METRICS)} records {len(records)} trained "
+        f"epoch(s) but {checkpointer.directory} holds no checkpoint (deleted or lost); to train "
+        f"this run again from step 0, delete that metrics.jsonl")
+  if records:
+    logging.info("No checkpoint in %s yet: training from step 0 (dropping %d metrics.jsonl "
+                 "record(s) of epochs trained before it was killed).", checkpointer.directory,
+                 len(records))
+
+
+def _append_metrics(workdir: str, record: dict[str, Any]) -> None:
+  try:
+    run_files.append_metrics(workdir, record)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    raise DiskFullError(f"no space left on device writing "
+                        f"{os.path.join(workdir, run_files.METRICS)}; the checkpoint of epoch "
+                        f"{record['epoch']} is saved: free space and run the same command "
+                        f"again to resume") from None
+
+
+def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
   fingerprint = data.fingerprint()
   finished = check_workdir(config, fingerprint)
   if finished is not None:
@@ -132,15 +180,22 @@ def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
   tx = make_optimizer(config, steps_per_epoch)
   state = replicate(create_train_state(model, keys["init"], tx), mesh)
   checkpointer = Checkpointer(os.path.join(config.workdir, "checkpoints"),
-                              keep=config.keep_checkpoints)
-  start_epoch, elapsed = 0, 0.0
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
-    start_epoch = int(state.step) // steps_per_epoch
-    kept = run_files.truncate_metrics(config.workdir, start_epoch) if is_main else []
-    elapsed = kept[-1]["elapsed_s"] if kept else 0.0
-    logging.info("Resumed %s from step %d (epoch %d).", config.workdir, int(state.step),
-                 start_epoch)
+                              keep=config.keep_checkpoints, writer=is_main)
+  progress: dict[str, Any] = {}
+  if checkpointer.all_steps():
+    state, progress = checkpointer.restore(state)
+  else:
+    _check_nothing_lost(config, checkpointer)
+  start_step = int(state.step)
+  start_epoch = start_step // steps_per_epoch
+  kept = run_files.truncate_metrics(config.workdir, start_epoch) if is_main else []
+  elapsed = progress.get("elapsed_s", kept[-1]["elapsed_s"] if kept else 0.0)
+  if start_step >= total_steps:
+    logging.info("Resumed %s after its last step (%d): nothing left to train.", config.workdir,
+                 start_step)
+  elif start_step:
+    logging.info("Resumed %s from step %d (epoch %d, step %d of it).", config.workdir,
+                 start_step, start_epoch + 1, start_step % steps_per_epoch)
 
   images, labels = replicate((data.train_images, data.train_labels), mesh)
   teacher_variables = replicate(teacher.variables, mesh) if teacher is not None else None
@@ -165,60 +220,82 @@ def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
                config.batch_size, mesh.size, jax.devices()[0].platform)
   run_start = time.time() - elapsed
   final = None
-  for epoch in range(start_epoch, config.epochs):
-    epoch_start = time.time()
-    order = keys_lib.epoch_permutation(keys["data"], epoch, n_train)
-    epoch_labels = epoch_training_labels(config, keys["label_noise"], labels, epoch,
-                                         data.num_classes, mesh)
-    pending, window_start, window_steps = [], time.time(), 0
-    sums = {"loss": 0.0, "correct": 0}
-    for i in range(steps_per_epoch):
-      state, metrics = train_step(state, teacher_variables, images, epoch_labels, order,
-                                  keys["train"])
-      pending.append(metrics)
-      window_steps += 1
-      if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch:
-        fetched = jax.device_get(pending)
-        pending = []
-        window_loss = float(np.mean([m["loss"] for m in fetched]))
-        sums["loss"] += float(np.sum([m["loss"] for m in fetched]))
-        sums["correct"] += int(np.sum([m["correct"] for m in fetched]))
-        step = epoch * steps_per_epoch + i + 1
-        if not math.isfinite(window_loss):
-          last = checkpointer.latest_step()
-          raise NonFiniteLossError(
-              f"non-finite loss ({window_loss}) at epoch {epoch + 1}, step {step}; stopped. "
-              f"Last good checkpoint: " +
-              (f"step {last} in {checkpointer.directory}" if last is not None else "none") +
-              "; try a lower --lr")
-        now = time.time()
-        rate = window_steps * config.batch_size / max(now - window_start, 1e-9)
-        eta = (total_steps - step) * config.batch_size / rate
-        logging.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
-                     epoch + 1, config.epochs, step, total_steps, window_loss,
-                     float(schedule(step - 1)), rate, _duration(eta))
-        window_start, window_steps = now, 0
-    epoch_time = time.time() - epoch_start
-    record = {"epoch": epoch + 1, "step": int((epoch + 1) * steps_per_epoch),
-              "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
-              "train_loss": sums["loss"] / steps_per_epoch,
-              "train_accuracy": 100.0 * sums["correct"] / (steps_per_epoch * config.batch_size),
-              "img_per_s": steps_per_epoch * config.batch_size / epoch_time}
-    last_epoch = epoch + 1 == config.epochs
-    if (epoch + 1) % config.eval_every == 0 or last_epoch:
-      record.update(evaluate({"params": state.params, "batch_stats": state.batch_stats}))
-      if last_epoch:
-        final = {k: record[k] for k in ("test_accuracy", "val_accuracy") if k in record}
-    record["elapsed_s"] = time.time() - run_start
-    if (epoch + 1) % config.checkpoint_every == 0 or last_epoch:
-      checkpointer.save(state)
-    if is_main:
-      run_files.append_metrics(config.workdir, record)
-    logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
-                 epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
-                 f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record
-                 else "", record["img_per_s"],
-                 _duration(epoch_time * (config.epochs - epoch - 1)))
+
+  def stop_here(signal_name: str, step: int, epoch: int) -> preemption.Preempted:
+    return preemption.Preempted(
+        f"stopped by {signal_name or 'a signal to another process'} at step {step}/{total_steps} (epoch {epoch + 1}/"
+        f"{config.epochs}); checkpoint saved in {checkpointer.step_directory(step)}: run the "
+        f"same command again to resume", step)
+
+  with preemption.stop_on_signals() as stop:
+    for epoch in range(start_epoch, config.epochs):
+      first = start_step - epoch * steps_per_epoch if epoch == start_epoch else 0
+      # A run stopped mid-epoch goes on with the epoch's sums and time saved with its checkpoint.
+      carried = progress if first else {}
+      epoch_start = time.time() - carried.get("epoch_time_s", 0.0)
+      order = keys_lib.epoch_permutation(keys["data"], epoch, n_train)
+      epoch_labels = epoch_training_labels(config, keys["label_noise"], labels, epoch,
+                                           data.num_classes, mesh)
+      pending, window_start, window_steps = [], time.time(), 0
+      sums = {"loss": carried.get("loss_sum", 0.0), "correct": carried.get("correct", 0)}
+      for i in range(first, steps_per_epoch):
+        state, metrics = train_step(state, teacher_variables, images, epoch_labels, order,
+                                    keys["train"])
+        pending.append(metrics)
+        window_steps += 1
+        stopping = preemption.any_process_stopping(stop)
+        if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch or stopping:
+          fetched = jax.device_get(pending)
+          pending = []
+          window_loss = float(np.mean([m["loss"] for m in fetched]))
+          for m in fetched:  # One at a time: the sums do not depend on the windows.
+            sums["loss"] += float(m["loss"])
+            sums["correct"] += int(m["correct"])
+          step = epoch * steps_per_epoch + i + 1
+          if not math.isfinite(window_loss):
+            last = checkpointer.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite loss ({window_loss}) at epoch {epoch + 1}, step {step}; stopped. "
+                f"Last good checkpoint: " +
+                (f"step {last} in {checkpointer.directory}" if last is not None else "none") +
+                "; try a lower --lr")
+          now = time.time()
+          rate = window_steps * config.batch_size / max(now - window_start, 1e-9)
+          eta = (total_steps - step) * config.batch_size / rate
+          logging.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
+                       epoch + 1, config.epochs, step, total_steps, window_loss,
+                       float(schedule(step - 1)), rate, _duration(eta))
+          window_start, window_steps = now, 0
+        if stopping and i + 1 < steps_per_epoch:
+          step = epoch * steps_per_epoch + i + 1
+          checkpointer.save(state, {"loss_sum": sums["loss"], "correct": sums["correct"],
+                                    "epoch_time_s": time.time() - epoch_start,
+                                    "elapsed_s": time.time() - run_start})
+          raise stop_here(stop.signal_name, step, epoch)
+      epoch_time = time.time() - epoch_start
+      record = {"epoch": epoch + 1, "step": int((epoch + 1) * steps_per_epoch),
+                "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
+                "train_loss": sums["loss"] / steps_per_epoch,
+                "train_accuracy": 100.0 * sums["correct"] / (steps_per_epoch * config.batch_size),
+                "img_per_s": steps_per_epoch * config.batch_size / epoch_time}
+      last_epoch = epoch + 1 == config.epochs
+      if (epoch + 1) % config.eval_every == 0 or last_epoch:
+        record.update(evaluate({"params": state.params, "batch_stats": state.batch_stats}))
+        if last_epoch:
+          final = {k: record[k] for k in ("test_accuracy", "val_accuracy") if k in record}
+      record["elapsed_s"] = time.time() - run_start
+      stopping = preemption.any_process_stopping(stop)
+      if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
+        checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
+      if is_main:
+        _append_metrics(config.workdir, record)
+      logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
+                   epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
+                   f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record
+                   else "", record["img_per_s"],
+                   _duration(epoch_time * (config.epochs - epoch - 1)))
+      if stopping:
+        raise stop_here(stop.signal_name, record["step"], epoch)
 
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   if final is None:  # Resumed after the last epoch: nothing trained, evaluate once.

@@ -1,0 +1,305 @@
+"""Reliability: the CPU instruction-set pin, preemption, damaged checkpoints, one writer per run
+folder and a full disk. Each fault ends in one line and either the uninterrupted run's
+params_sha256 or the previous good files. (The demo's pinned hash: tests/test_demo.py.)"""
+
+import errno
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from helpers import REPO, run_cli, tiny_flags
+
+# Two epochs of 32 steps: checkpoints at steps 32 and 64.
+FLAGS = tiny_flags(synthetic_train_size=1024, epochs=2, keep_checkpoints=5)
+STEPS = 64
+
+
+def _results(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def _args(workdir, *extra):
+  return [*FLAGS, f"--workspace={workdir.parent}", f"--workdir={workdir}", *extra]
+
+
+def _start(workdir, *extra):
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  return subprocess.Popen([sys.executable, "-m", "nkd.main", *_args(workdir, *extra)], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(proc, pattern, timeout=300):
+  """Reads proc's stderr until a line matches; returns the lines read."""
+  lines, deadline = [], time.time() + timeout
+  while time.time() < deadline:
+    line = proc.stderr.readline()
+    if not line:
+      break
+    lines.append(line)
+    if re.search(pattern, line):
+      return lines
+  raise AssertionError(f"no line matching {pattern!r}:\n{''.join(lines[-20:])}")
+
+
+def _error_lines(stderr, prefix="nkd: "):
+  return [line for line in stderr.splitlines() if line.startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run; while it is paused mid-training, a second process on the same
+  --workdir is refused. Returns (workdir, results, the second process)."""
+  workdir = tmp_path_factory.mktemp("ref") / "run"
+  first = _start(workdir)
+  try:
+    _wait_for_line(first, r"step 8/64")
+    first.send_signal(signal.SIGSTOP)  # It holds the lock while stopped.
+    second = run_cli(_args(workdir))
+  finally:
+    first.send_signal(signal.SIGCONT)
+  out, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  return workdir, _results(workdir), second, first.pid
+
+
+def test_config_records_the_cpu_and_the_pinned_isa(reference):
+  workdir, results, _, _ = reference
+  config = json.load(open(workdir / "config.json"))
+  cpu = config["cpu"]
+  assert cpu["isa"] == "AVX2" and cpu["isa_source"] == "--cpu_isa"
+  assert cpu["cores"] >= 1 and cpu["model"]
+  assert "--xla_cpu_max_isa=AVX2" in config["xla_flags"]
+  assert config["options"]["cpu_isa"] == "AVX2"
+  assert results["steps"] == STEPS
+
+
+def test_second_process_on_one_workdir_exits_2_naming_folder_and_holder(reference):
+  workdir, _, second, first_pid = reference
+  assert second.returncode == 2, second.stderr[-3000:]
+  assert "Traceback" not in second.stderr
+  (line,) = _error_lines(second.stderr, "nkd: error:")
+  assert str(workdir) in line and f"process {first_pid}" in line and "in use" in line
+  # The refused process trained nothing: one epoch record per epoch.
+  assert [json.loads(l)["epoch"] for l in open(workdir / "metrics.jsonl")] == [1, 2]
+
+
+def test_sigterm_mid_epoch_checkpoints_exits_75_and_resumes_bit_exactly(reference, tmp_path):
+  _, expected, _, _ = reference
+  workdir = tmp_path / "run"
+  proc = _start(workdir)
+  _wait_for_line(proc, r"step 40/64")
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 75, err[-3000:]
+  assert "Traceback" not in err
+  (line,) = _error_lines(err)
+  step = int(re.search(r"stopped by SIGTERM at step (\d+)/64", line).group(1))
+  assert 40 <= step < 64 and step % 32, line  # Mid-epoch, not at an epoch end.
+  assert (workdir / "checkpoints" / str(step)).is_dir()
+  assert not (workdir / "results.json").exists()
+
+  resumed = run_cli(_args(workdir), check=True)
+  assert f"from step {step} (epoch 2, step {step - 32} of it)" in resumed.stderr
+  assert _results(workdir)["params_sha256"] == expected["params_sha256"]
+  records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  reference_records = [json.loads(l) for l in open(reference[0] / "metrics.jsonl")]
+  assert [r["epoch"] for r in records] == [1, 2]
+  for ours, theirs in zip(records, reference_records):  # The same but for timings.
+    for key in ("train_loss", "train_accuracy", "test_accuracy", "lr", "step"):
+      assert ours[key] == theirs[key], key
+
+
+def _copy_of_reference(reference, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)
+  os.remove(workdir / "results.json")  # Unfinished again: it resumes from its checkpoints.
+  return workdir
+
+
+def _truncate_largest_file(step_dir):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir) for f in fs]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+def test_truncated_latest_checkpoint_falls_back_and_ends_bit_exactly(reference, tmp_path):
+  workdir = _copy_of_reference(reference, tmp_path)
+  _truncate_largest_file(workdir / "checkpoints" / "64")
+  # A half-written step a crash left behind is no checkpoint.
+  os.makedirs(workdir / "checkpoints" / "96.orbax-checkpoint-tmp-1" / "default")
+  proc = run_cli(_args(workdir), check=True)
+  assert "Traceback" not in proc.stderr
+  warnings = [l for l in proc.stderr.splitlines() if "cannot be restored" in l]
+  assert len(warnings) == 1 and "step 64" in warnings[0] and "resuming from step 32" in warnings[0]
+  assert (workdir / "damaged_checkpoints" / "64").is_dir()
+  assert _results(workdir)["params_sha256"] == reference[1]["params_sha256"]
+  assert [json.loads(l)["epoch"] for l in open(workdir / "metrics.jsonl")] == [1, 2]
+
+
+def test_no_restorable_checkpoint_says_what_to_delete(reference, tmp_path):
+  workdir = _copy_of_reference(reference, tmp_path)
+  for step in ("32", "64"):
+    _truncate_largest_file(workdir / "checkpoints" / step)
+  proc = run_cli(_args(workdir))
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  (line,) = _error_lines(proc.stderr, "nkd: error:")
+  assert "no checkpoint in" in line and "delete" in line and "metrics.jsonl" in line
+  # Nothing was restarted from step 0 over the run's records.
+  assert [json.loads(l)["epoch"] for l in open(workdir / "metrics.jsonl")] == [1, 2]
+
+
+def test_lost_checkpoints_are_not_a_silent_restart(reference, tmp_path):
+  workdir = _copy_of_reference(reference, tmp_path)
+  shutil.rmtree(workdir / "checkpoints")
+  proc = run_cli(_args(workdir))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = _error_lines(proc.stderr, "nkd: error:")
+  assert "holds no checkpoint" in line and "metrics.jsonl" in line
+
+
+def test_corrupted_bytes_are_caught_by_the_recorded_hash(tmp_path):
+  """A checkpoint whose bytes changed but still decode restores the one before it."""
+  import jax.numpy as jnp
+  import numpy as np
+  from nkd.training.checkpoint import Checkpointer
+
+  class State:  # The fields the Checkpointer saves.
+    def __init__(self, params, step):
+      self.params, self.batch_stats, self.opt_state, self.step = params, {}, {}, step
+
+    def replace(self, **kw):
+      new = State(self.params, self.step)
+      new.__dict__.update(kw)
+      return new
+
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), writer=True)
+  for step in (1, 2):
+    ckpt.save(State({"w": jnp.full((64,), float(step))}, jnp.int32(step)))
+  sidecar = tmp_path / "checkpoints" / "2" / "nkd_checkpoint.json"
+  record = json.loads(sidecar.read_text())
+  record["params_sha256"] = "0" * 64  # As if the bytes on disk had changed since.
+  sidecar.write_text(json.dumps(record))
+  state, _ = ckpt.restore(State({"w": jnp.zeros((64,))}, jnp.int32(0)))
+  assert int(state.step) == 1 and float(np.asarray(state.params["w"])[0]) == 1.0
+  assert (tmp_path / "damaged_checkpoints" / "2").is_dir()
+  ckpt.close()
+
+
+def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
+  from nkd.training import runlock
+  workdir = str(tmp_path / "run")
+  # A lock file left by a process killed with SIGKILL while it held the lock.
+  holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+      import sys, time
+      from nkd.training import runlock
+      with runlock.hold({workdir!r}):
+        print("held", flush=True)
+        time.sleep(600)
+      """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(runlock.WorkdirBusyError, match=f"process {holder.pid} on"):
+      with runlock.hold(workdir):
+        pass
+  finally:
+    holder.kill()
+    holder.wait()
+  assert os.path.exists(runlock.lock_path(workdir))  # Stale now, and taken over:
+  with runlock.hold(workdir):
+    assert json.load(open(runlock.lock_path(workdir)))["pid"] == os.getpid()
+
+
+def test_lock_without_flock_uses_the_file_and_takes_over_a_dead_process(tmp_path, monkeypatch):
+  from nkd.training import runlock
+
+  def no_flock(*args):
+    raise OSError(errno.ENOLCK, "no locks")
+
+  monkeypatch.setattr(runlock.fcntl, "flock", no_flock)
+  workdir = str(tmp_path / "run")
+  path = runlock.lock_path(workdir)
+
+  def lock_file_of(pid):
+    with open(path, "w") as f:
+      json.dump({"pid": pid, "host": os.uname().nodename, "started": 0}, f)
+
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  lock_file_of(dead.pid)
+  with runlock.hold(workdir):
+    assert json.load(open(path))["pid"] == os.getpid()
+  assert not os.path.exists(path)
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    lock_file_of(live.pid)
+    with pytest.raises(runlock.WorkdirBusyError, match=f"process {live.pid} .*delete"):
+      with runlock.hold(workdir):
+        pass
+  finally:
+    live.kill()
+    live.wait()
+
+
+def test_results_json_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
+  from nkd import fileio
+  from nkd.errors import DiskFullError
+  path = tmp_path / "results.json"
+  path.write_text('{"previous": true}\n')
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(fileio.os, "fsync", full)
+  with pytest.raises(DiskFullError, match=re.escape(str(path))):
+    fileio.write_json(str(path), {"new": 1})
+  assert json.loads(path.read_text()) == {"previous": True}
+  assert os.listdir(tmp_path) == ["results.json"]  # No temporary file left.
+
+
+def _unshare_works():
+  if not shutil.which("unshare"):
+    return False
+  probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                         capture_output=True)
+  return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm to mount a small tmpfs")
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, tmp_path):
+  """On a 1 MB tmpfs the first checkpoint fits and the second does not; with more space the
+  run resumes from the first and ends with the uninterrupted hash."""
+  mount = tmp_path / "small"
+  mount.mkdir()
+  workdir = mount / "run"
+  cmd = shlex.join([sys.executable, "-m", "nkd.main", *_args(workdir)])
+  script = textwrap.dedent(f"""
+      mount -t tmpfs -o size=1000k tmpfs {mount}
+      {cmd} 2> {tmp_path}/first.err; echo "first=$?"
+      ls {workdir}/checkpoints > {tmp_path}/after_first.txt
+      mount -o remount,size=16m {mount}
+      {cmd} 2> {tmp_path}/second.err; echo "second=$?"
+      cp {workdir}/results.json {tmp_path}/results.json
+      """)
+  proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  first_err = (tmp_path / "first.err").read_text()
+  assert "first=2" in proc.stdout, first_err[-3000:]
+  assert "Traceback" not in first_err
+  (line,) = _error_lines(first_err, "nkd: error:")
+  assert "no space left on device" in line and str(workdir / "checkpoints" / "64") in line
+  assert "previous checkpoint (step 32) is intact" in line
+  assert (tmp_path / "after_first.txt").read_text().split() == ["32"]
+  assert "second=0" in proc.stdout, (tmp_path / "second.err").read_text()[-3000:]
+  assert json.load(open(tmp_path / "results.json"))["params_sha256"] == (
+      reference[1]["params_sha256"])
