@@ -18,7 +18,7 @@ def test_nkd_main_help_lists_its_options_by_area():
   areas = [out.index(f"\n{area}:\n") for area in cli.GROUPS]
   assert areas == sorted(areas), "the areas in their order"
   for option in ("--seed=0 ", "--model=wrn-16-2 ", "--epochs=200 ", "--alpha=0.9 ",
-                 "--input_noise_sigma=0.0 ", "--pgd_preset=paper "):
+                 "--input_noise_sigma=0.0 ", "--pgd_preset=paper ", "--tensorboard=true "):
     assert option in out, option
   assert out.index("--model=") < areas[2] < out.index("--tau=") < areas[3]
   assert "--verbosity" not in out and "--helpfull" in out  # absl's flags: --helpfull only

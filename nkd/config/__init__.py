@@ -126,6 +126,10 @@ class TrainOptions:
   eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).")
   checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).")
   keep_checkpoints: int = _opt(3, "Checkpoints kept.")
+  tensorboard: bool = _opt(True, "Write TensorBoard event files into the run folder. Train "
+                           "loss, accuracy, lr and img/s every --log_every window, test "
+                           "accuracy, the final evaluation's headline numbers (nkd/tensorboard"
+                           ".py); `tensorboard --logdir WORKSPACE` shows every run side by side.")
   distributed: bool = _opt(False, "Multi-host: call jax.distributed.initialize() first (it reads "
                            "SLURM / Cloud TPU settings from the environment).")
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
@@ -144,11 +148,13 @@ class TrainOptions:
 BOOKKEEPING = frozenset({
     "name", "workdir", "workspace", "data_dir", "log_every", "eval_every", "checkpoint_every",
     "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "cpu_isa",
-    "level_flag", "distributed", *(f.name for f in dataclasses.fields(EvalOptions))})
+    "level_flag", "distributed", "tensorboard",
+    *(f.name for f in dataclasses.fields(EvalOptions))})
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
 INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
                         "train_subset", "validation_size", "synthetic_train_size",
-                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic", "cpu_isa")
+                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic", "cpu_isa",
+                        "tensorboard")
 
 
 @dataclasses.dataclass(frozen=True)
