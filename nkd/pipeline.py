@@ -18,6 +18,7 @@ from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import results as run_files
 from nkd import runtime
+from nkd import tensorboard
 from nkd.data import Dataset, load_dataset
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import predict, smoothing
@@ -112,6 +113,7 @@ def train_and_evaluate(config, data: Dataset,
                                      "eval_wall_time_s": round(time.time() - start, 3)})
   if jax.process_index() == 0:
     run_files.write_results(config.workdir, results)
+    tensorboard.write_final(config.workdir, results, enabled=config.tensorboard)
   return results
 
 
@@ -168,6 +170,7 @@ def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunR
   sections = evaluate(config, model, variables, data, teacher)
   results = run_files.read_results(workdir).with_sections(sections)
   run_files.write_results(workdir, results)
+  tensorboard.write_final(workdir, results, enabled=config.tensorboard)
   return results
 
 

@@ -20,12 +20,17 @@ an earlier process logged after the checkpoint it resumed from.
 
 from __future__ import annotations
 
+import itertools
+import os
 import statistics
 from typing import Any
 
 from tensorboardX import SummaryWriter
 
 from nkd import results as run_files
+
+
+_WRITERS = itertools.count()
 
 
 class Board:
@@ -35,7 +40,11 @@ class Board:
   def __init__(self, workdir: str, enabled: bool = True, purge_step: int | None = None):
     self._writer = None
     if enabled:
-      self._writer = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30)
+      # tensorboardX names a file by the second it was opened and would overwrite a file of
+      # the same second (the final numbers written right after training): a suffix per writer.
+      suffix = f".{os.getpid()}.{next(_WRITERS):04d}"
+      self._writer = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30,
+                                   filename_suffix=suffix)
 
   def scalars(self, step: int, values: dict[str, Any]) -> None:
     """Writes each {tag: value} at `step` (None values are skipped) and flushes."""

@@ -32,6 +32,7 @@ from nkd import keys as keys_lib
 from nkd import noise
 from nkd import results as run_files
 from nkd import runtime
+from nkd import tensorboard
 from nkd.data import Dataset
 from nkd.errors import ConfigError, DiskFullError, NonFiniteLossError
 from nkd.evaluation import predict
@@ -218,6 +219,8 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
   logging.info("Training %s (%s, %s) for %d epochs x %d steps at batch %d on %d %s device(s).",
                config.name, config.mode, config.model, config.epochs, steps_per_epoch,
                config.batch_size, mesh.size, jax.devices()[0].platform)
+  board = tensorboard.Board(config.workdir, enabled=config.tensorboard and is_main,
+                            purge_step=start_step)
   run_start = time.time() - elapsed
   final = None
 
@@ -265,6 +268,9 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
           logging.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
                        epoch + 1, config.epochs, step, total_steps, window_loss,
                        float(schedule(step - 1)), rate, _duration(eta))
+          board.scalars(step, {"train/loss": window_loss, "train/lr": float(schedule(step - 1)),
+                               "train/accuracy": 100.0 * sum(int(m["correct"]) for m in fetched)
+                               / (len(fetched) * config.batch_size), "train/img_per_s": rate})
           window_start, window_steps = now, 0
         if stopping and i + 1 < steps_per_epoch:
           step = epoch * steps_per_epoch + i + 1
@@ -287,6 +293,8 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       stopping = preemption.any_process_stopping(stop)
       if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
         checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
+      board.scalars(record["step"], {"test/accuracy": record.get("test_accuracy"),
+                                     "val/accuracy": record.get("val_accuracy")})
       if is_main:
         _append_metrics(config.workdir, record)
       logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
@@ -310,6 +318,7 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       wall_time_s=round(time.time() - run_start, 3), device=environment()["device"],
       teacher=teacher and run_files.TeacherRef(teacher.workdir, teacher.results.test_accuracy,
                                                teacher.results.params_sha256))
+  board.close()
   checkpointer.close()
   logging.info("Trained %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,
                results.test_accuracy, results.params_sha256[:16])
