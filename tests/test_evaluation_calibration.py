@@ -70,7 +70,7 @@ def test_every_option_has_help_and_a_flag_type():
   assert options.validate() is options
   with pytest.raises(dataclasses.FrozenInstanceError):
     options.pgd_restarts = 3  # type: ignore[misc]
-  assert options.pgd_settings() == {"eps": (0.031,), "step_size": 0.003, "steps": (5, 10, 20)}
+  assert options.pgd_settings() == {"eps": (0.031,), "step_size": 0.003, "steps": (10, 15, 20)}
   common = EvalOptions(pgd_preset="common", pgd_steps=(7,)).pgd_settings()
   assert common == {"eps": (8 / 255,), "step_size": 2 / 255, "steps": (7,)}
 

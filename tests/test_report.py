@@ -277,7 +277,8 @@ def test_every_figure_is_written_as_png_and_pdf(full_report):
   _, out, written = full_report
   expected = ["fig_accuracy_softrand", "fig_accuracy_label_noise_T", "fig_accuracy_swap",
               "fig_pgd_softrand", "fig_pgd_hinton", "fig_cifar10_c_softrand",
-              "fig_cifar10_c_hinton", "fig_label_corruption", "fig_label_corruption_fixed",
+              "fig_cifar10_c_hinton", "fig_cifar10_c_relative_hinton", "fig_label_corruption",
+              "fig_label_corruption_fixed",
               "fig_swap"]
   for stem in expected:
     check_png(os.path.join(out, stem + ".png"))
@@ -351,10 +352,24 @@ def test_paper_comparison_lists_only_what_we_have(tmp_path):
   assert "| 0.20 | 0.50 ± 0.00 | 2 | +0.30 |" in robust
   (worst,) = [l for l in lines if "PGD-20 ε=0.031 worst_restart_accuracy" in l]
   assert "| 0.20 | 0.65 ± 0.07 | 2 | +0.45 |" in worst
-  # Quantities we lack are not rows: no PGD-5 row, no CINIC row, no softrand row.
-  assert not any("PGD-5 " in l for l in lines if l.startswith("| "))
+  # Quantities we lack are not rows: no PGD-10 row, no CINIC row, no softrand row.
+  assert not any("PGD-10 " in l for l in lines if l.startswith("| "))
   assert not any(l.startswith("| Hinton KD student CINIC") for l in lines)
-  assert "- softrand_0.05_pgd:" in md and "- hinton_pgd5:" in md
+  assert "- softrand_0.05_pgd:" in md and "- hinton_pgd10:" in md
+
+
+def test_paper_cifar10_c_values_are_compared_relative_to_clean(tmp_path):
+  runs = tmp_path / "runs"
+  cifar10_c = {"gaussian_noise": 40.0, "brightness": 76.0}
+  write_run(runs, "h", experiment="hinton", seed=0, test_accuracy=80.0, cifar10_c=cifar10_c)
+  out = str(tmp_path / "out")
+  report_cli.main([str(runs), "--out", out, "--no-figures"])
+  md = read(out, "paper_comparison.md")
+  (row,) = [l for l in md.splitlines() if "relative to clean, gaussian_noise" in l]
+  assert "| 42.80 | 50.00 ± – | 1 | +7.20 |" in row  # 40 / 80 x 100, not the absolute 40
+  assert "relative to clean (corrupted / clean x 100)" in row
+  (row,) = [l for l in md.splitlines() if "relative to clean, brightness" in l]
+  assert "| 97.20 | 95.00 ± – | 1 | -2.20 |" in row
 
 
 def test_paper_comparison_range_inside(tmp_path):

@@ -74,7 +74,8 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
   cache_dir = cache_dir or options.eval_cache_dir or None
   suite, results = options.suite, {}
   logits = test_logits
-  if "accuracy" in suite or "calibration" in suite:
+  accuracy = None
+  if "accuracy" in suite or "calibration" in suite or "cifar10c" in suite:
     start = time.time()
     if logits is None:
       logits = predict.compute_logits(apply_fn, variables, test_images, options.eval_batch_size)
@@ -105,7 +106,8 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
         clean_images=test_images, clean_labels=test_labels, cache_dir=cache_dir,
         seed=options.cifar10c_seed, frost_dir=options.cifar10c_frost_dir or None)
     results["cifar10_c"] = cifar10c.evaluate_cifar10c(apply_fn, variables, data, options.eval_batch_size,
-                                                      options.cifar10c_severities)
+                                                      options.cifar10c_severities,
+                                                      clean_accuracy=accuracy)
     results["cifar10_c"]["time_s"] = time.time() - start
     logging.info("CIFAR-10-C (%s): mean_15 %s, missing %s", data.source,
                  results["cifar10_c"]["mean_15"], results["cifar10_c"]["missing"])

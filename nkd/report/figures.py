@@ -4,6 +4,8 @@ same runs give the same bytes):
   fig_accuracy_<exp>             test / CINIC accuracy vs noise level (Figures 1-3).
   fig_pgd_<exp>[__<variant>]     PGD robustness, PGD steps x level (Figure 4).
   fig_cifar10_c_<exp>[__<var>]   CIFAR-10-C accuracy, corruption x level (Figures 5, 6, 10, 11).
+  fig_cifar10_c_relative_<exp>.. the same relative to clean accuracy (corrupted / clean x 100),
+                                 as the paper's Figure 5 most likely reads.
   fig_label_corruption[_fixed]   test accuracy vs p, one line per mode T/S/TS (Figures 7, 8).
   fig_swap                       test accuracy vs p, top-2 vs all swaps (Figure 9).
   fig_certified                  randomized smoothing: certified accuracy vs L2 radius, one
@@ -187,6 +189,11 @@ def _heatmaps(writer: _FigureWriter, experiment: str, members: list[Group]) -> N
     rows += [(("cifar10_c_mean_15",), "mean (15)"), (("cifar10_c_mean_19",), "mean (19)")]
   _heatmap_figure(writer, f"fig_cifar10_c_{stem_tail}", title + "\nCIFAR-10-C accuracy (%)",
                   members, rows, "accuracy (%), mean over severities")
+  relative_rows = [(("cifar10_c_relative" + key[0][len("cifar10_c"):],) + key[1:], label)
+                   for key, label in rows]
+  _heatmap_figure(writer, f"fig_cifar10_c_relative_{stem_tail}",
+                  title + "\nCIFAR-10-C accuracy relative to clean (%)", members, relative_rows,
+                  "corrupted / clean x 100, mean over severities")
 
 
 def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:

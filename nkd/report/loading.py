@@ -171,7 +171,8 @@ def extract_metrics(results: results_lib.RunResults, where: str
   """Metrics of one run, keyed by tuples, and its PGD eps per number of steps.
 
   Keys: ("test_accuracy",), ("cinic_accuracy",), ("ece",), ("cifar10_c_mean_15",),
-  ("cifar10_c_mean_19",), ("cifar10_c", corruption),
+  ("cifar10_c_mean_19",), ("cifar10_c", corruption), and the same relative to clean accuracy
+  ("cifar10_c_relative", corruption), ("cifar10_c_relative_mean_15",), ...,
   ("pgd", steps, eps, "robust"|"worst_restart"), ("certified", radius) (randomized smoothing,
   certified accuracy at that L2 radius).
   A value that is present but not a finite number is treated as missing, with a warning.
@@ -194,6 +195,7 @@ def extract_metrics(results: results_lib.RunResults, where: str
   pgd_eps = _pgd_metrics(results.pgd, put)
   if isinstance(results.cifar10_c, dict):
     _cifar10_c_metrics(results.cifar10_c, metrics, put)
+    _cifar10_c_relative_metrics(results.cifar10_c, metrics)
   if isinstance(results.smoothing, dict):
     for radius, value in (results.smoothing.get("certified_accuracy") or {}).items():
       try:  # JSON keys are strings: "0.25"
@@ -259,3 +261,17 @@ def _cifar10_c_metrics(section: dict[str, Any], metrics: dict[tuple, float], put
       put(key, section.get(mean), f"cifar10_c.{mean}")
     elif all(("cifar10_c", name) in metrics for name in names):
       metrics[key] = math.fsum(metrics[("cifar10_c", name)] for name in names) / len(names)
+
+
+def _cifar10_c_relative_metrics(section: dict[str, Any], metrics: dict[tuple, float]) -> None:
+  """Each CIFAR-10-C metric relative to clean accuracy (corrupted / clean x 100): the section's
+  clean_accuracy, else the run's test accuracy (the same model on the same images), for
+  results written before the section carried it."""
+  clean = number(section.get("clean_accuracy")) or metrics.get(("test_accuracy",))
+  if not clean:
+    return
+  for key, value in list(metrics.items()):
+    if key[0] == "cifar10_c":
+      metrics[("cifar10_c_relative",) + key[1:]] = 100.0 * value / clean
+    elif key[0] in ("cifar10_c_mean_15", "cifar10_c_mean_19"):
+      metrics[(key[0].replace("cifar10_c", "cifar10_c_relative"),)] = 100.0 * value / clean

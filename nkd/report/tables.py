@@ -9,11 +9,13 @@ import io
 from typing import Any, Sequence
 
 from nkd import paper_values as paper_values_lib
+from nkd.config.evaluation import PGD_PRESETS
 from nkd.report.grouping import Group, Stat, fmt_level, fmt_seed
 from nkd.report.loading import Run, eps_key, fmt_number, number
 
 # The PGD columns always shown (the paper's protocol), plus any others found in the runs.
-DEFAULT_PGD = ((5, 0.031), (10, 0.031), (20, 0.031))
+DEFAULT_PGD = tuple((steps, eps) for eps in PGD_PRESETS["paper"]["eps"]
+                    for steps in PGD_PRESETS["paper"]["steps"])
 DASH = "–"
 DAGGER = "†"
 
@@ -37,6 +39,8 @@ def table_columns(runs: Sequence[Run]) -> list[Column]:
                           f"pgd{steps}_eps{fmt_number(eps)}_robust", 2))
   columns += [Column(("cifar10_c_mean_15",), "CIFAR-10-C mean-15", "cifar10_c_mean_15", 2),
               Column(("cifar10_c_mean_19",), "CIFAR-10-C mean-19", "cifar10_c_mean_19", 2),
+              Column(("cifar10_c_relative_mean_15",), "CIFAR-10-C mean-15 rel. to clean",
+                     "cifar10_c_relative_mean_15", 2),
               Column(("ece",), "ECE", "ece", 2)]
   return columns
 
@@ -78,7 +82,9 @@ def summary_markdown(groups: Sequence[Group], columns: Sequence[Column],
       "(the missing seeds are listed under the table). Accuracies in %; ECE (15 bins) in % "
       "as nkd.evaluation reports it; PGD = per-example worst case over restarts "
       "(`robust_accuracy`); CIFAR-10-C mean-15 = the 15 standard corruptions x 5 severities, "
-      "mean-19 = all 19. Runs are named by their path relative to the common parent folder.\n")
+      "mean-19 = all 19; rel. to clean = corrupted / clean accuracy x 100 (how the paper's "
+      "Figure 5 most likely reports it). Runs are named by their path relative to the common "
+      "parent folder.\n")
   headers = (["variant / split", "level name", "level", "n", "seeds"]
              + [c.header for c in columns] + ["CIFAR-10-C source"])
   for experiment in sorted({g.experiment for g in groups}):
@@ -203,9 +209,10 @@ def _compared_metrics(entry: dict[str, Any], group: Group) -> list[tuple[tuple, 
   """(metric key, label) of each of our metrics a paper value compares with, in `group`."""
   if entry["metric"] in ("test_accuracy", "cinic_accuracy"):
     return [((entry["metric"],), entry["metric"])]
-  if entry["metric"] == "cifar10_c":
-    return [(("cifar10_c", entry["corruption"]),
-             f"CIFAR-10-C {entry['corruption']}, mean over severities")]
+  if entry["metric"] == "cifar10_c_relative":
+    return [(("cifar10_c_relative", entry["corruption"]),
+             f"CIFAR-10-C {entry['corruption']} relative to clean (corrupted / clean x 100), "
+             f"mean over severities")]
   eps = eps_key(entry["pgd_eps"])
   steps = sorted({k[1] for r in group.runs for k in r.metrics
                   if k[0] == "pgd" and k[2] == eps and entry["pgd_steps"] in (None, k[1])})
@@ -246,7 +253,9 @@ def paper_comparison_markdown(groups: Sequence[Group],
       "Paper: the published values in `nkd/paper_values.py` (ANCHORS.md, read off the "
       "submission's figures: approximate). Ours: mean ± sample standard deviation (ddof=1) "
       "over n seeds, in %. Difference: ours − paper; for a range, the distance to its nearest "
-      "end (0 inside). Only quantities that exist in these runs are listed.\n\n")
+      "end (0 inside). The paper's CIFAR-10-C numbers are compared with our accuracy relative "
+      "to clean (corrupted / clean x 100), which is what they most likely are "
+      "(docs/FIDELITY.md). Only quantities that exist in these runs are listed.\n\n")
   if rows:
     out.write("| quantity | our metric | paper | ours | n | ours − paper | our group | note |\n")
     out.write("|---|---|---:|---:|---:|---:|---|---|\n")

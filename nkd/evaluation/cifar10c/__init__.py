@@ -293,14 +293,38 @@ def _mean(values) -> float | None:
   return float(np.mean(values)) if values else None
 
 
+def relative_accuracy(section: dict, clean_accuracy: float | None) -> dict:
+  """The relative keys of a CIFAR-10-C section: accuracy as a percentage of the clean test
+  accuracy (corrupted / clean x 100), as the paper's Figure 5 most likely reports it.
+
+  Returns {"clean_accuracy", "relative_accuracy": {name: {"1": .., ..}},
+  "relative_mean_per_corruption", "relative_mean_15", "relative_mean_19"}; the values are None
+  where the clean accuracy is unknown or 0.
+  """
+  def relative(value):
+    return None if value is None or not clean_accuracy else 100.0 * value / clean_accuracy
+
+  return {
+      "clean_accuracy": clean_accuracy,
+      "relative_accuracy": {name: {s: relative(v) for s, v in by_severity.items()}
+                            for name, by_severity in section["accuracy"].items()},
+      "relative_mean_per_corruption": {name: relative(v) for name, v in
+                                       section["mean_per_corruption"].items()},
+      "relative_mean_15": relative(section["mean_15"]),
+      "relative_mean_19": relative(section["mean_19"])}
+
+
 def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, batch_size: int = 1000,
-                      severities: Sequence[int] = SEVERITIES) -> dict:
+                      severities: Sequence[int] = SEVERITIES,
+                      clean_accuracy: float | None = None) -> dict:
   """Accuracy (percent) per corruption and severity; one compiled core for all of them.
 
   Returns {"source", "num_per_severity", "severities", "accuracy": {name: {"1": .., ..}},
   "mean_per_corruption", "mean_15" (mean over the 15 standard corruptions x 5 severities,
   RobustBench style; None if any is missing), "mean_19" (all 19; None if any is missing),
-  "missing": [names], "missing_reasons": {name: reason}, "details"}.
+  "missing": [names], "missing_reasons": {name: reason}, "details"}, and beside each absolute
+  value its relative one (`relative_accuracy`, with `clean_accuracy`, the clean test accuracy
+  in percent, given by the caller).
   """
   severities = tuple(int(s) for s in severities)
   if not severities or any(s not in SEVERITIES for s in severities):
@@ -325,7 +349,7 @@ def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, 
       return None
     return _mean(v for n in names for v in accuracy[n].values())
 
-  return {
+  section = {
       "source": data.source, "num_per_severity": int(data.num_per_severity),
       "severities": list(severities), "accuracy": accuracy,
       "mean_per_corruption": per_corruption,
@@ -333,3 +357,4 @@ def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, 
       "missing": missing,
       "missing_reasons": {n: data.missing.get(n, "not loaded") for n in missing},
       "details": dict(data.details)}
+  return {**section, **relative_accuracy(section, clean_accuracy)}
