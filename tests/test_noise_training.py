@@ -82,6 +82,11 @@ def test_all_noise_off_is_plain_hinton_kd_bitwise(setup):
   chex.assert_trees_all_equal(ours, reference)
 
 
+def _with_noise(spec: StepSpec, **changes) -> StepSpec:
+  """The step with some noise options changed (the step takes the NoiseOptions as they are)."""
+  return dataclasses.replace(spec, noise=dataclasses.replace(spec.noise, **changes))
+
+
 @pytest.mark.parametrize("change", [
     {"input_noise_sigma": 0.1}, {"logit_noise_sigma": 0.2}, {"fickle_teacher": True},
     {"swap_p": 1.0, "swap_threshold": 1.0}, {"teacher_bn_mode": "batch"}])
@@ -91,14 +96,13 @@ def test_each_noise_source_changes_the_step(setup, change):
   plain = _run(make_train_step(student, base, mesh, teacher),
                *_fresh(mesh, state, teacher_vars, images, labels), n=1)
   args = _fresh(mesh, state, teacher_vars, images, labels)
-  noisy = _run(make_train_step(student, dataclasses.replace(base, **change), mesh, teacher),
-               *args, n=1)
+  noisy = _run(make_train_step(student, _with_noise(base, **change), mesh, teacher), *args, n=1)
   assert not np.array_equal(jax.tree.leaves(plain[0])[0], jax.tree.leaves(noisy[0])[0])
 
 
 def test_fickle_teacher_varies_with_the_key_and_keeps_batchnorm_frozen(setup):
   config, _, _, teacher, _, teacher_vars, images, _ = setup
-  spec = dataclasses.replace(StepSpec.from_config(config, N // B), fickle_teacher=True)
+  spec = _with_noise(StepSpec.from_config(config, N // B), fickle_teacher=True)
   x = jnp.asarray(images[:8], jnp.float32) / 255
   a = teacher_forward(teacher, teacher_vars, x, spec, jax.random.key(1))
   b = teacher_forward(teacher, teacher_vars, x, spec, jax.random.key(2))
@@ -107,7 +111,7 @@ def test_fickle_teacher_varies_with_the_key_and_keeps_batchnorm_frozen(setup):
                                                  jax.random.key(1)))
   # The frozen teacher's eval-mode statistics give the BatchNorm output: with dropout off the
   # Fickle forward equals the plain eval forward.
-  eval_spec = dataclasses.replace(spec, fickle_teacher=False)
+  eval_spec = _with_noise(spec, fickle_teacher=False)
   chex.assert_trees_all_equal(
       teacher_forward(teacher, teacher_vars, x, eval_spec, jax.random.key(1)),
       teacher.apply(teacher_vars, x, train=False, deterministic=True))
