@@ -2,6 +2,7 @@
 
   python -m benchmarks.bench [--json=PATH] [--torch_reference] [--quick] [--only=ROW,ROW]
                              [--steps=S] [--repeats=R] [--epoch_images=N] [--pgd_batch=B]
+  python -m benchmarks.bench --report=DIR (--data_dir=D | --cifar10_npz=NPZ) [--quick]
   (or: nkd-bench ...)
 
 Rows (img/s, median over --repeats timings (default 5, the epoch row 3), each after a warm-up
@@ -26,6 +27,10 @@ attack) on the same device and prints the ratios JAX / PyTorch. JAX is set up as
 run (nkd.pipeline.setup_jax): GPU programs use --xla_gpu_deterministic_ops unless
 --gpu_deterministic=false. The device, package versions and every setting go into the JSON.
 Run it alone on the machine: anything else running skews it.
+
+--report=DIR runs the whole GPU report instead (benchmarks/report.py: these rows, CIFAR-10
+teacher / student / KD runs, a 4-run sweep, determinism, bfloat16) and writes DIR/report.md
+and DIR/report.json; see BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from benchmarks import report
 from nkd import cli
 from nkd import config as config_lib
 from nkd import fileio
@@ -58,6 +64,7 @@ PROG = "benchmarks.bench"
 # --help's areas.
 SECTIONS = (("rows and sizes", ("only", "quick", "steps", "repeats", "epoch_images", "pgd_batch")),
             ("output", ("json", "torch_reference")),
+            ("the GPU report", ("report", "data_dir", "cifar10_npz", "time_limit_s")),
             ("device", ("gpu_deterministic",)))
 ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
         "pgd20_fp32", "pgd20_bf16", "smoothing_fp32")
@@ -333,6 +340,16 @@ def define_flags(fv: flags.FlagValues) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("pgd_batch", None, "Batch of the PGD rows (default 1000; smaller for "
                        "a slow CPU).", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("report", "", "Run the whole GPU report into this new folder instead "
+                      "(benchmarks/report.py): the rows, CIFAR-10 runs, a sweep, determinism, "
+                      "bfloat16; writes DIR/report.md and DIR/report.json.", flag_values=fv)
+  flags.DEFINE_string("data_dir", "", "With --report: CIFAR-10 here (cifar-10-batches-py/ or "
+                      "the tarball).", flag_values=fv)
+  flags.DEFINE_string("cifar10_npz", "", "With --report: CIFAR-10 from this cifar10_jpeg.npz "
+                      "(the offline JPEG copy), converted into DIR/data.", flag_values=fv)
+  flags.DEFINE_float("time_limit_s", None, "With --report: stop stages at this many seconds in "
+                     "all (default 540 for the full report, none with --quick; 0: none).",
+                     flag_values=fv)
   config_lib.define_flags(fv, names=["gpu_deterministic"])
 
 
@@ -347,6 +364,16 @@ def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[
     raise BenchError(cli.flag_error(e, flag_values)) from None
   if rest:
     raise BenchError(f"unexpected arguments {' '.join(rest)}; options are --flags")
+  if not flag_values.report:
+    given = [n for n in ("data_dir", "cifar10_npz", "time_limit_s") if flag_values[n].present]
+    if given:
+      raise BenchError(f"--{given[0]} is an option of --report=DIR")
+  else:
+    given = [n for n in ("json", "only", "steps", "repeats", "epoch_images", "pgd_batch",
+                         "torch_reference") if flag_values[n].present]
+    if given:
+      raise BenchError(f"--{given[0]} is not used with --report (the report chooses the rows "
+                       f"and sizes itself)")
   rows = tuple(flag_values.only) or ROWS
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
@@ -361,6 +388,22 @@ def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[
     raise BenchError(f"--epoch_images={settings.epoch_images}: expected at least one batch "
                      f"({settings.batch})")
   return flag_values, settings, rows
+
+
+def _report(flag_values: flags.FlagValues, argv: Sequence[str],
+            say: Callable[[str], None]) -> int:
+  """--report=DIR: benchmarks/report.py in this process (which starts no JAX backend: every
+  stage is a child process). Exit 0 if every stage finished, 1 if one did not, 2 bad input."""
+  try:
+    result = report.run_report(flag_values.report, quick=flag_values.quick,
+                               data_dir=flag_values.data_dir, npz=flag_values.cifar10_npz,
+                               time_limit_s=flag_values.time_limit_s, argv=list(argv), say=say)
+  except report.ReportError as e:
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 2
+  with open(os.path.join(flag_values.report, report.REPORT_MD)) as f:
+    print(f.read(), end="", flush=True)
+  return 0 if all(s["status"] == "ok" for s in result["stages"].values()) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,9 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   except BenchError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
+  say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
+  if flag_values.report:
+    return _report(flag_values, argv, say)
   # Before the backend starts, as for a run: the timed programs are the ones training runs.
   pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
-  say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
   env = environment()
   say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
   result = {"environment": env,

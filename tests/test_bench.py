@@ -179,3 +179,208 @@ def test_torch_reference_benchmark_runs():
   assert set(out) == {"kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand",
                       "pgd20_fp32", "pgd20_bf16"}
   assert all(r["img_per_s"] > 0 for r in out.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPU report (benchmarks/report.py): --report --quick runs every stage on a CPU.
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+  out = tmp_path_factory.mktemp("report") / "out"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", f"--report={out}", "--quick"],
+                        cwd=REPO, capture_output=True, text=True, timeout=1500,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return proc, out, json.loads((out / "report.json").read_text())
+
+
+def test_quick_report_runs_every_stage(quick_report):
+  proc, out, report = quick_report
+  from benchmarks import report as report_lib  # pylint: disable=import-outside-toplevel
+  markdown = (out / "report.md").read_text()
+  assert proc.stdout == markdown
+  assert report["quick"] and report["command"] == "python -m benchmarks.bench --report=DIR --quick"
+  assert list(report["stages"]) == list(report_lib.STAGES)
+  for name, stage in report["stages"].items():
+    assert stage["status"] == "ok", (name, stage.get("error"))
+    assert stage["budget_s"] > 0 and stage["wall_time_s"] > 0
+    assert f"| {name} | ok | " in markdown
+  for heading in ("## Stages", "## Benchmark rows", "## Teacher, student, KD", "## Sweep: 4 KD",
+                  "## Determinism", "## bfloat16 against float32"):
+    assert heading in markdown
+  assert report["environment"]["packages"]["jax"] and report["data"]["dataset"] == "synthetic"
+  assert str(out) not in markdown  # the folder is DIR
+
+
+def test_quick_report_bench_rows(quick_report):
+  _, out, report = quick_report
+  bench_stage = report["stages"]["bench"]["result"]
+  assert sorted(bench_stage["rows"]) == ["epoch", "kd_step_fp32", "pgd20_fp32"]
+  assert all(r["img_per_s"] > 0 for r in bench_stage["rows"].values())
+  assert bench_stage["torch_reference"] == HAS_TORCH
+  assert json.loads((out / bench_stage["json"]).read_text())["settings"]["quick"]
+
+
+def test_quick_report_trains_teacher_student_and_kd(quick_report):
+  _, out, report = quick_report
+  runs = {name: report["stages"][name]["result"]["run"] for name in ("teacher", "student", "kd")}
+  for name, run in runs.items():
+    results = json.loads((out / run["workdir"] / "results.json").read_text())
+    assert results["params_sha256"] == run["params_sha256"]
+    assert run["test_accuracy"] == results["test_accuracy"] and run["train_wall_s"] > 0
+    assert run["process_wall_s"] >= run["train_wall_s"] and run["img_per_s"] > 0
+    assert (out / run["log"]).exists() and run["epochs"] == 1 and run["model"] == "wrn-10-1"
+  kd = json.loads((out / runs["kd"]["workdir"] / "results.json").read_text())
+  assert kd["mode"] == "kd"
+  assert os.path.samefile(kd["teacher"]["workdir"], out / runs["teacher"]["workdir"])
+
+
+def test_quick_report_sweep_aggregates_four_runs(quick_report):
+  _, out, report = quick_report
+  sweep = report["stages"]["sweep"]["result"]
+  assert sweep["parallel"] == 4 and [r["status"] for r in sweep["runs"]] == ["ok"] * 4
+  assert json.loads((out / sweep["sweep_json"]).read_text())["parallel"] == 4
+  assert sweep["aggregate_img_per_s_steady"] == pytest.approx(
+      sum(r["img_per_s"] for r in sweep["runs"]))
+  assert sweep["images"] == sum(r["steps"] * r["batch_size"] for r in sweep["runs"])
+  assert sweep["speedup_over_one_run"] > 0
+
+
+def test_quick_report_determinism_hashes_are_equal(quick_report):
+  """The two deterministic runs are separate processes in separate folders whose final
+  parameters are bit-identical; on a CPU the flag changes nothing, and the report says so."""
+  _, out, report = quick_report
+  det = report["stages"]["determinism"]["result"]
+  hashes = {name: json.loads((out / run["workdir"] / "results.json").read_text())["params_sha256"]
+            for name, run in det["runs"].items()}
+  assert len({run["workdir"] for run in det["runs"].values()}) == 3
+  assert hashes["deterministic_1"] == hashes["deterministic_2"]
+  assert det["deterministic_hashes_equal"]
+  assert [r["gpu_deterministic"] for r in det["runs"].values()] == [True, True, False]
+  assert det["note"].startswith("on a CPU --gpu_deterministic changes nothing")
+  assert det["nondeterministic_hash_equal"]  # CPU: the same programs, the same bits
+  assert "params_sha256: **equal**" in (out / "report.md").read_text()
+
+
+def test_quick_report_bf16_against_fp32(quick_report):
+  _, _, report = quick_report
+  bf16 = report["stages"]["bf16"]["result"]
+  assert bf16["run"]["dtype"] == "bfloat16"
+  assert bf16["float32_run"] == report["stages"]["student"]["result"]["run"]["workdir"]
+  assert bf16["accuracy_difference"] == pytest.approx(
+      bf16["run"]["test_accuracy"] - report["stages"]["student"]["result"]["run"]["test_accuracy"])
+
+
+def test_report_stages_fail_independently(tmp_path, monkeypatch):
+  """A crashing stage, a failing run (reported with its last log line), a stage stopped at
+  its time limit, and the stages that need a failed one skipped; the rest go on."""
+  from benchmarks import report as report_lib  # pylint: disable=import-outside-toplevel
+
+  def crash(ctx, report):
+    raise RuntimeError("crash")
+
+  def bad_flagfile(ctx, report):
+    return {"run": report_lib.main_run(ctx, "teacher", "experiments/no_such.flags", [])}
+
+  def sleeps(ctx, report):
+    proc = report_lib.run_process(ctx, "sleep", [sys.executable, "-c",
+                                                 "import time; time.sleep(120)"])
+    raise report_lib.StageFailed(report_lib._failed("sleep", proc))  # pylint: disable=protected-access
+
+  def nothing(ctx, report):
+    return {}
+
+  monkeypatch.setattr(report_lib, "STAGE_FUNCTIONS", {
+      "bench": crash, "teacher": bad_flagfile, "student": nothing, "kd": nothing,
+      "sweep": nothing, "determinism": sleeps, "bf16": nothing})
+  monkeypatch.setattr(report_lib, "QUICK", report_lib.dataclasses.replace(
+      report_lib.QUICK, budgets_s=tuple((n, 1 if n == "determinism" else 5)
+                                        for n in report_lib.STAGES)))
+  out = tmp_path / "out"
+  report = report_lib.run_report(str(out), quick=True, time_limit_s=600)
+  status = {n: s["status"] for n, s in report["stages"].items()}
+  assert status == {"bench": "failed", "teacher": "failed", "student": "ok", "kd": "skipped",
+                    "sweep": "skipped", "determinism": "timed_out", "bf16": "ok"}
+  stages = report["stages"]
+  assert stages["bench"]["error"] == "RuntimeError: crash"
+  assert stages["teacher"]["error"].startswith("teacher: exit 2: nkd: error:")
+  assert "no_such.flags" in stages["teacher"]["error"]
+  assert stages["kd"]["error"] == "needs the teacher stage, which did not finish"
+  assert stages["determinism"]["wall_time_s"] < 60
+  assert stages["determinism"]["error"].startswith("sleep: stopped at the stage's time limit")
+  markdown = (out / "report.md").read_text()
+  assert "| teacher | failed |" in markdown and "FAILED: teacher: exit 2: nkd: error:" in markdown
+  assert json.loads((out / "report.json").read_text())["stages"] == json.loads(
+      json.dumps(stages))
+
+
+def test_report_bad_arguments_are_one_line(tmp_path, capsys):
+  (tmp_path / "full").mkdir()
+  (tmp_path / "full" / "x").write_text("")
+  for argv, fragment in (
+      ([f"--report={tmp_path / 'new'}"], "give --data_dir"),
+      ([f"--report={tmp_path / 'full'}", "--quick"], "the folder is not empty"),
+      ([f"--report={tmp_path / 'new'}", "--quick", "--json=x.json"], "--json is not used with"),
+      ([f"--report={tmp_path / 'new'}", "--quick", f"--data_dir={tmp_path / 'nope'}"],
+       "no such folder"),
+      ([f"--report={tmp_path / 'new'}", "--quick", f"--cifar10_npz={tmp_path / 'nope.npz'}"],
+       "no such file"),
+      (["--quick", "--data_dir=x"], "--data_dir is an option of --report=DIR")):
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("benchmarks.bench: error: "), err
+    assert fragment in err[0]
+  assert not (tmp_path / "new").exists()
+
+
+def _fake_npz(path, n_train=10, n_test=5):
+  """A cifar10_jpeg.npz in the JPEG copy's layout, of random images."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  arrays, images = {}, {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    # Smooth images, so JPEG keeps them close.
+    imgs = np.repeat(np.repeat(rng.integers(0, 256, (n, 4, 4, 3), np.uint8), 8, 1), 8, 2)
+    blobs = []
+    for img in imgs:
+      buf = io.BytesIO()
+      Image.fromarray(img).save(buf, format="JPEG", quality=95)
+      blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    arrays[f"{split}_jpeg"] = np.concatenate(blobs)
+    arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    arrays[f"{split}_label"] = (np.arange(n) % 10).astype(np.uint8)
+    images[split] = imgs
+  np.savez(path, **arrays)
+  return images
+
+
+def test_cifar10_npz_converts_to_the_official_format(tmp_path):
+  from benchmarks import cifar10_npz  # pylint: disable=import-outside-toplevel
+  from nkd.data import cifar10  # pylint: disable=import-outside-toplevel
+  images = _fake_npz(tmp_path / "c.npz")
+  folder = cifar10_npz.write_python_folder(str(tmp_path / "c.npz"), str(tmp_path / "data"),
+                                           workers=1)
+  assert sorted(os.listdir(folder)) == sorted([*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH,
+                                               "batches.meta"])
+  data = cifar10.load_python_folder(folder)
+  assert data.train_images.shape == (10, 32, 32, 3) and data.test_images.shape == (5, 32, 32, 3)
+  assert data.train_labels.tolist() == list(range(10)) and data.test_labels.tolist() == [0, 1, 2, 3, 4]
+  for got, want in ((data.train_images, images["train"]), (data.test_images, images["test"])):
+    assert np.abs(got.astype(int) - want).mean() < 8  # JPEG: close, not equal
+  with pytest.raises(cifar10_npz.NpzError, match="no array 'train_jpeg'"):
+    np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+    cifar10_npz.write_python_folder(str(tmp_path / "bad.npz"), str(tmp_path / "bad"))
+
+
+def test_cifar10_npz_matches_the_shared_converter(cifar10_shared, tmp_path):
+  """Our converter gives the same arrays as ../shared's make_cifar10_python.py."""
+  from benchmarks import cifar10_npz  # pylint: disable=import-outside-toplevel
+  from nkd.data import cifar10  # pylint: disable=import-outside-toplevel
+  subprocess.run([sys.executable, str(cifar10_shared / "make_cifar10_python.py"),
+                  str(tmp_path / "ref")], check=True, capture_output=True)
+  ours = cifar10.load_python_folder(cifar10_npz.write_python_folder(
+      str(cifar10_shared / "cifar10_jpeg.npz"), str(tmp_path / "ours")))
+  ref = cifar10.load_python_folder(str(tmp_path / "ref" / cifar10.FOLDER))
+  for a, b in zip(ours[:4], ref[:4]):
+    np.testing.assert_array_equal(a, b)
