@@ -14,12 +14,23 @@ import jax
 RUN_KEY_TAGS = {"init": 0, "data": 1, "train": 2, "eval": 3, "label_noise": 4}
 STEP_KEY_TAGS = {"augment": 1, "dropout": 2, "teacher_dropout": 3, "signal_noise": 4,
                  "input_noise": 5, "swap": 8}
+# Label-noise streams by role, folded into the run's "label_noise" key: a teacher (any
+# --mode=ce run) and a distilling student draw different corruptions even for equal seeds.
+LABEL_ROLE_TAGS = {"teacher": 0, "student": 1}
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
   """The run's named keys, all derived from `seed`."""
   root = jax.random.key(seed)
   return {name: jax.random.fold_in(root, tag) for name, tag in RUN_KEY_TAGS.items()}
+
+
+def label_noise_key(seed: int, role: str) -> jax.Array:
+  """The label-noise stream of `role` ("teacher" or "student") of the run with `seed`; the
+  epoch's corruption comes from fold_in(this, epoch), or from this key itself when fixed."""
+  if role not in LABEL_ROLE_TAGS:
+    raise KeyError(f"unknown label-noise role {role!r}; known: {sorted(LABEL_ROLE_TAGS)}")
+  return jax.random.fold_in(run_keys(seed)["label_noise"], LABEL_ROLE_TAGS[role])
 
 
 def step_key_for(step_key: jax.Array, name: str) -> jax.Array:

@@ -6,6 +6,7 @@ this module runs one after the other."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import time
@@ -49,8 +50,9 @@ def setup_jax(config) -> None:
       os.environ["XLA_FLAGS"] = f"{xla_flags} {flag}".strip()
 
 
-def teacher_config(config):
-  """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed."""
+def teacher_config(config, seed: int | None = None):
+  """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed
+  (`seed`, else --teacher_seed)."""
   inherited = config.to_flags(config_lib.INHERITED_BY_TEACHER)
   noise = []
   if config.teacher_dropout >= 0:
@@ -60,7 +62,8 @@ def teacher_config(config):
               config_lib.as_flag("label_noise_fixed", config.label_noise_fixed)]
   teacher = config_lib.parse_flagfile(
       config.teacher_flagfile,
-      [*inherited, *noise, f"--seed={config.teacher_seed}", *config.teacher_flags])
+      [*inherited, *noise, f"--seed={config.teacher_seed if seed is None else seed}",
+       *config.teacher_flags])
   if teacher.mode != "ce":
     raise ConfigError(f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
                       f"train with --mode=ce, not {teacher.mode}")
@@ -70,15 +73,117 @@ def teacher_config(config):
 
 
 @contextlib.contextmanager
-def _file_lock(path: str):
-  """Serialises concurrent runs that need the same teacher (one trains, the others wait)."""
+def _file_lock(path: str, blocking: bool = True):
+  """Serialises concurrent runs that need the same teacher (one trains, the others wait).
+  Yields whether the lock is held (always, when blocking)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
     try:
-      yield
+      fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# The options that decide a run's training and test data (a teacher inherits them).
+_DATA_OPTIONS = ("dataset", "data_dir", "data_source", "train_subset", "validation_size",
+                 "synthetic_train_size", "synthetic_test_size", "synthetic_seed")
+
+
+def candidate_seeds(config) -> tuple[int, ...]:
+  """The teacher seeds a distillation run trains (or reuses): --teacher_seeds, else
+  --teacher_seed."""
+  return tuple(config.teacher_seeds) or (config.teacher_seed,)
+
+
+def ensure_teachers(tconfigs, data: Dataset) -> None:
+  """Trains each teacher run that is not finished, once, however many students start together:
+  each under its own file lock, first those no other process holds (so concurrent students
+  train different candidates side by side), then, waiting, the rest."""
+  def train_one(tconfig):
+    if not os.path.exists(os.path.join(tconfig.workdir, run_files.RESULTS)):
+      logging.info("No teacher for recipe %s, seed %d: training it in %s.", tconfig.name,
+                   tconfig.seed, tconfig.workdir)
+    train_and_evaluate(tconfig, data)
+
+  waiting = []
+  for tconfig in tconfigs:
+    with _file_lock(tconfig.workdir.rstrip("/") + ".lock", blocking=False) as held:
+      if held:
+        train_one(tconfig)
+      else:
+        waiting.append(tconfig)
+  for tconfig in waiting:
+    with _file_lock(tconfig.workdir.rstrip("/") + ".lock"):
+      train_one(tconfig)
+
+
+def choose_teacher(candidates: list[dict[str, Any]], rule: str) -> dict[str, Any]:
+  """The selection record of --teacher_select=`rule` ("test" or "val") among `candidates`
+  ({"seed", "workdir", "test_accuracy", "val_accuracy"}): the highest accuracy on that split,
+  the first in --teacher_seeds order on a tie."""
+  metric = {"test": "test_accuracy", "val": "val_accuracy"}[rule]
+  for c in candidates:
+    if c.get(metric) is None:
+      raise ConfigError(f"--teacher_select={rule}: the teacher in {c['workdir']} has no "
+                        f"{metric} (trained without --validation_size?)")
+  best = max(candidates, key=lambda c: c[metric])
+  return {"rule": rule, "metric": metric, "candidates": candidates,
+          "chosen_seed": best["seed"], "chosen_workdir": best["workdir"]}
+
+
+def select_teacher(config, tconfigs) -> dict[str, Any]:
+  """Chooses among the finished teacher runs `tconfigs` by --teacher_select."""
+  candidates = []
+  for tconfig in tconfigs:
+    res = run_files.read_results(tconfig.workdir)
+    candidates.append({"seed": tconfig.seed, "workdir": tconfig.workdir,
+                       "test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy})
+  selection = choose_teacher(candidates, config.teacher_select)
+  logging.info("Teacher selection (%s): %s -> seed %d.", selection["metric"], ", ".join(
+      f"seed {c['seed']} {c[selection['metric']]:.2f}%" for c in candidates),
+               selection["chosen_seed"])
+  return selection
+
+
+def prepare_teacher(config, data: Dataset) -> Teacher:
+  """The teacher of a distillation run: --teacher_workdir's, or its recipe's for --teacher_seed,
+  or the best of --teacher_seeds by --teacher_select (each trained once, then reused)."""
+  tconfigs = [teacher_config(config, seed) for seed in candidate_seeds(config)] \
+      if config.teacher_flagfile else []
+  expected_model = tconfigs[0].model if tconfigs else None
+  selection = None
+  if config.teacher_workdir:
+    teacher_dir = config.teacher_workdir
+  else:
+    same = all(getattr(config, n) == getattr(tconfigs[0], n) for n in _DATA_OPTIONS)
+    ensure_teachers(tconfigs, data if same else load_dataset(tconfigs[0]))
+    teacher_dir = tconfigs[0].workdir
+    if config.teacher_seeds:
+      selection = select_teacher(config, tconfigs)
+      teacher_dir = selection["chosen_workdir"]
+  teacher = load_teacher(teacher_dir, num_classes=data.num_classes, dtype=config.dtype,
+                         expected_model=expected_model)
+  if config.label_noise_shared:
+    _check_shared_labels(config, teacher_dir, data)
+  return dataclasses.replace(teacher, selection=selection)
+
+
+def _check_shared_labels(config, teacher_dir: str, data: Dataset) -> None:
+  """--label_noise_shared needs a teacher trained on these training labels with the same
+  corruption (its stream is then the student's)."""
+  stored = run_files.read_json(os.path.join(teacher_dir, run_files.CONFIG))
+  options = stored.get("options", {})
+  if (stored.get("data_fingerprint") != data.fingerprint()
+      or options.get("label_noise_p") != config.label_noise_p
+      or bool(options.get("label_noise_fixed")) != config.label_noise_fixed):
+    raise ConfigError(f"--label_noise_shared: the teacher in {teacher_dir} was not trained on "
+                      f"this training set with --label_noise_p={config.label_noise_p} and "
+                      f"--label_noise_fixed={config.label_noise_fixed}: no labels to share")
 
 
 def evaluate(config, model, variables, data: Dataset, teacher: Teacher | None = None,
@@ -124,23 +229,16 @@ def run(config) -> run_files.RunResults:
   teacher = None
   rows = []
   if config.mode == "kd":
-    tconfig = teacher_config(config) if config.teacher_flagfile else None
-    expected_model = tconfig.model if tconfig else None
-    if config.teacher_workdir:
-      teacher_dir = config.teacher_workdir
-    else:
-      teacher_dir = tconfig.workdir
-      with _file_lock(teacher_dir.rstrip("/") + ".lock"):
-        if not os.path.exists(os.path.join(teacher_dir, run_files.RESULTS)):
-          logging.info("No teacher for recipe %s, seed %d: training it in %s.",
-                       config.teacher_flagfile, tconfig.seed, teacher_dir)
-        train_and_evaluate(tconfig, data)
-    teacher = load_teacher(teacher_dir, num_classes=data.num_classes, dtype=config.dtype,
-                           expected_model=expected_model)
-    rows.append(("teacher", teacher.results, teacher_dir))
+    teacher = prepare_teacher(config, data)
+    rows.append(("teacher", teacher.results, teacher.workdir))
   results = train_and_evaluate(config, data, teacher)
   rows.append(("student" if teacher else config.name, results, config.workdir))
   print_table(rows)
+  if teacher is not None and teacher.selection:
+    chosen = teacher.selection
+    print(f"teacher selection ({chosen['metric']}): " + ", ".join(
+        f"seed {c['seed']} {c[chosen['metric']]:.2f}%" for c in chosen["candidates"]) +
+          f" -> seed {chosen['chosen_seed']}", flush=True)
   return results
 
 

@@ -60,6 +60,9 @@ class RunResults:
   val_accuracy: float | None = None
   eval_wall_time_s: float | None = None
   teacher: TeacherRef | None = None
+  # {"rule", "metric", "candidates": [{"seed", "workdir", "test_accuracy", "val_accuracy"}],
+  # "chosen_seed", "chosen_workdir"} where --teacher_seeds picked the teacher.
+  teacher_selection: dict | None = None
   clean: dict | None = None
   calibration: dict | None = None
   pgd: dict | None = None

@@ -112,6 +112,15 @@ class TrainOptions:
                                   "is trained once per recipe and seed, then reused.",
                                   teacher_side=True)
   teacher_seed: int = _kd_opt(0, "Seed of the teacher run to distil from.")
+  teacher_seeds: tuple = _kd_opt((), "Teacher selection: train (or reuse) the teacher recipe "
+                                 "with each of these seeds and distil from the best by "
+                                 "--teacher_select, e.g. 0,10,20,30,40 as the paper; empty: the "
+                                 "one --teacher_seed.", element=int, teacher_side=True,
+                                 omit_default=True, nonempty=True)
+  teacher_select: str = _kd_opt("test", "How --teacher_seeds picks the teacher: 'test', the "
+                                "highest test accuracy (the paper); 'val', the highest accuracy "
+                                "on the --validation_size split held out of the training set.",
+                                choices=("test", "val"), teacher_side=True, omit_default=True)
   teacher_flags: tuple = _kd_opt((), "Extra flags for the teacher recipe, e.g. "
                                  "--teacher_flags=--epochs=15 (repeatable).", multi=True,
                                  teacher_side=True)
@@ -189,13 +198,24 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
     return NoiseOptions.of(self)
 
   def semantic_dict(self) -> dict[str, Any]:
-    """The options that determine the trained parameters."""
-    return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING}
+    """The options that determine the trained parameters; an `omit_default` option only where
+    it is set (so recipes from before it existed keep their hash)."""
+    fields = self.fields_by_name()
+    return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING and not (
+        fields[k].metadata.get("omit_default") and v == fields_lib.jsonable(fields[k].default))}
 
   def differing_options(self, stored_options: dict[str, Any]) -> list[str]:
-    """The semantic options whose value differs from a run's stored config.json options."""
-    ours = self.semantic_dict()
-    return sorted(k for k, v in ours.items() if stored_options.get(k) != v)
+    """The semantic options whose value differs from a run's stored config.json options (an
+    `omit_default` option absent there was at its default)."""
+    fields, ours = self.fields_by_name(), self.to_dict()
+    missing = object()
+
+    def stored(name):
+      default = (fields_lib.jsonable(fields[name].default)
+                 if fields[name].metadata.get("omit_default") else missing)
+      return stored_options.get(name, default)
+
+    return sorted(k for k, v in ours.items() if k not in BOOKKEEPING and stored(k) != v)
 
   def recipe_hash(self) -> str:
     """Names a recipe: its semantic options except the seed (one recipe, many seeds)."""
@@ -234,6 +254,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names: Sequence[st
 def from_flags(flag_values: flags.FlagValues, argv: Sequence[str] = ()) -> Config:
   """Builds a resolved, validated Config from parsed flags."""
   values = fields_lib.values_from_flags(dataclasses.fields(Config), flag_values)
+  for f in dataclasses.fields(Config):
+    if f.metadata.get("nonempty") and flag_values[f.name].present and not values[f.name]:
+      raise ConfigError(f"--{f.name}: expected at least one value, got none")
   if not values["name"]:
     values["name"] = _flagfile_stem(argv) or "run"
   return resolve(Config(**values))
@@ -337,6 +360,7 @@ def validate(config: Config) -> None:
   if config.mode == "kd":
     check(config.teacher_flagfile or config.teacher_workdir, "teacher_flagfile",
           "a teacher recipe (or --teacher_workdir) for --mode=kd")
+    _validate_teacher_selection(config, check)
   else:
     for flag in TEACHER_OPTIONS:
       default = Config.__dataclass_fields__[flag].default
@@ -346,6 +370,37 @@ def validate(config: Config) -> None:
           "T in --mode=ce (S and TS corrupt a distilling student's labels: they need a teacher)")
   if config.level_flag:
     check(config.level_flag in NOISE_LEVELS, "level_flag", f"one of {', '.join(NOISE_LEVELS)}")
+
+
+def _validate_teacher_selection(config, check) -> None:
+  """--teacher_seeds / --teacher_select and --label_noise_shared of a distillation run."""
+  seeds = config.teacher_seeds
+  check(len(set(seeds)) == len(seeds), "teacher_seeds", "distinct seeds")
+  if seeds:
+    check(not config.teacher_workdir, "teacher_workdir",
+          "nothing with --teacher_seeds (each candidate is trained from --teacher_flagfile)")
+    check(config.teacher_seed == Config.__dataclass_fields__["teacher_seed"].default,
+          "teacher_seed", "its default with --teacher_seeds (give one or the other)")
+  if config.teacher_select != "test":
+    check(seeds, "teacher_select", "--teacher_seeds, the candidates to select from")
+    check(teacher_validation_size(config) > 0, "teacher_select",
+          "--validation_size > 0 for 'val' (a split held out of the training set to select on)")
+  if config.label_noise_shared:
+    check(config.label_noise_p > 0 and config.label_noise_mode == "TS", "label_noise_shared",
+          "--label_noise_mode=TS and --label_noise_p > 0 (only then is the teacher trained on "
+          "corrupted labels to share)")
+
+
+def teacher_validation_size(config) -> int:
+  """The --validation_size the teacher recipe gets: the student's, or its --teacher_flags'."""
+  size = config.validation_size
+  for flag in config.teacher_flags:
+    if flag.startswith("--validation_size="):
+      try:
+        size = int(flag.split("=", 1)[1])
+      except ValueError:
+        pass  # the teacher's own parse reports it
+  return size
 
 
 def corrupts_own_labels(config) -> bool:

@@ -2,8 +2,10 @@
 
 An option is a dataclass field with metadata: `help`, optionally `choices`, `element` (the type
 of a list's elements), `multi` (a repeatable flag), `group` (its section of `--help`),
-`teacher_side` (only a distillation run may set it) and `level` (it can be an experiment's noise
-level; the number orders them).
+`teacher_side` (only a distillation run may set it), `level` (it can be an experiment's noise
+level; the number orders them), `omit_default` (left out of the recipe while at its default: an
+option added after runs were made, so their recipe hashes and stored configs stay valid) and
+`nonempty` (a list flag that, when given, needs at least one value).
 """
 
 from __future__ import annotations

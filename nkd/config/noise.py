@@ -57,6 +57,11 @@ class NoiseOptions:
                                  choices=("", "S", "T", "TS"))
   label_noise_fixed: bool = _noise(False, "Corrupt once for the whole run instead of re-drawing "
                                    "every epoch.")
+  label_noise_shared: bool = _noise(False, "Mode TS: the student trains on exactly its teacher's "
+                                    "corrupted labels (the teacher's stream, every epoch), for "
+                                    "every seed; default: a stream of the student's own, "
+                                    "independent of the teacher's (docs/FIDELITY.md).",
+                                    teacher_side=True, omit_default=True)
   swap_p: float = _noise(0.0, "Random swapping: probability per sample that the teacher's "
                          "softened probabilities are considered for swapping (mode=kd).",
                          teacher_side=True, level=5)

@@ -100,6 +100,20 @@ def check_workdir(config, fingerprint: str) -> run_files.RunResults | None:
   return run_files.read_results(config.workdir) if finished else None
 
 
+def label_stream_key(config, teacher_seed: int | None = None) -> jax.Array:
+  """The key of the label-noise stream this run trains on: its own seed's, with its role folded
+  in (a --mode=ce run is a teacher, a distilling student a student), so a student never gets
+  its teacher's corruption by sharing its seed; with --label_noise_shared, the stream of its
+  teacher (`teacher_seed`, role teacher): exactly the labels that teacher trained on."""
+  if config.mode == "ce":
+    return keys_lib.label_noise_key(config.seed, "teacher")
+  if config.label_noise_shared:
+    if teacher_seed is None:
+      raise ConfigError("--label_noise_shared: the teacher's seed is unknown")
+    return keys_lib.label_noise_key(teacher_seed, "teacher")
+  return keys_lib.label_noise_key(config.seed, "student")
+
+
 def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: int, mesh):
   """The labels of `epoch`: corrupted with --label_noise_p where this run's own labels are
   (re-drawn each epoch from fold_in(key, epoch), or once with --label_noise_fixed)."""
@@ -173,9 +187,11 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
         "data_source": data.source, "num_train": n_train,
         "teacher": teacher and {"workdir": teacher.workdir,
                                 "params_sha256": teacher.results.params_sha256},
+        "teacher_selection": teacher and teacher.selection,
         **environment()})
 
   keys = keys_lib.run_keys(config.seed)
+  label_key = label_stream_key(config, teacher.results.seed if teacher else None)
   model = create_model(config.model, num_classes=data.num_classes, dropout_rate=config.dropout,
                        dtype=config.dtype)
   tx = make_optimizer(config, steps_per_epoch)
@@ -237,7 +253,7 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       carried = progress if first else {}
       epoch_start = time.time() - carried.get("epoch_time_s", 0.0)
       order = keys_lib.epoch_permutation(keys["data"], epoch, n_train)
-      epoch_labels = epoch_training_labels(config, keys["label_noise"], labels, epoch,
+      epoch_labels = epoch_training_labels(config, label_key, labels, epoch,
                                            data.num_classes, mesh)
       pending, window_start, window_steps = [], time.time(), 0
       sums = {"loss": carried.get("loss_sum", 0.0), "correct": carried.get("correct", 0)}
@@ -293,10 +309,10 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       stopping = preemption.any_process_stopping(stop)
       if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
         checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
-      board.scalars(record["step"], {"test/accuracy": record.get("test_accuracy"),
-                                     "val/accuracy": record.get("val_accuracy")})
       if is_main:
         _append_metrics(config.workdir, record)
+      board.scalars(record["step"], {"test/accuracy": record.get("test_accuracy"),
+                                     "val/accuracy": record.get("val_accuracy")})
       logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
                    epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
                    f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record
@@ -317,7 +333,8 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       params_sha256=run_files.params_sha256(variables),
       wall_time_s=round(time.time() - run_start, 3), device=environment()["device"],
       teacher=teacher and run_files.TeacherRef(teacher.workdir, teacher.results.test_accuracy,
-                                               teacher.results.params_sha256))
+                                               teacher.results.params_sha256),
+      teacher_selection=teacher and teacher.selection)
   board.close()
   checkpointer.close()
   logging.info("Trained %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,

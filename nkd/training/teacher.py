@@ -23,6 +23,8 @@ class Teacher:
   variables: Any
   workdir: str
   results: run_files.RunResults
+  # How it was chosen among candidate seeds (--teacher_seeds): recorded with the student.
+  selection: dict | None = None
 
 
 def load_teacher(workdir: str, *, num_classes: int, dtype: str,
