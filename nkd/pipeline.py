@@ -199,7 +199,9 @@ def evaluate(config, model, variables, data: Dataset, teacher: Teacher | None = 
                    test_labels=data.test_labels, options=config, cache_dir=cache_dir,
                    teacher=teacher_model, test_logits=test_logits,
                    input_noise_sigma=config.input_noise_sigma, output_dir=config.workdir,
-                   smoothing_apply_fn=smoothing.smoothing_apply_fn(model, config.smoothing_dtype))
+                   smoothing_apply_fn=smoothing.smoothing_apply_fn(model, config.smoothing_dtype),
+                   random_apply_fn=predict.noisy_apply_fn(model, config.eval_input_noise_sigma,
+                                                          config.eval_dropout))
 
 
 def train_and_evaluate(config, data: Dataset,
@@ -291,6 +293,10 @@ def summary_lines(results: run_files.RunResults) -> list[str]:
     lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
                  f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
                  ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
+  for entry in (results.autoattack or {}).get("results", []):
+    masking = " (gradient masking suspected)" if entry["masking_check"]["suspicious"] else ""
+    lines.append(f"AutoAttack {entry['version']:<8} eps {entry['eps']:.4f}  robust "
+                 f"{entry['robust_accuracy']:.2f}% (clean {entry['clean_accuracy']:.2f}%){masking}")
   if results.smoothing:
     c = results.smoothing
     lines.append(f"smoothing sigma {c['sigma']:g}  certified accuracy " + ", ".join(

@@ -14,11 +14,12 @@ import dataclasses
 from nkd.config.fields import opt
 from nkd.errors import ConfigError
 
-SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic", "smoothing")
+SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic", "smoothing", "autoattack")
 # What a run evaluates unless --eval_suite says otherwise: the paper's evaluations. The
 # evaluations that go beyond it are opt-in, being far more expensive.
 DEFAULT_SUITE = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
 SMOOTHING_DTYPES = ("float32", "bfloat16")
+AUTOATTACK_VERSIONS = ("standard", "fast")
 CIFAR10C_SOURCES = ("auto", "official", "tfds", "regenerate")
 
 # PGD (nkd/evaluation/pgd.py).
@@ -117,6 +118,26 @@ class EvalOptions:
   smoothing_dtype: str = _field("float32", "Forward-pass dtype of the sampling (counts stay "
                                 "exact): float32 or bfloat16.")
 
+  # AutoAttack (Croce & Hein 2020), L-inf.
+  autoattack_eps: tuple[float, ...] = _field(
+      (8 / 255, 0.031), "L-inf radii in [0, 1] pixel units (RobustBench's 8/255 and the "
+      "paper's 0.031).")
+  autoattack_version: str = _field(
+      "standard", "'standard': APGD-CE, APGD-T, FAB-T, Square; 'fast': APGD-CE + APGD-T only "
+      "(named so in the results).")
+  autoattack_num_examples: int = _field(
+      1000, "Attack the first N test images (RobustBench's quick evaluation: 1,000); 0: all.")
+  autoattack_batch_size: int = _field(500, "Images per AutoAttack batch.")
+  autoattack_iterations: int = _field(100, "Iterations of APGD and FAB.")
+  autoattack_square_queries: int = _field(5000, "Queries of the Square attack.")
+  attack_eot: int = _field(
+      1, "EOT draws for a model random at test time (--eval_input_noise_sigma, "
+      "--eval_dropout): gradients and predictions averaged over K keyed draws; 1: off.")
+  eval_input_noise_sigma: float = _field(
+      0.0, "Attack the model with Gaussian input noise at test time (a random model; use "
+      "--attack_eot); 0: the deterministic model, as the paper.")
+  eval_dropout: bool = _field(False, "Attack the model with dropout kept on at test time.")
+
   @property
   def suite(self) -> tuple[str, ...]:
     return tuple(s.strip() for s in self.eval_suite.split(",") if s.strip())
@@ -175,6 +196,8 @@ class EvalOptions:
                                            for s in self.cifar10c_severities):
       raise ConfigError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
                        f"{self.cifar10c_severities}")
+    if "autoattack" in self.suite:
+      self._validate_autoattack()
     if "smoothing" in self.suite:
       if self.smoothing_sigma < 0:
         raise ConfigError(f"--smoothing_sigma must be > 0 (or 0: the run's "
@@ -191,6 +214,28 @@ class EvalOptions:
         raise ConfigError(f"--smoothing_dtype must be one of {SMOOTHING_DTYPES}, got "
                           f"{self.smoothing_dtype!r}")
     return self
+
+  def _validate_autoattack(self) -> None:
+    if not self.autoattack_eps or any(not 0 <= e <= 1 for e in self.autoattack_eps):
+      raise ConfigError(f"--autoattack_eps values must be in [0, 1] (pixel units), got "
+                        f"{self.autoattack_eps}")
+    if self.autoattack_version not in AUTOATTACK_VERSIONS:
+      raise ConfigError(f"--autoattack_version must be one of {', '.join(AUTOATTACK_VERSIONS)},"
+                        f" got {self.autoattack_version!r}")
+    for name in ("attack_eot", "autoattack_batch_size", "autoattack_iterations",
+                 "autoattack_square_queries"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.autoattack_num_examples < 0:
+      raise ConfigError(f"--autoattack_num_examples must be >= 0 (0: all), got "
+                        f"{self.autoattack_num_examples}")
+    if self.eval_input_noise_sigma < 0:
+      raise ConfigError(f"--eval_input_noise_sigma must be >= 0, got "
+                        f"{self.eval_input_noise_sigma}")
+
+  @property
+  def random_at_test_time(self) -> bool:
+    return bool(self.eval_input_noise_sigma or self.eval_dropout)
 
   def resolved_smoothing_sigma(self, input_noise_sigma: float = 0.0) -> float:
     """--smoothing_sigma, else the run's --input_noise_sigma; ConfigError if neither."""

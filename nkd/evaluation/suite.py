@@ -16,12 +16,15 @@ import numpy as np
 from absl import logging
 
 from nkd.config.evaluation import EvalOptions
-from nkd.evaluation import calibration, cifar10c, cinic, pgd, predict, smoothing
+from nkd.errors import ConfigError
+from nkd import fileio
+from nkd.evaluation import autoattack, calibration, cifar10c, cinic, pgd, predict, smoothing
 from nkd.evaluation.predict import ApplyFn
 
 
 # fold_in tags of the evaluation key (the attacks' key is fold_in(key, --pgd_seed)).
 SMOOTHING_KEY_TAG = 1_000_001
+AUTOATTACK_KEY_TAG = 1_000_002
 
 
 def _subset(array: np.ndarray, n: int) -> np.ndarray:
@@ -53,7 +56,8 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
               test_labels: np.ndarray, options: EvalOptions, cache_dir: str | None = None,
               teacher: tuple[ApplyFn, object] | None = None,
               test_logits: np.ndarray | None = None, input_noise_sigma: float = 0.0,
-              output_dir: str | None = None, smoothing_apply_fn: ApplyFn | None = None) -> dict:
+              output_dir: str | None = None, smoothing_apply_fn: ApplyFn | None = None,
+              random_apply_fn=None) -> dict:
   """Evaluates the model `apply_fn(variables, images)` (eval mode, [0, 1] NHWC images ->
   logits) on the clean test set (uint8 NHWC) and on what `options.eval_suite` names; see the
   module docstring.
@@ -64,6 +68,9 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
   last evaluation), are not computed again. Smoothing uses --smoothing_sigma, else
   `input_noise_sigma` (the run's), samples with `smoothing_apply_fn` (e.g. a bfloat16 copy of
   the model; default `apply_fn`) and writes its per-example side file into `output_dir`.
+  AutoAttack attacks `random_apply_fn(variables, images, key)` with --attack_eot draws when
+  given (a model random at test time), else the deterministic model; its entry is added only
+  when it finishes, and its gradient-masking check uses the PGD section when there is one.
   """
   options.validate()
   test_images, test_labels = np.asarray(test_images), np.asarray(test_labels).astype(np.int32)
@@ -119,6 +126,10 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
     results["cinic_imagenet"]["time_s"] = time.time() - start
     if results["cinic_imagenet"]["status"] != "ok":
       logging.warning("CINIC-10 skipped: %s", results["cinic_imagenet"]["reason"])
+  if "autoattack" in suite:
+    results["autoattack"] = _run_autoattack(apply_fn, variables, key, test_images, test_labels,
+                                            options, random_apply_fn, results.get("pgd"),
+                                            output_dir)
   if "smoothing" in suite:
     results["smoothing"] = _run_smoothing(smoothing_apply_fn or apply_fn, variables, key,
                                           test_images, test_labels, options, input_noise_sigma,
@@ -143,3 +154,58 @@ def _run_smoothing(apply_fn, variables, key, images, labels, options: EvalOption
   logging.info("Smoothing sigma %g: certified accuracy %s, abstain %.2f%%", sigma,
                summary["certified_accuracy"], summary["abstain_rate"])
   return summary
+
+
+def _run_autoattack(apply_fn, variables, key, images, labels, options: EvalOptions,
+                    random_apply_fn, pgd_section: dict | None, output_dir: str | None) -> dict:
+  """AutoAttack at every --autoattack_eps on the first --autoattack_num_examples test images;
+  the per-example outcome (which attack broke each image) in OUTPUT_DIR/autoattack.json."""
+  start = time.time()
+  n = options.autoattack_num_examples or len(images)
+  if n > len(images):
+    raise ConfigError(f"--autoattack_num_examples={n} is more than the {len(images)} test "
+                      f"images")
+  random_model = options.random_at_test_time and random_apply_fn is not None
+  entries, per_example = [], {}
+  for index, eps in enumerate(options.autoattack_eps):
+    result = autoattack.run_autoattack(
+        None if random_model else apply_fn, variables,
+        jax.random.fold_in(jax.random.fold_in(key, AUTOATTACK_KEY_TAG), index), images[:n],
+        labels[:n], eps=eps, version=options.autoattack_version,
+        batch_size=options.autoattack_batch_size,
+        random_apply_fn=random_apply_fn if random_model else None,
+        eot=options.attack_eot if random_model else 1, n_iter=options.autoattack_iterations,
+        square_queries=options.autoattack_square_queries)
+    per_example[f"{eps:g}"] = result.pop("per_example")
+    result["masking_check"] = _masking_check(result, pgd_section)
+    entries.append(result)
+    logging.info("AutoAttack (%s) eps %.4f: robust %.2f%% (clean %.2f%%)%s",
+                 options.autoattack_version, eps, result["robust_accuracy"],
+                 result["clean_accuracy"],
+                 "; gradient masking suspected" if result["masking_check"]["suspicious"] else "")
+  out = {"version": options.autoattack_version, "name": entries[0]["name"],
+         "eps": list(options.autoattack_eps), "num_examples": int(n),
+         "eot": options.attack_eot if random_model else 1, "random_model": bool(random_model),
+         "results": entries, "seconds": time.time() - start}
+  if output_dir:
+    fileio.write_json(os.path.join(output_dir, "autoattack.json"), per_example)
+    out["per_example_file"] = "autoattack.json"
+  return out
+
+
+def _masking_check(result: dict, pgd_section: dict | None) -> dict:
+  """AutoAttack's own check (Square vs the white-box stages) plus, with a PGD section at the
+  same eps, PGD's budget, the eps sweep at large eps and the PGD-vs-APGD gap."""
+  after = result["robust_accuracy_after"]
+  kwargs = {"autoattack": result} if "square" in result["attacks"] else {}
+  if pgd_section:
+    same_eps = [r for r in pgd_section.get("results", [])
+                if abs(r["eps"] - result["eps"]) < 1e-9]
+    if same_eps:
+      kwargs["pgd_budget"] = autoattack.pgd_budget_from_result({"results": same_eps})
+      if "apgd-ce" in after:
+        kwargs["pgd_accuracy"] = min(r["robust_accuracy"] for r in same_eps)
+        kwargs["apgd_accuracy"] = after["apgd-ce"]
+    if pgd_section.get("eps_sweep"):
+      kwargs["large_eps_accuracy"] = pgd_section["eps_sweep"]
+  return autoattack.masking_check(**kwargs)
