@@ -22,7 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_accuracy=None,
               epochs=200, dataset="cifar10", options=None, pgd=None, cifar10_c=None,
-              cinic=None, ece=None, certified=None, results=True):
+              cinic=None, ece=None, certified=None, autoattack=None, results=True):
   """Writes a run folder as the training code does; returns its path."""
   path = os.path.join(str(root), rel)
   opts = {"name": experiment, "seed": seed, "epochs": epochs, "dataset": dataset, "mode": "kd",
@@ -53,6 +53,10 @@ def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_
   if ece is not None:
     sections["calibration"] = {"accuracy": test_accuracy, "ece": ece, "ece_num_bins": 15,
                                "ece_units": "percent", "nll": 0.2, "num_examples": 10000}
+  if autoattack is not None:
+    sections["autoattack"] = {"version": "standard", "eps": [0.031], "results": [
+        {"eps": 0.031, "version": "standard", "robust_accuracy": autoattack,
+         "clean_accuracy": test_accuracy, "masking_check": {"suspicious": False, "flags": []}}]}
   if certified is not None:
     sections["smoothing"] = {"method": "certify", "sigma": 0.25, "n0": 100, "n": 100000,
                              "alpha": 0.001, "certified_accuracy": dict(certified),
@@ -487,3 +491,20 @@ def test_certified_accuracy_figure_alone_and_distilled(tmp_path):
   groups, _ = grouping.group_runs(loading.load_runs([str(runs)]))
   distilled = [g for g in groups if g.experiment == "smoothing"][0]
   assert distilled.stat(("certified", 0.25)).mean == pytest.approx(55.0)
+
+
+def test_autoattack_beside_pgd_in_the_table_and_a_figure(tmp_path):
+  runs, out = tmp_path / "runs", tmp_path / "out"
+  for seed in (0, 1):
+    for level, pgd_robust, aa in ((0.05, 30.0, 20.0), (0.1, 40.0, 25.0)):
+      write_run(runs, f"s{level}_{seed}", experiment="softrand", seed=seed, level=level,
+                level_name="input_noise_sigma", test_accuracy=90.0,
+                pgd=[(20, 0.031, pgd_robust + seed, pgd_robust + seed)], autoattack=aa + seed)
+  written = report.write_report([str(runs)], str(out))
+  assert "fig_robustness_softrand.png" in written
+  header = read(out, "summary.md").splitlines()
+  table = "\n".join(header)
+  assert "PGD-20 ε=0.031" in table and "AutoAttack ε=0.031" in table
+  assert table.index("PGD-20 ε=0.031") < table.index("AutoAttack ε=0.031")
+  rows = read_csv(out)
+  assert sorted(float(r["autoattack_eps0.031_mean"]) for r in rows) == [20.5, 25.5]

@@ -8,6 +8,8 @@ same runs give the same bytes):
                                  as the paper's Figure 5 most likely reads.
   fig_label_corruption[_fixed]   test accuracy vs p, one line per mode T/S/TS (Figures 7, 8).
   fig_swap                       test accuracy vs p, top-2 vs all swaps (Figure 9).
+  fig_robustness_<exp>           robust accuracy vs noise level: the paper's PGD (most steps)
+                                 and AutoAttack at the same eps, side by side (beyond the paper).
   fig_certified                  randomized smoothing: certified accuracy vs L2 radius, one
                                  line per noise level; students trained alone and distilled
                                  side by side (beyond the paper).
@@ -235,8 +237,41 @@ def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:
              and "swap" in (g.level_name or "") + g.experiment]
   _line_figure(writer, "fig_swap", "random swapping", _mode_lines(members, "swap_mode", SWAP_MODES),
                references)
+  for experiment in experiments:
+    _robustness_figure(writer, experiment,
+                       [g for g in groups if g.experiment == experiment
+                        and _is_numeric_level(g.level)])
   _certified_figure(writer, groups)
   return writer.written
+
+
+def _robustness_figure(writer: _FigureWriter, experiment: str, members: Sequence[Group]) -> None:
+  """PGD (its largest step count) and AutoAttack robust accuracy against the noise level, one
+  panel per eps at which both were measured."""
+  keys = {k for g in members for run in g.runs for k in run.metrics}
+  aa_eps = sorted({k[1] for k in keys if k[0] == "autoattack"})
+  panels = []
+  for eps in aa_eps:
+    steps = sorted(k[1] for k in keys if k[0] == "pgd" and k[2] == eps and k[3] == "robust")
+    if steps:
+      panels.append((eps, steps[-1]))
+  if not panels:
+    return
+  with writer.style():
+    fig, axes = writer.new(ncols=len(panels))
+    for ax, (eps, steps) in zip(axes, panels):
+      lines = {f"PGD-{steps}": ("pgd", steps, eps, "robust"), "AutoAttack": ("autoattack", eps)}
+      for index, (label, key) in enumerate(lines.items()):
+        points = sorted((float(g.level), g.stat(key)) for g in members if g.stat(key))
+        if points:
+          ax.errorbar([x for x, _ in points], [s.mean for _, s in points],
+                      yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=3,
+                      capsize=3, color=f"C{index}", label=label)
+      ax.set_title(f"{experiment}: robust accuracy, eps={fmt_number(eps)}")
+      ax.set_xlabel(members[0].level_name or "level")
+      ax.set_ylabel("robust accuracy (%)")
+      ax.legend()
+    writer.save(fig, f"fig_robustness_{_slug(experiment)}")
 
 
 def _radii(group: Group) -> list[float]:

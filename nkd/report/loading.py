@@ -173,7 +173,8 @@ def extract_metrics(results: results_lib.RunResults, where: str
   Keys: ("test_accuracy",), ("cinic_accuracy",), ("ece",), ("cifar10_c_mean_15",),
   ("cifar10_c_mean_19",), ("cifar10_c", corruption), and the same relative to clean accuracy
   ("cifar10_c_relative", corruption), ("cifar10_c_relative_mean_15",), ...,
-  ("pgd", steps, eps, "robust"|"worst_restart"), ("certified", radius) (randomized smoothing,
+  ("pgd", steps, eps, "robust"|"worst_restart"), ("autoattack", eps) (AutoAttack robust
+  accuracy), ("certified", radius) (randomized smoothing,
   certified accuracy at that L2 radius).
   A value that is present but not a finite number is treated as missing, with a warning.
   """
@@ -196,6 +197,11 @@ def extract_metrics(results: results_lib.RunResults, where: str
   if isinstance(results.cifar10_c, dict):
     _cifar10_c_metrics(results.cifar10_c, metrics, put)
     _cifar10_c_relative_metrics(results.cifar10_c, metrics)
+  if isinstance(results.autoattack, dict):
+    for entry in results.autoattack.get("results", []):
+      eps = eps_key(entry.get("eps"))
+      if eps is not None:
+        put(("autoattack", eps), entry.get("robust_accuracy"), f"autoattack[eps={eps}]")
   if isinstance(results.smoothing, dict):
     for radius, value in (results.smoothing.get("certified_accuracy") or {}).items():
       try:  # JSON keys are strings: "0.25"

@@ -37,6 +37,13 @@ def table_columns(runs: Sequence[Run]) -> list[Column]:
   for steps, eps in sorted(pgd):
     columns.append(Column(("pgd", steps, eps, "robust"), f"PGD-{steps} ε={fmt_number(eps)}",
                           f"pgd{steps}_eps{fmt_number(eps)}_robust", 2))
+  # AutoAttack beside PGD: is a robustness the paper's PGD measures real?
+  for eps in sorted({k[1] for run in runs for k in run.metrics if k[0] == "autoattack"}):
+    columns.append(Column(("autoattack", eps), f"AutoAttack ε={fmt_number(eps)}",
+                          f"autoattack_eps{fmt_number(eps)}", 2))
+  for radius in sorted({k[1] for run in runs for k in run.metrics if k[0] == "certified"}):
+    columns.append(Column(("certified", radius), f"certified r={fmt_number(radius)}",
+                          f"certified_r{fmt_number(radius)}", 2))
   columns += [Column(("cifar10_c_mean_15",), "CIFAR-10-C mean-15", "cifar10_c_mean_15", 2),
               Column(("cifar10_c_mean_19",), "CIFAR-10-C mean-19", "cifar10_c_mean_19", 2),
               Column(("cifar10_c_relative_mean_15",), "CIFAR-10-C mean-15 rel. to clean",
