@@ -52,7 +52,7 @@ from nkd import config as config_lib
 from nkd import fileio
 from nkd import keys as keys_lib
 from nkd import pipeline
-from nkd.evaluation import pgd, predict, smoothing
+from nkd.evaluation import autoattack, pgd, predict, smoothing
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
 from nkd.training.loop import environment as run_environment
@@ -67,7 +67,7 @@ SECTIONS = (("rows and sizes", ("only", "quick", "steps", "repeats", "epoch_imag
             ("the GPU report", ("report", "data_dir", "cifar10_npz", "time_limit_s")),
             ("device", ("gpu_deterministic",)))
 ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
-        "pgd20_fp32", "pgd20_bf16", "smoothing_fp32")
+        "pgd20_fp32", "pgd20_bf16", "apgd_ce_fp32", "square_fp32", "smoothing_fp32")
 DESCRIPTIONS = {
     "kd_step_fp32": "KD step, T fwd + S step, fp32",
     "kd_step_bf16": "KD step, bfloat16",
@@ -76,6 +76,8 @@ DESCRIPTIONS = {
     "epoch": "whole epoch (permutation + steps + fetches)",
     "pgd20_fp32": "PGD attack on the student, fp32",
     "pgd20_bf16": "PGD attack on the student, bfloat16",
+    "apgd_ce_fp32": "APGD-CE, PGD's iteration count, fp32",
+    "square_fp32": "Square attack, PGD's count as queries, fp32",
     "smoothing_fp32": "smoothing: noisy forward passes (CERTIFY sampling)",
 }
 # ANCHORS.md, "Speed to beat" (one H200): the numbers this benchmark is compared with.
@@ -230,6 +232,29 @@ def bench_pgd(settings: Settings, *, dtype="float32") -> dict[str, Any]:
   return _median_rate(times, settings.pgd_batch)
 
 
+def bench_autoattack_stage(settings: Settings, stage: str) -> dict[str, Any]:
+  """APGD-CE (n_iter = --pgd_steps, one forward and backward each, like PGD) or Square
+  (queries = --pgd_steps, one forward each) on the student at --pgd_batch; img/s = attacked
+  images per second, so apgd_ce_fp32 / pgd20_fp32 is APGD's cost per iteration relative to
+  PGD's."""
+  model = create_model(settings.student)
+  variables = init_variables(model, jax.random.key(2))
+  apply_fn = predict.eval_apply_fn(model)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (settings.pgd_batch, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 10, settings.pgd_batch).astype(np.int32)
+
+  def attack(i):
+    if stage == "apgd":
+      return autoattack.apgd_attack(apply_fn, variables, jax.random.key(i), images, labels,
+                                    eps=0.031, n_iter=settings.pgd_steps)["adversarial"]
+    return autoattack.square_attack(apply_fn, variables, jax.random.key(i), images, labels,
+                                    eps=0.031, n_queries=settings.pgd_steps)["adversarial"]
+
+  times = _timings(attack, settings, settings.repeats, warm=lambda: attack(0))
+  return _median_rate(times, settings.pgd_batch)
+
+
 def bench_smoothing(settings: Settings, *, dtype="float32") -> dict[str, Any]:
   """Noisy forward passes per second of the student under CERTIFY's sampling: one image,
   `smoothing_batch` draws per call (noise generated, classified and counted on the device).
@@ -260,6 +285,8 @@ def run_rows(settings: Settings, rows: Sequence[str],
       "epoch": lambda: bench_epoch(settings, data, mesh),
       "pgd20_fp32": lambda: bench_pgd(settings),
       "pgd20_bf16": lambda: bench_pgd(settings, dtype="bfloat16"),
+      "apgd_ce_fp32": lambda: bench_autoattack_stage(settings, "apgd"),
+      "square_fp32": lambda: bench_autoattack_stage(settings, "square"),
       "smoothing_fp32": lambda: bench_smoothing(settings),
   }
   out = {}
