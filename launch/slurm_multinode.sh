@@ -92,19 +92,22 @@ job_name="${job_name:-nkd-$stem-${nodes}x$gpus}"
 
 sbatch_cmd=(sbatch "--job-name=$job_name" "--nodes=$nodes" "--ntasks-per-node=$gpus"
             "--gpus-per-node=$gpus" "--cpus-per-task=$cpus" "--time=$time_limit"
-            "--chdir=$NKD_REPO" "--output=$log_dir/%x-%j.out")
+            "--chdir=$NKD_REPO" "--output=$log_dir/%x-%j.out" "--requeue"
+            "--signal=B:USR1@120")
 [[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
 [[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
 [[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")
 sbatch_cmd+=("${extra_sbatch[@]}")
 
 script="#!/usr/bin/env bash
-set -euo pipefail
+set -uo pipefail
 cd $(shell_quote "$NKD_REPO")
 echo \"nkd: job \${SLURM_JOB_ID}: \${SLURM_NNODES} nodes (\${SLURM_JOB_NODELIST}), \${SLURM_NTASKS} processes\"
+$(requeue_on_signal_lines)
 # One process per GPU; every task sees all GPUs of its node and JAX picks GPU SLURM_LOCALID.
-exec srun --kill-on-bad-exit=1 --ntasks=$((nodes * gpus)) --ntasks-per-node=$gpus \\
-  $(shell_join "$python" -m nkd.main --distributed "${run_flags[@]}")"
+srun --kill-on-bad-exit=1 --ntasks=$((nodes * gpus)) --ntasks-per-node=$gpus \\
+  $(shell_join "$python" -m nkd.main --distributed "${run_flags[@]}") &
+$(wait_and_requeue_lines)"
 
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "# $nodes node(s) x $gpus GPU(s): $((nodes * gpus)) processes (dry run: nothing submitted)"

@@ -80,7 +80,7 @@ sbatch_cmd=(sbatch "--job-name=$job_name" "--array=$array" "--time=$time_limit")
 # --gpus-per-task=0 leaves GPUs out (a CPU partition, or GPUs asked with --sbatch-arg=--gres=...).
 [[ "$gpus" != 0 ]] && sbatch_cmd+=("--gpus-per-task=$gpus")
 sbatch_cmd+=("--ntasks=1" "--cpus-per-task=$cpus" "--mem=$mem" "--chdir=$NKD_REPO"
-             "--output=$log_dir/%x-%A_%a.out" "--requeue")
+             "--output=$log_dir/%x-%A_%a.out" "--requeue" "--signal=B:USR1@120")
 [[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
 [[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
 [[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")
@@ -88,10 +88,12 @@ sbatch_cmd+=("${extra_sbatch[@]}")
 
 # The job script: one grid point per array task.
 script="#!/usr/bin/env bash
-set -euo pipefail
+set -uo pipefail
 cd $(shell_quote "$NKD_REPO")
 echo \"nkd: array task \${SLURM_ARRAY_TASK_ID} of job \${SLURM_ARRAY_JOB_ID} on \$(hostname)\"
-exec $(shell_join "$python" -m nkd.sweep) --task_index=\"\${SLURM_ARRAY_TASK_ID}\" $(shell_join "${sweep_args[@]}")"
+$(requeue_on_signal_lines)
+$(shell_join "$python" -m nkd.sweep) --task_index=\"\${SLURM_ARRAY_TASK_ID}\" $(shell_join "${sweep_args[@]}") &
+$(wait_and_requeue_lines)"
 
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "# $count grid points -> $count array tasks (dry run: nothing submitted)"

@@ -33,7 +33,7 @@ def main(argv):
     if not flags.FLAGS.workdir:
       raise ConfigError("--workdir: expected the folder of a finished run")
     overrides = fields_lib.values_from_flags(_EVAL_FIELDS, flags.FLAGS, only_present=True)
-    with runlock.hold(flags.FLAGS.workdir):  # Not while a run trains or evaluates there.
+    with runlock.hold(flags.FLAGS.workdir, create=False):  # Not while a run works there.
       results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)
     print("\n".join(pipeline.summary_lines(results)), flush=True)
   except NkdError as e:

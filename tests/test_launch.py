@@ -59,12 +59,14 @@ def test_slurm_sweep_dry_run_submits_one_task_per_point(tmp_path):
   assert sbatch[0] == "sbatch"
   for option in ("--array=0-5%4", "--job-name=nkd-student", "--partition=gpu",
                  "--time=01:00:00", "--gpus-per-task=1", "--ntasks=1", f"--chdir={REPO}",
-                 "--requeue", "--constraint=h100"):
+                 "--requeue", "--signal=B:USR1@120", "--constraint=h100"):
     assert option in sbatch, (option, sbatch)
-  exec_line = [l for l in script.splitlines() if l.startswith("exec ")][0]
-  words = shlex.split(exec_line.replace('"${SLURM_ARRAY_TASK_ID}"', "TASK"))
-  assert words == ["exec", sys.executable, "-m", "nkd.sweep", "--task_index=TASK", *SWEEP,
-                   f"--workspace={tmp_path}", "--", *FLAGS]
+  step_line = [l for l in script.splitlines() if l.startswith(sys.executable)][0]
+  words = shlex.split(step_line.replace('"${SLURM_ARRAY_TASK_ID}"', "TASK"))
+  assert words == [sys.executable, "-m", "nkd.sweep", "--task_index=TASK", *SWEEP,
+                   f"--workspace={tmp_path}", "--", *FLAGS, "&"]
+  # SIGUSR1 before the time limit: SIGTERM to the run (it checkpoints), then a requeue.
+  assert 'scontrol requeue "$SLURM_JOB_ID"' in script and "trap" in script
   assert not (tmp_path / "sweeps").exists()
 
 
@@ -111,14 +113,16 @@ def test_slurm_multinode_dry_run(tmp_path):
   sbatch, script = submitted(proc)
   assert "2 node(s) x 4 GPU(s): 8 processes" in proc.stdout
   for option in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu",
-                 "--job-name=nkd-hinton-2x4", f"--chdir={REPO}"):
+                 "--job-name=nkd-hinton-2x4", f"--chdir={REPO}", "--requeue",
+                 "--signal=B:USR1@120"):
     assert option in sbatch, (option, sbatch)
   # GPUs per node, never bound per task: JAX gives task SLURM_LOCALID its GPU itself.
   assert not any(o.startswith(("--gpus-per-task", "--gpu-bind")) for o in sbatch)
-  srun = shlex.split(script[script.index("exec srun"):].replace("\\\n", " "))
-  assert srun == ["exec", "srun", "--kill-on-bad-exit=1", "--ntasks=8", "--ntasks-per-node=4",
-                  sys.executable, "-m", "nkd.main", "--distributed",
-                  "--flagfile=experiments/hinton.flags", "--seed=10", "--batch_size=512"]
+  srun = script[script.index("\nsrun") + 1:].replace("\\\n", " ").splitlines()[0]
+  assert shlex.split(srun) == ["srun", "--kill-on-bad-exit=1", "--ntasks=8",
+                               "--ntasks-per-node=4", sys.executable, "-m", "nkd.main",
+                               "--distributed", "--flagfile=experiments/hinton.flags",
+                               "--seed=10", "--batch_size=512", "&"]
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -218,6 +218,7 @@ def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
   assert os.path.exists(runlock.lock_path(workdir))  # Stale now, and taken over:
   with runlock.hold(workdir):
     assert json.load(open(runlock.lock_path(workdir)))["pid"] == os.getpid()
+  assert not os.path.exists(runlock.lock_path(workdir))  # Removed when done.
 
 
 def test_lock_without_flock_uses_the_file_and_takes_over_a_dead_process(tmp_path, monkeypatch):
@@ -228,6 +229,7 @@ def test_lock_without_flock_uses_the_file_and_takes_over_a_dead_process(tmp_path
 
   monkeypatch.setattr(runlock.fcntl, "flock", no_flock)
   workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
   path = runlock.lock_path(workdir)
 
   def lock_file_of(pid):

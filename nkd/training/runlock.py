@@ -1,6 +1,5 @@
-"""One writer per run folder: `WORKDIR.run.lock` beside it, held while a process trains or
-evaluates the run (beside, not inside: a refused or "already finished" run leaves the run folder
-exactly as it was).
+"""One writer per run folder: `WORKDIR/run.lock`, held while a process trains or evaluates the
+run, and removed when it is done (a finished run folder holds none).
 
 The lock is an `flock` on that file, so the kernel drops it when its process ends, however it
 ends (SIGKILL, a crash, a lost node): a lock file left behind by a killed process is stale and
@@ -23,7 +22,7 @@ from typing import Iterator
 
 from nkd.errors import NkdError
 
-SUFFIX = ".run.lock"
+LOCK = "run.lock"
 
 
 class WorkdirBusyError(NkdError):
@@ -90,19 +89,13 @@ def _acquire_exclusive_file(workdir: str, path: str) -> None:
 
 
 def lock_path(workdir: str) -> str:
-  return os.path.abspath(workdir) + SUFFIX
+  return os.path.join(os.path.abspath(workdir), LOCK)
 
 
-@contextlib.contextmanager
-def hold(workdir: str) -> Iterator[None]:
-  """Holds the run folder's lock for the body; raises WorkdirBusyError if another process has
-  it. Re-entrant within a process (the pipeline holds it around training, which holds it too)."""
-  path = lock_path(workdir)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  key = os.path.realpath(path)
-  if key in _held:
-    _held[key][1] += 1
-  else:
+def _acquire_flock(workdir: str, path: str):
+  """The open lock file, flocked; None where the file system has no flock."""
+  while True:
+    existed = os.path.exists(path)
     f = open(path, "a+")  # pylint: disable=consider-using-with
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -113,9 +106,36 @@ def hold(workdir: str) -> Iterator[None]:
       f.close()
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
         raise
+      if not existed:
+        os.remove(path)
+      return None
+    try:  # The holder before may have removed the file after we opened it: lock the new one.
+      if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+        return f
+    except FileNotFoundError:
+      pass
+    f.close()
+
+
+@contextlib.contextmanager
+def hold(workdir: str, *, create: bool = True) -> Iterator[None]:
+  """Holds the run folder's lock for the body; raises WorkdirBusyError if another process has
+  it. Re-entrant within a process (the pipeline holds it around training, which holds it too).
+  create=False: a folder that does not exist is not created (and needs no lock)."""
+  if not os.path.isdir(workdir):
+    if not create:
+      yield
+      return
+    os.makedirs(workdir, exist_ok=True)
+  path = lock_path(workdir)
+  key = os.path.realpath(workdir)
+  if key in _held:
+    _held[key][1] += 1
+  else:
+    f = _acquire_flock(workdir, path)
+    if f is None:
       _acquire_exclusive_file(workdir, path)
-      f = None
-    if f is not None:
+    else:
       f.seek(0)
       f.truncate()
       f.write(_describe_self() + "\n")
@@ -128,8 +148,7 @@ def hold(workdir: str) -> Iterator[None]:
     entry[1] -= 1
     if entry[1] == 0:
       del _held[key]
-      if entry[0] is None:
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(path)
-      else:
-        entry[0].close()  # Closing drops the flock; the file stays (its content is stale).
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # While still held: a process waiting for it re-opens the path.
+      if entry[0] is not None:
+        entry[0].close()
