@@ -9,6 +9,7 @@ persistent compilation cache, across processes too. Results are JSON-able dicts;
 agreement and ECE in them is in percent.
 
 Modules: predict (the one prediction path), batching (padded batches), pgd (L-inf PGD, FGSM,
-eps sweep), cifar10c/ (readers; generate + image_ops: offline regeneration), cinic,
-calibration, suite (run_suite). Options: nkd.config.evaluation.EvalOptions.
+eps sweep), autoattack/ (APGD, Square, FAB-T, AutoAttack, EOT, the gradient-masking check),
+smoothing (randomized smoothing: PREDICT and CERTIFY), cifar10c/ (readers; generate +
+image_ops: offline regeneration), cinic, calibration, suite (run_suite). Options: nkd.config.evaluation.EvalOptions.
 """
