@@ -10,8 +10,10 @@
 # skipped and a preempted one resumes from its checkpoint, so the job is submitted --requeue and
 # can simply be submitted again. Collect the results afterwards with
 # `python -m nkd.sweep ... --list` or a plain `python -m nkd.sweep ...` (it skips every finished
-# point and writes sweep.json). Distillation points share their teacher (a file lock in the
-# workspace): the workspace must be on a file system every node sees.
+# point and writes sweep.json). Distillation points share their teachers: each teacher (each
+# --teacher_seeds candidate too) is trained once, under its own file lock in the workspace, by
+# the first task that needs it, while the others train another candidate or wait; the workspace
+# must be on a file system every node sees, with working flock.
 #
 # Options:
 #   --dry-run             print the sbatch command and the script it would submit; submit

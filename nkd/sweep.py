@@ -25,8 +25,9 @@ started again and resumes from its last checkpoint; a run that fails is reported
 code and the last line of its log, and the others go on. At the end a table (run, status
 ok/failed/skipped, test accuracy, wall time) is printed and WORKSPACE/sweeps/NAME/sweep.json
 written. The exit status is 0 if no run failed, 1 if one did, 2 for bad input (one line
-`nkd.sweep: error: ...`). Distillation runs of one sweep share their teacher: the first trains
-it under a file lock, the others wait for it.
+`nkd.sweep: error: ...`). Distillation runs of one sweep share their teachers: each (each
+--teacher_seeds candidate too) is trained once, under its own file lock, by the first run that
+needs it, while the others train another candidate or wait for it.
 
 Several runs at once (--parallel=N) share one GPU well (4 on one H200 gave 2.2x the throughput
 of one). N is refused when a conservative per-run estimate (data, activations at --batch_size, a
