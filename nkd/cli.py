@@ -86,19 +86,29 @@ def _option_lines(flag: flags.Flag, full: bool) -> list[str]:
   return [head, *textwrap.wrap(text, initial_indent=indent, **wrap)]
 
 
+def _is_ours(module: str) -> bool:
+  """Whether flags defined in `module` are the program's own (not absl's or a library's)."""
+  return module.startswith(("nkd", "benchmarks")) or module in (sys.argv[0], "__main__")
+
+
 def help_text(doc: str, flag_values: flags.FlagValues, sections: Sections,
               full: bool = False) -> str:
-  """The program's doc, then its options by area; with `full`, their whole help text and the
-  flags of absl and the libraries after them."""
+  """The program's doc, then its options by area (any of its own left out of `sections`
+  under "other options"); with `full`, their whole help text and the flags of absl and the
+  libraries after them."""
+  listed = {name for _, names in sections for name in names}
+  by_module = sorted(flag_values.flags_by_module_dict().items())
+  unlisted = sorted({f.name for module, module_flags in by_module if _is_ours(module)
+                     for f in module_flags} - listed)
+  sections = [*sections, ("other options", unlisted)] if unlisted else sections
   lines = [doc.strip(), ""]
   for title, names in sections:
     lines.append(f"{title}:")
     for name in names:
       lines += _option_lines(flag_values[name], full)
     lines.append("")
-  ours = {name for _, names in sections for name in names}
-  others = [module for module, module_flags in sorted(flag_values.flags_by_module_dict().items())
-            if any(f.name not in ours for f in module_flags)]
+  others = [module for module, module_flags in by_module
+            if not _is_ours(module) and any(f.name not in listed for f in module_flags)]
   if not full:
     lines.append("--helpfull: the options' full text" +
                  (", and the flags of absl and the libraries." if others else "."))

@@ -2,6 +2,7 @@
 `--helpfull` adds absl's; an unknown option is one line with a "did you mean", exit status 2."""
 
 import pytest
+from absl import flags
 
 from helpers import run_module
 
@@ -43,7 +44,24 @@ def test_own_flag_programs_list_their_options(capsys, main, options):
   out = capsys.readouterr().out
   for option in options:
     assert f"\n  {option}" in out, option
+  assert "other options:" not in out  # every option of the program is in one of its areas
   assert main(["--helpfull"]) == 0
+
+
+def test_an_option_left_out_of_the_areas_is_still_listed():
+  flag_values = flags.FlagValues()
+  flags.DEFINE_integer("listed", 1, "Listed. More text.", flag_values=flag_values,
+                       module_name="nkd.x")
+  flags.DEFINE_string("forgotten", "a", "Forgotten.", flag_values=flag_values,
+                      module_name="nkd.x")
+  flags.DEFINE_bool("libraries", False, "A library's.", flag_values=flag_values,
+                    module_name="absl.logging")
+  out = cli.help_text("doc", flag_values, [("area", ["listed"])])
+  assert out.splitlines()[2:6] == ["area:", "  --listed=1".ljust(32) + "Listed.", "",
+                                   "other options:"]
+  assert "--forgotten=a " in out and "--libraries" not in out
+  full = cli.help_text("doc", flag_values, [("area", ["listed"])], full=True)
+  assert "Listed. More text." in full and "--[no]libraries" in full
 
 
 @pytest.mark.parametrize("module,args,line", [
