@@ -34,8 +34,8 @@ def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
   isa = runtime.pin_cpu_isa(config.cpu_isa)
   if isa != config.cpu_isa:
-    logging.info("XLA:CPU instruction set: %s (from XLA_FLAGS; --cpu_isa=%s not applied).", isa,
-                 config.cpu_isa)
+    logging.info("XLA:CPU instruction set: %s (%s; --cpu_isa=%s not applied).", isa,
+                 runtime.describe()["isa_source"], config.cpu_isa)
   if config.distributed:
     jax.distributed.initialize()
   jax.config.update("jax_threefry_partitionable", True)

@@ -62,6 +62,8 @@ def pin_cpu_isa(isa: str = DEFAULT_CPU_ISA) -> str:
   present = _flag_value(xla_flags)
   if present is not None and present != os.environ.get(_MARK):
     effective, source = present.upper(), "XLA_FLAGS"  # The user's own setting wins.
+  elif not is_x86():
+    effective, source = NATIVE, f"native ({platform.machine()}: --cpu_isa names x86 sets)"
   else:
     effective, source = isa, "--cpu_isa"
     kept = re.sub(rf"\s*{_FLAG}=\S+", "", xla_flags).strip()
@@ -83,6 +85,10 @@ def pin_cpu_isa(isa: str = DEFAULT_CPU_ISA) -> str:
     _pinned.update(isa=present.upper() if present else NATIVE,
                    source="XLA_FLAGS when JAX started (before nkd could pin --cpu_isa)")
   return _pinned["isa"]
+
+
+def is_x86() -> bool:
+  return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def cpu_model() -> str:

@@ -55,6 +55,28 @@ def _error_lines(stderr, prefix="nkd: "):
   return [line for line in stderr.splitlines() if line.startswith(prefix)]
 
 
+def test_pin_cpu_isa_sets_xla_flags_and_respects_the_users(monkeypatch):
+  from nkd import runtime
+  monkeypatch.setattr(runtime, "is_x86", lambda: True)
+  monkeypatch.setattr(runtime, "_pinned", {})  # This process's record stays as it was.
+  for name in ("XLA_FLAGS", "NKD_XLA_CPU_ISA"):
+    monkeypatch.delenv(name, raising=False)
+  runtime.pin_cpu_isa("AVX2")
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+  runtime.pin_cpu_isa("AVX")  # nkd's own pin (a sweep's child inherits it) is nkd's to change,
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX"
+  runtime.pin_cpu_isa("native")  # and to take back,
+  assert "XLA_FLAGS" not in os.environ
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2 --xla_foo=1")
+  runtime.pin_cpu_isa("AVX2")  # while the user's own setting wins.
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=SSE4_2 --xla_foo=1"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
+  runtime.pin_cpu_isa("AVX2")
+  assert os.environ["XLA_FLAGS"] == "--xla_foo=1 --xla_cpu_max_isa=AVX2"
+  cpu = runtime.describe()
+  assert {"model", "isa", "isa_source", "host_isa", "cores"} <= set(cpu)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   """An uninterrupted run; while it is paused mid-training, a second process on the same
