@@ -48,6 +48,17 @@ def first_sentence(text: str) -> str:
   return match.group(1) if match else text
 
 
+def _shown_value(value) -> str:
+  """A default as typed on the command line; a float such as 1/255 to 6 significant digits."""
+  text = str(value)
+  if len(text) > 10 and "." in text:
+    try:
+      return f"{float(text):.6g}"
+    except ValueError:
+      pass
+  return text
+
+
 def _shown_default(flag: flags.Flag) -> str:
   value = flag.default
   if value is None:
@@ -55,8 +66,8 @@ def _shown_default(flag: flags.Flag) -> str:
   if isinstance(value, bool):
     return "=true" if value else "=false"
   if isinstance(value, (list, tuple)):
-    return "=" + ",".join(map(str, value)) if value else '=""'
-  return f"={value}" if value != "" else '=""'
+    return "=" + ",".join(map(_shown_value, value)) if value else '=""'
+  return f"={_shown_value(value)}" if value != "" else '=""'
 
 
 def _own_help(flag: flags.Flag) -> str:
