@@ -455,7 +455,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             + (f" (converted in {data['convert_s']:.0f} s)" if "convert_s" in data else "") + ".",
             "", "## Stages", "", "| stage | status | time | budget | note |",
             "|---|---|---:|---:|---|"]
-  for name, stage in stages.items():
+  for name in report["stage_order"]:
+    stage = stages[name]
     over = (stage.get("wall_time_s") or 0) > stage["budget_s"]
     lines.append(f"| {name} | {stage['status']} | {_f(stage.get('wall_time_s'), '.0f', ' s')} | "
                  f"{stage['budget_s']} s{' (over)' if over else ''} | {_stage_note(stage)} |")
@@ -494,10 +495,11 @@ def render_markdown(report: dict[str, Any]) -> str:
       out.append(f"| {run['name']} | {run['status']} | {_f(run.get('test_accuracy'), '.2f', '%')} "
                  f"| {_f(run['process_wall_s'], '.0f', ' s')} | {_f(run.get('img_per_s'), ',.0f')} |")
     out += ["", f"{len(r['runs'])} runs, {r['parallel']} at a time, {r['wall_time_s']:.0f} s: "
-            f"aggregate **{_f(r['aggregate_img_per_s_steady'], ',.0f')} img/s** steady (sum of "
-            f"the runs' median epoch rates), {_f(r['aggregate_img_per_s_end_to_end'], ',.0f')} "
-            f"img/s end to end ({r['images']:,} images over the sweep's wall time, start-up and "
-            f"compilation included)."]
+            f"aggregate **{_f(r['aggregate_img_per_s_steady'], ',.0f')} img/s** steady (the sum "
+            f"of the runs' steady rates: exact while their steady epochs overlap, high where "
+            f"they do not), {_f(r['aggregate_img_per_s_end_to_end'], ',.0f')} img/s end to end "
+            f"({r['images']:,} images over the sweep's wall time, start-up and compilation "
+            f"included)."]
     if r.get("speedup_over_one_run"):
       out.append(f"One KD run alone (stage kd): {r['single_run_img_per_s']:,.0f} img/s, so "
                  f"{r['parallel']} at once give {r['speedup_over_one_run']:.2f}x.")
@@ -592,7 +594,7 @@ def run_report(out_dir: str, *, quick: bool, data_dir: str = "", npz: str = "",
             "environment": {"python": sys.version.split()[0], "packages": package_versions(),
                             "cpu_count": os.cpu_count()},
             "sizes": {**dataclasses.asdict(sizes), "budgets_s": dict(sizes.budgets_s)},
-            "data": {},
+            "data": {}, "stage_order": list(STAGES),
             "stages": {name: {"status": "pending", "budget_s": sizes.budget(name)}
                        for name in STAGES}}
   try:
