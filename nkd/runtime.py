@@ -10,12 +10,13 @@ the user put in `XLA_FLAGS` wins over `--cpu_isa`; one nkd put there (a sweep's 
 it) is nkd's to change, which the variable NKD_XLA_CPU_ISA marks.
 
 `describe()` is what config.json records: the CPU model, the instruction sets it has, the one
-XLA compiled for, the cores XLA used and the XLA flags. Plain Python: importing this module
+XLA compiled for, the cores XLA used and the caches (the XLA flags are recorded beside it). Plain Python: importing this module
 imports no jax.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import re
@@ -114,6 +115,21 @@ def host_isas() -> list[str]:
   return [isa for isa in CPU_ISAS if _CPUINFO_FLAGS[isa] <= flags]
 
 
+def cache_sizes() -> str:
+  """The CPU's data caches, e.g. 'L1d 48K, L2 1024K, L3 32768K' (Linux sysfs; '' if unknown).
+  XLA:CPU's convolutions and matrix products run through Eigen, which sizes its blocks by them."""
+  found = []
+  for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+    try:
+      level, kind, size = (open(os.path.join(index, name)).read().strip()
+                           for name in ("level", "type", "size"))
+    except OSError:
+      continue
+    if kind != "Instruction":
+      found.append(f"L{level}{'d' if kind == 'Data' else ''} {size}")
+  return ", ".join(found)
+
+
 def usable_cores() -> int:
   """Cores this process may run on (XLA:CPU sizes its thread pool by them)."""
   try:
@@ -132,4 +148,4 @@ def describe() -> dict[str, Any]:
   supported = host_isas()
   return {"model": cpu_model(), "machine": platform.machine(), "isa": isa, "isa_source": source,
           "host_isa": supported[-1] if supported else "unknown", "cores": usable_cores(),
-          "cpu_count": os.cpu_count()}
+          "cpu_count": os.cpu_count(), "caches": cache_sizes()}
