@@ -258,13 +258,8 @@ def apgd_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter:
   clean), "robust": bool (N,) (correct clean and at every iterate of every restart),
   "clean_correct": bool (N,)}."""
   check_apgd_options(eps=eps, n_iter=n_iter, loss=loss, restarts=restarts, eot=eot)
-  spec = common.model_spec(apply_fn, random_apply_fn, eot)
-  x = common.to_unit_float(images)
-  y = np.asarray(labels, np.int32)
-  size = common.batch_size_for(len(y), batch_size)
-  clean = common.batched_scores(spec, variables, common.clean_key(key), x, size)
-  common.check_finite_scores(clean)
-  clean_correct = np.argmax(clean, -1) == y
+  spec, x, y, size, clean, clean_correct = common.prepare(
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
   if targets is None:
     targets = common.targets_by_rank(clean, target_rank) if loss == "dlr-targeted" else y
   targets = np.asarray(targets, np.int32)

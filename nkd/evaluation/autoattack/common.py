@@ -298,3 +298,15 @@ def targets_by_rank(clean_scores: np.ndarray, rank: int) -> np.ndarray:
   reference's `output.sort()[1][:, -target_class]`."""
   order = np.argsort(-np.asarray(clean_scores), axis=-1, kind="stable")
   return order[:, rank - 1].astype(np.int32)
+
+
+def prepare(apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size):
+  """What every attack starts from: (model spec, [0, 1] float images, int32 labels, batch
+  size, clean scores, clean-correct mask); non-finite logits are refused."""
+  spec = model_spec(apply_fn, random_apply_fn, eot)
+  x = to_unit_float(images)
+  y = np.asarray(labels, np.int32)
+  size = batch_size_for(len(y), batch_size)
+  clean = batched_scores(spec, variables, clean_key(key), x, size)
+  check_finite_scores(clean)
+  return spec, x, y, size, clean, np.argmax(clean, -1) == y

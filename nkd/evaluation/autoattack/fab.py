@@ -145,13 +145,8 @@ def fab_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter: 
   common.check_positive_int(n_iter, "n_iter")
   common.check_positive_int(restarts, "restarts")
   common.check_eot(eot)
-  spec = common.model_spec(apply_fn, random_apply_fn, eot)
-  x = common.to_unit_float(images)
-  y = np.asarray(labels, np.int32)
-  size = common.batch_size_for(len(y), batch_size)
-  clean = common.batched_scores(spec, variables, common.clean_key(key), x, size)
-  common.check_finite_scores(clean)
-  clean_correct = np.argmax(clean, -1) == y
+  spec, x, y, size, clean, clean_correct = common.prepare(
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
   targets = np.asarray(common.targets_by_rank(clean, target_rank) if targets is None
                        else targets, np.int32)
   adversarial = x.copy()

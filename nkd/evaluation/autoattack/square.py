@@ -136,13 +136,8 @@ def square_attack(apply_fn, variables, key, images, labels, *, eps: float,
   common.check_eot(eot)
   if not 0 < p_init <= 1:
     raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-  spec = common.model_spec(apply_fn, random_apply_fn, eot)
-  x = common.to_unit_float(images)
-  y = np.asarray(labels, np.int32)
-  size = common.batch_size_for(len(y), batch_size)
-  clean = common.batched_scores(spec, variables, common.clean_key(key), x, size)
-  common.check_finite_scores(clean)
-  clean_correct = np.argmax(clean, -1) == y
+  spec, x, y, size, clean, clean_correct = common.prepare(
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
   robust = clean_correct.copy()
   adversarial = x.copy()
   queries = np.zeros(len(y), np.int64)
