@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 from nkd import fileio
 from nkd import results as run_files
-from nkd.sweep import last_log_line
+from nkd.fileio import last_log_line
 
 PROG = "benchmarks.bench --report"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -122,3 +122,16 @@ def download(url: str, dest: str, *, md5: str | None = None, sha256: str | None 
       os.remove(part)
     raise
   return digests
+
+
+def last_log_line(path: str) -> str:
+  """The last non-empty line of a (log) file, read from its end; "" if none or unreadable."""
+  try:
+    with open(path, "rb") as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - 8192))
+      lines = [line.strip() for line in f.read().decode(errors="replace").splitlines()]
+  except OSError:
+    return ""
+  lines = [line for line in lines if line]
+  return lines[-1] if lines else ""

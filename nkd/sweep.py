@@ -69,7 +69,7 @@ from nkd import results as run_files
 from nkd.config import fields as fields_lib
 from nkd.config import parse_model_name
 from nkd.errors import ConfigError, NkdError
-from nkd.fileio import write_json
+from nkd.fileio import last_log_line, write_json
 
 PROG = "nkd.sweep"
 SWEEP_JSON = "sweep.json"
@@ -255,18 +255,6 @@ def _read_results(run: Run) -> None:
   run.test_accuracy, run.params_sha256 = results.test_accuracy, results.params_sha256
   if run.status == "skipped":
     run.wall_time_s = results.wall_time_s
-
-
-def last_log_line(path: str) -> str:
-  try:
-    with open(path, "rb") as f:
-      f.seek(0, os.SEEK_END)
-      f.seek(max(0, f.tell() - 8192))
-      lines = [l.strip() for l in f.read().decode(errors="replace").splitlines()]
-  except OSError:
-    return ""
-  lines = [l for l in lines if l]
-  return lines[-1] if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------
