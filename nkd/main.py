@@ -24,12 +24,16 @@ config_lib.define_flags()
 
 class _QuietLibraries(logging.logging.Filter):
   """Keeps orbax's per-save INFO chatter out of the progress log (warnings still pass, as one
-  line: a failed save, e.g. a full disk, is reported by nkd itself, without orbax's traceback
-  from its writer thread)."""
+  line). A failed save (a full disk) is reported by nkd itself: without the tracebacks of
+  orbax's writer threads and of the asyncio futures they leave behind."""
 
   def filter(self, record):
+    if record.name == "asyncio" and "exception was never retrieved" in record.getMessage():
+      return False  # nkd uses no asyncio; orbax's failed writes do.
     if "orbax" not in record.pathname:
       return True
+    if "raised an exception" in record.getMessage():
+      return False  # A writer thread's failure: it surfaces (and is reported) in the save.
     record.exc_info, record.exc_text = None, None
     return record.levelno >= logging.logging.WARNING
 

@@ -131,11 +131,21 @@ def read_json(path: str) -> Any:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The records of metrics.jsonl; a last line cut short (its writer was killed, or the disk
+  was full) is left out: the next run truncates it away and writes that epoch again."""
   path = os.path.join(workdir, METRICS)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:
+        raise NkdError(f"{path}, line {i + 1}: not valid JSON") from None
+  return records
 
 
 def truncate_metrics(workdir: str, last_epoch: int) -> list[dict[str, Any]]:

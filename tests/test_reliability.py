@@ -291,6 +291,18 @@ def test_results_json_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypat
   assert os.listdir(tmp_path) == ["results.json"]  # No temporary file left.
 
 
+def test_metrics_line_cut_short_is_dropped_and_written_again(reference, tmp_path):
+  """A metrics.jsonl whose last line a full disk cut short: the run resumes and rewrites it."""
+  workdir = _copy_of_reference(reference, tmp_path)
+  shutil.rmtree(workdir / "checkpoints" / "64")
+  text = (workdir / "metrics.jsonl").read_text()
+  (workdir / "metrics.jsonl").write_text(text[:-40])
+  proc = run_cli(_args(workdir), check=True)
+  assert "Traceback" not in proc.stderr
+  assert [json.loads(l)["epoch"] for l in open(workdir / "metrics.jsonl")] == [1, 2]
+  assert _results(workdir)["params_sha256"] == reference[1]["params_sha256"]
+
+
 def _unshare_works():
   if not shutil.which("unshare"):
     return False
@@ -321,6 +333,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
   assert "first=2" in proc.stdout, first_err[-3000:]
   assert "Traceback" not in first_err
   (line,) = _error_lines(first_err, "nkd: error:")
+  assert not [l for l in first_err.splitlines() if l.startswith("E")], first_err[-3000:]
   assert "no space left on device" in line and str(workdir / "checkpoints" / "64") in line
   assert "previous checkpoint (step 32) is intact" in line
   assert (tmp_path / "after_first.txt").read_text().split() == ["32"]

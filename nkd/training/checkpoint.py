@@ -70,21 +70,27 @@ def is_disk_full(error: BaseException) -> bool:
   return False
 
 
-def _quiet_closed_loop_callbacks() -> None:
-  """After a failed write (a full disk), TensorStore's other writes still finish and call back
-  into orbax's event loop, closed by then; each prints a 'RuntimeError: Event loop is closed'
-  traceback through sys.excepthook. Those say nothing: nkd reports the failure itself."""
-  previous = sys.excepthook
+def _quiet_orbax_leftovers() -> None:
+  """A failed save or restore leaves work behind that Python reports through
+  sys.unraisablehook, each with a traceback: TensorStore writes calling back into orbax's event
+  loop, closed by then ('RuntimeError: Event loop is closed'), and orbax's read coroutines
+  collected with their errors at exit. Those say nothing new: nkd reports the failure itself
+  (or it propagates with its own traceback), so they are dropped."""
+  previous = sys.unraisablehook
   if getattr(previous, "nkd_quiet", False):
     return
 
-  def hook(kind, value, tb):
-    if kind is RuntimeError and str(value) == "Event loop is closed":
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError and
+        str(unraisable.exc_value) == "Event loop is closed"):
       return
-    previous(kind, value, tb)
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+      return
+    previous(unraisable)
 
   hook.nkd_quiet = True
-  sys.excepthook = hook
+  sys.unraisablehook = hook
 
 
 def _reason(error: BaseException) -> str:
@@ -134,7 +140,7 @@ class Checkpointer:
     successful save)."""
     step = int(state.step)
     item = _item(state)
-    _quiet_closed_loop_callbacks()
+    _quiet_orbax_leftovers()
     try:
       self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
       self._manager.wait_until_finished()
@@ -194,6 +200,7 @@ class Checkpointer:
     A checkpoint that cannot be restored is reported in one line and moved to
     ../damaged_checkpoints/ (so training on writes that step again), and the one before it is
     tried. Raises CheckpointError, naming what to delete, when none can be restored."""
+    _quiet_orbax_leftovers()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _item(state))
     failures = []
     for step in reversed(self.all_steps()):
@@ -234,6 +241,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
+    _quiet_orbax_leftovers()
     try:
       item, _ = self._restore_checked(step)
     except Exception as e:  # pylint: disable=broad-except

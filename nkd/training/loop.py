@@ -136,10 +136,11 @@ def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
 
 def _check_nothing_lost(config, checkpointer: Checkpointer) -> None:
   """With no checkpoint on disk, training starts at step 0; not when metrics.jsonl records an
-  epoch at which a checkpoint was written (it was deleted or lost since)."""
+  epoch at which a checkpoint was written (it was deleted or lost since). The last record may
+  be one whose checkpoint a crash or a full disk prevented: it does not count."""
   records = run_files.read_metrics(config.workdir)
   if any(r["epoch"] % config.checkpoint_every == 0 or r["epoch"] == config.epochs
-         for r in records):
+         for r in records[:-1]):
     raise CheckpointError(
         f"{os.path.join(config.workdir, run_files.METRICS)} records {len(records)} trained "
         f"epoch(s) but {checkpointer.directory} holds no checkpoint (deleted or lost); to train "
@@ -157,9 +158,9 @@ def _append_metrics(workdir: str, record: dict[str, Any]) -> None:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
       raise
     raise DiskFullError(f"no space left on device writing "
-                        f"{os.path.join(workdir, run_files.METRICS)}; the checkpoint of epoch "
-                        f"{record['epoch']} is saved: free space and run the same command "
-                        f"again to resume") from None
+                        f"{os.path.join(workdir, run_files.METRICS)}; the checkpoints are "
+                        f"intact: free space and run the same command again to resume (epoch "
+                        f"{record['epoch']} is trained again)") from None
 
 
 def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
@@ -307,10 +308,12 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
           final = {k: record[k] for k in ("test_accuracy", "val_accuracy") if k in record}
       record["elapsed_s"] = time.time() - run_start
       stopping = preemption.any_process_stopping(stop)
-      if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
-        checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
+      # The record first: one without its checkpoint (a crash or a full disk in between) is
+      # dropped when the run resumes from the checkpoint before, and written again.
       if is_main:
         _append_metrics(config.workdir, record)
+      if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
+        checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
       board.scalars(record["step"], {"test/accuracy": record.get("test_accuracy"),
                                      "val/accuracy": record.get("val_accuracy")})
       logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
