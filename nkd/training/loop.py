@@ -263,8 +263,9 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
                                     keys["train"])
         pending.append(metrics)
         window_steps += 1
-        stopping = preemption.any_process_stopping(stop)
-        if (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch or stopping:
+        at_window = (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch
+        stopping = preemption.any_process_stopping(stop, poll=at_window)
+        if at_window or stopping:
           fetched = jax.device_get(pending)
           pending = []
           window_loss = float(np.mean([m["loss"] for m in fetched]))

@@ -62,12 +62,16 @@ def stop_on_signals() -> Iterator[StopFlag]:
       signal.signal(s, handler)
 
 
-def any_process_stopping(flag: StopFlag) -> bool:
-  """Whether any process of a multi-host run got a signal (every process must stop at the same
-  step, since saving is collective); one small all-gather per step, only with several."""
+def any_process_stopping(flag: StopFlag, *, poll: bool = True) -> bool:
+  """Whether any process of a multi-host run got a signal. Every process must stop at the same
+  step (saving is collective), so with several processes they agree by a small all-gather, only
+  where `poll` (the loop's log windows, where it waits for the device anyway): a signal is
+  then acted on within --log_every steps. With one process: the flag, at every step."""
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
     return flag.requested
+  if not poll:
+    return False
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(np.int32(flag.requested))))
