@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import multiprocessing
 import os
 import pickle
 import sys
@@ -58,7 +59,9 @@ def read_split(z, split: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]
   blobs = [jpeg[offsets[i]:offsets[i + 1]].tobytes() for i in range(n)]
   chunks = [blobs[i:i + 2500] for i in range(0, n, 2500)]
   if workers > 1 and len(chunks) > 1:
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    # "spawn": forking a process that has started JAX's threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       parts = list(pool.map(_decode, chunks))
   else:
     parts = [_decode(c) for c in chunks]
