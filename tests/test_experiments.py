@@ -15,7 +15,7 @@ FLAGFILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "exper
 TINY = [*tiny_flags(synthetic_train_size=64, synthetic_test_size=32, epochs=1),
         "--eval_batch_size=32", "--nofickle_schedule"]
 TINY_TEACHER = ["--teacher_flags=--model=wrn-10-1", "--teacher_flags=--epochs=1",
-                "--teacher_flags=--batch_size=32"]
+                "--teacher_flags=--batch_size=32", "--teacher_flags=--eval_suite=accuracy"]
 
 
 def test_every_paper_experiment_has_a_flagfile():
