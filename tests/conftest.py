@@ -13,6 +13,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+import jax  # noqa: E402
+
+# Four fake CPU devices in every test process, set before JAX starts its backend: sharding is
+# tested in-process (tests/test_sharding.py), and every in-process run trains data-parallel
+# over them. Tests that compare a step bit for bit with an unsharded reference use
+# helpers.mesh_of(1). Child processes (run_module) keep their one device.
+FAKE_CPU_DEVICES = 4
+jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
+
 from helpers import (REPO, SHARED_CIFAR10, TINY, run_cli, tiny_config,  # noqa: E402,F401
                      tiny_flags)
 

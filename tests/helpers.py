@@ -67,6 +67,15 @@ def assert_one_line_error(proc, *fragments) -> str:
   return errors[0]
 
 
+def mesh_of(k: int):
+  """A 'data' mesh over the first k devices (conftest gives each test process 4 CPU ones)."""
+  from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  if len(devices) < k:
+    raise AssertionError(f"{k} devices asked for, {len(devices)} present")
+  return Mesh(np.asarray(devices[:k]), ("data",))
+
+
 def parse_flags(args):
   """A Config from command-line flags, as nkd.main builds it, in this process."""
   from absl import flags  # pylint: disable=g-import-not-at-top

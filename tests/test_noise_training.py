@@ -15,11 +15,11 @@ from nkd.models import create_model
 from nkd.models.wrn import init_variables
 from nkd.keys import step_key_for as noise_key
 from nkd import keys as keys_lib
-from nkd.training.loop import epoch_training_labels, make_mesh
+from nkd.training.loop import epoch_training_labels
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate, teacher_forward
 
-from helpers import tiny_config
+from helpers import mesh_of, tiny_config
 
 N, B = 64, 16
 
@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
   labels = rng.integers(0, 10, N).astype(np.int32)
   student = create_model("wrn-10-1")
   teacher = create_model("wrn-10-1", dropout_rate=0.3)
-  mesh = make_mesh()
+  mesh = mesh_of(1)  # bit-for-bit comparisons with unsharded references
   state = create_train_state(student, jax.random.key(0), make_optimizer(config, N // B))
   teacher_vars = init_variables(teacher, jax.random.key(1))
   return config, mesh, student, teacher, state, teacher_vars, images, labels

@@ -1,7 +1,7 @@
 """The sharded train step on 2 and 4 (fake CPU) devices matches the one-device step.
 
-XLA_FLAGS=--xla_force_host_platform_device_count=4 must be set before JAX starts, so the checks
-run in a child process. Meshes of 1, 2 and 4 devices are built from jax.devices()[:k] and fed
+conftest.py gives every test process 4 CPU devices. Meshes of 1, 2 and 4 devices are built
+from jax.devices()[:k] (helpers.mesh_of) and fed
 to the core's own make_train_step / replicate: the batch is sharded on 'data', parameters are
 replicated, and BatchNorm sees the global batch, so after a few steps parameters, BatchNorm
 statistics and metrics agree with one device up to float32 reduction order. Every random
@@ -10,82 +10,54 @@ depend on the sharding either. (tests/test_launch.py runs a whole run on a mesh 
 2 processes.)
 """
 
-import json
-import os
-import subprocess
-import sys
-
+import jax
 import numpy as np
 import pytest
 
-from helpers import REPO
-
-FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-                "JAX_PLATFORMS": "cpu"}
-
-_CHECK = r"""
-import json, sys
-import jax
-import numpy as np
-from jax.sharding import Mesh
-
-jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax does
-from nkd import config as config_lib
+from helpers import mesh_of, tiny_config
+from nkd import keys as keys_lib
 from nkd.data import load_dataset
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
-from nkd import keys as keys_lib
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 
-assert len(jax.devices()) == 4, jax.devices()
-overrides = json.loads(sys.argv[1])
-sizes = json.loads(sys.argv[2])
-config = config_lib.resolve(config_lib.Config(**{
-    "dataset": "synthetic", "synthetic_train_size": 128, "synthetic_test_size": 16,
-    "model": "wrn-10-1", "batch_size": 32, "epochs": 1, "lr_schedule": "cosine",
-    "mode": "kd", "teacher_workdir": "unused", "workspace": "/nonexistent", **overrides}))
-data = load_dataset(config)
-steps_per_epoch = len(data.train_images) // config.batch_size
-model = create_model(config.model, dropout_rate=config.dropout)
-teacher = create_model("wrn-10-1", dropout_rate=0.3)
-teacher_vars = init_variables(teacher, jax.random.key(1))
-spec = StepSpec.from_config(config, steps_per_epoch)
-keys = keys_lib.run_keys(0)
-order = keys_lib.epoch_permutation(keys["data"], 0, len(data.train_images))
 
-out = {}
-for k in sizes:
-  mesh = Mesh(np.asarray(jax.devices()[:k]), ("data",))
-  state = create_train_state(model, keys["init"], make_optimizer(config, steps_per_epoch))
-  state, tvars, images, labels = replicate(
-      (state, teacher_vars, data.train_images, data.train_labels), mesh)
-  # Compiled ahead of time, and that executable run: one compilation per mesh.
-  step = make_train_step(model, spec, mesh, teacher).lower(
-      state, tvars, images, labels, order, keys["train"]).compile()
-  hlo = step.as_text()
-  losses = []
-  for _ in range(3):
-    state, metrics = step(state, tvars, images, labels, order, keys["train"])
-    losses.append(float(metrics["loss"]))
-  leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
-  out[k] = {"leaves": [np.asarray(l).ravel().tolist() for l in leaves], "losses": losses,
-            "devices": sorted(d.id for d in state.params["fc"]["kernel"].sharding.device_set),
-            # The per-device program: a conv over a 1/k slice of the batch, and all-reduces.
-            "local_batch_conv": f"f32[{32 // k},32,32,16]" in hlo,
-            "all_reduce": "all-reduce" in hlo}
-print("RESULT " + json.dumps(out))
-"""
-
-
-def _run_check(overrides, sizes):
-  env = {**os.environ, **FOUR_DEVICES}
-  proc = subprocess.run([sys.executable, "-c", _CHECK, json.dumps(overrides),
-                         json.dumps(sizes)], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  return {int(k): v for k, v in json.loads(line[len("RESULT "):]).items()}
+def _run_check(overrides, sizes, tmp_path):
+  """Three steps of the KD train step on meshes of each size in `sizes`: parameters,
+  BatchNorm statistics, losses, where the parameters live and what the compiled program does."""
+  jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax does
+  config = tiny_config(tmp_path, synthetic_train_size=128, synthetic_test_size=16,
+                       batch_size=32, epochs=1, mode="kd", teacher_workdir="unused", **overrides)
+  data = load_dataset(config)
+  steps_per_epoch = len(data.train_images) // config.batch_size
+  model = create_model(config.model, dropout_rate=config.dropout)
+  teacher = create_model("wrn-10-1", dropout_rate=0.3)
+  teacher_vars = init_variables(teacher, jax.random.key(1))
+  spec = StepSpec.from_config(config, steps_per_epoch)
+  keys = keys_lib.run_keys(0)
+  order = keys_lib.epoch_permutation(keys["data"], 0, len(data.train_images))
+  out = {}
+  for k in sizes:
+    mesh = mesh_of(k)
+    state = create_train_state(model, keys["init"], make_optimizer(config, steps_per_epoch))
+    state, tvars, images, labels = replicate(
+        (state, teacher_vars, data.train_images, data.train_labels), mesh)
+    # Compiled ahead of time, and that executable run: one compilation per mesh.
+    step = make_train_step(model, spec, mesh, teacher).lower(
+        state, tvars, images, labels, order, keys["train"]).compile()
+    hlo = step.as_text()
+    losses = []
+    for _ in range(3):
+      state, metrics = step(state, tvars, images, labels, order, keys["train"])
+      losses.append(float(metrics["loss"]))
+    leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
+    out[k] = {"leaves": [np.asarray(leaf) for leaf in leaves], "losses": losses,
+              "devices": sorted(d.id for d in state.params["fc"]["kernel"].sharding.device_set),
+              # The per-device program: a conv over a 1/k slice of the batch, and all-reduces.
+              "local_batch_conv": f"f32[{32 // k},32,32,16]" in hlo,
+              "all_reduce": "all-reduce" in hlo}
+  return out
 
 
 # Every source of randomness on (augmentation, input noise, student dropout, Fickle-teacher
@@ -95,8 +67,8 @@ ALL_NOISE = {"dropout": 0.1, "fickle_teacher": True, "teacher_dropout": 0.3,
 
 
 @pytest.fixture(scope="module")
-def steps_on_1_2_4_devices():
-  return _run_check(ALL_NOISE, [1, 2, 4])
+def steps_on_1_2_4_devices(tmp_path_factory):
+  return _run_check(ALL_NOISE, [1, 2, 4], tmp_path_factory.mktemp("sharding"))
 
 
 def test_batch_is_sharded_and_parameters_replicated(steps_on_1_2_4_devices):

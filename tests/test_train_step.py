@@ -7,11 +7,10 @@ from nkd.data import load_dataset
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
 from nkd import keys as keys_lib
-from nkd.training.loop import make_mesh
 from nkd.training.state import create_train_state, learning_rate_schedule, make_optimizer
 from nkd.training.steps import StepSpec, jit_train_step, make_train_step, replicate
 
-from helpers import tiny_config
+from helpers import mesh_of, tiny_config
 
 
 @pytest.mark.parametrize("mode", ["ce", "kd"])
@@ -23,7 +22,7 @@ def test_train_step_compiles_once_and_changes_parameters(tmp_path, mode):
   state = create_train_state(model, jax.random.key(0), make_optimizer(config, steps_per_epoch))
   teacher = create_model("wrn-10-2") if mode == "kd" else None
   teacher_vars = init_variables(teacher, jax.random.key(1)) if teacher else None
-  mesh = make_mesh()
+  mesh = mesh_of(1)  # bit-for-bit comparisons with unsharded references
   chex.clear_trace_counter()  # The counter is keyed by the function's code, shared by params.
   step = make_train_step(model, StepSpec.from_config(config, steps_per_epoch), mesh, teacher,
                          jit=False)
