@@ -243,7 +243,7 @@ class Checkpointer:
       raise CheckpointError(f"no checkpoint in {self.directory}")
     _quiet_orbax_leftovers()
     try:
-      item, _ = self._restore_checked(step)
+      item, _ = self._restore_checked(step, self._on_this_process(step))
     except Exception as e:  # pylint: disable=broad-except
       workdir = os.path.dirname(self.directory)
       raise CheckpointError(
@@ -251,6 +251,15 @@ class Checkpointer:
           f"{os.path.join(workdir, run_files.RESULTS)} and run that run's command again: it "
           f"resumes from the checkpoint before and trains the final steps again") from None
     return {"params": item["params"], "batch_stats": item["batch_stats"]}
+
+  def _on_this_process(self, step: int):
+    """The checkpoint's structure, shapes and dtypes on this process's first device, so that a
+    run saved on N devices is restored on any number of them (evaluation, a frozen teacher)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = ocp.StandardCheckpointer().metadata(
+        os.path.join(self.step_directory(step), "default")).item_metadata
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                        dict(metadata), is_leaf=lambda m: hasattr(m, "shape"))
 
   def close(self):
     self._manager.close()
