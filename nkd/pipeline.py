@@ -144,10 +144,16 @@ def select_teacher(config, tconfigs) -> dict[str, Any]:
     candidates.append({"seed": tconfig.seed, "workdir": tconfig.workdir,
                        "test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy})
   selection = choose_teacher(candidates, config.teacher_select)
-  logging.info("Teacher selection (%s): %s -> seed %d.", selection["metric"], ", ".join(
-      f"seed {c['seed']} {c[selection['metric']]:.2f}%" for c in candidates),
-               selection["chosen_seed"])
+  logging.info("%s", selection_summary(selection))
   return selection
+
+
+def selection_summary(selection: dict[str, Any]) -> str:
+  """One line: each candidate's accuracy on the selection split, and the chosen seed."""
+  metric = selection["metric"]
+  return (f"teacher selection ({metric}): " + ", ".join(
+      f"seed {c['seed']} {c[metric]:.2f}%" for c in selection["candidates"]) +
+          f" -> seed {selection['chosen_seed']}")
 
 
 def prepare_teacher(config, data: Dataset) -> Teacher:
@@ -237,22 +243,15 @@ def run(config) -> run_files.RunResults:
   rows.append(("student" if teacher else config.name, results, config.workdir))
   print_table(rows)
   if teacher is not None and teacher.selection:
-    chosen = teacher.selection
-    print(f"teacher selection ({chosen['metric']}): " + ", ".join(
-        f"seed {c['seed']} {c[chosen['metric']]:.2f}%" for c in chosen["candidates"]) +
-          f" -> seed {chosen['chosen_seed']}", flush=True)
+    print(selection_summary(teacher.selection), flush=True)
   return results
 
 
 def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunResults:
   """Evaluates the finished run in `workdir` again (other settings allowed) and merges the
   sections into its results.json."""
-  config_path = os.path.join(workdir, run_files.CONFIG)
-  if not os.path.exists(config_path) or not os.path.exists(
-      os.path.join(workdir, run_files.RESULTS)):
-    raise DataError(f"--workdir={workdir} holds no finished run (expected {run_files.CONFIG} "
-                    f"and {run_files.RESULTS})")
-  stored = run_files.read_json(config_path)
+  run_files.check_finished(workdir, "workdir")
+  stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
   config = config_lib.resolve(config_lib.Config.from_options(
       stored["options"], **eval_overrides, workdir=workdir))
   setup_jax(config)

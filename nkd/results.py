@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nkd.errors import NkdError
+from nkd.errors import DataError, NkdError
 from nkd.fileio import atomic_write, write_json
 
 CONFIG = "config.json"
@@ -102,6 +102,13 @@ class RunResults:
     if unknown:
       raise ValueError(f"unknown results sections {sorted(unknown)}")
     return dataclasses.replace(self, **sections)
+
+
+def check_finished(workdir: str, option: str) -> None:
+  """DataError naming `--option=workdir` unless the folder holds a finished run."""
+  if not all(os.path.exists(os.path.join(workdir, name)) for name in (CONFIG, RESULTS)):
+    raise DataError(f"--{option}={workdir} holds no finished run (expected {CONFIG} and "
+                    f"{RESULTS})")
 
 
 def write_results(workdir: str, results: RunResults) -> None:

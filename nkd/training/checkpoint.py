@@ -267,4 +267,5 @@ class Checkpointer:
 
 def tree_shapes(tree) -> list[tuple[str, tuple[int, ...]]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [(jax.tree_util.keystr(path), tuple(np.shape(leaf))) for path, leaf in flat]
+  return [(jax.tree_util.keystr(path), tuple(getattr(leaf, "shape", np.shape(leaf))))
+          for path, leaf in flat]

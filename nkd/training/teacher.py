@@ -30,19 +30,17 @@ class Teacher:
 def load_teacher(workdir: str, *, num_classes: int, dtype: str,
                  expected_model: str | None = None) -> Teacher:
   """A finished teacher run as a frozen Teacher, checked against its architecture."""
-  config_path = os.path.join(workdir, run_files.CONFIG)
-  results_path = os.path.join(workdir, run_files.RESULTS)
-  if not os.path.exists(results_path) or not os.path.exists(config_path):
-    raise NkdError(f"--teacher_workdir={workdir} holds no finished run (expected "
-                   f"{run_files.CONFIG} and {run_files.RESULTS})")
-  options = run_files.read_json(config_path)["options"]
+  run_files.check_finished(workdir, "teacher_workdir")
+  options = run_files.read_json(os.path.join(workdir, run_files.CONFIG))["options"]
   if expected_model and options["model"] != expected_model:
     raise NkdError(f"teacher checkpoint in {workdir} is a {options['model']}, but the teacher "
                    f"recipe expects a {expected_model}")
   model = create_model(options["model"], num_classes=num_classes,
                        dropout_rate=options.get("dropout", 0.0), dtype=dtype)
   variables = Checkpointer(os.path.join(workdir, "checkpoints")).restore_variables()
-  expected = tree_shapes(init_variables(model, jax.random.key(0)))
+  # Shapes only: traced, not compiled (the checkpoint's variables are what the teacher uses).
+  expected = tree_shapes(jax.eval_shape(lambda key: init_variables(model, key),
+                                       jax.random.key(0)))
   if tree_shapes(variables) != expected:
     raise NkdError(f"teacher checkpoint in {workdir}/checkpoints does not hold a "
                    f"{options['model']} with {num_classes} classes (parameter shapes differ)")
