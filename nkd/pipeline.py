@@ -32,10 +32,8 @@ from nkd.training.teacher import Teacher, load_teacher
 
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
-  isa = runtime.pin_cpu_isa(config.cpu_isa)
-  if isa != config.cpu_isa:
-    logging.info("XLA:CPU instruction set: %s (%s; --cpu_isa=%s not applied).", isa,
-                 runtime.describe()["isa_source"], config.cpu_isa)
+  for note in runtime.pin_cpu(config.cpu_isa):
+    logging.warning("nkd: %s", note)
   if config.distributed:
     jax.distributed.initialize()
   jax.config.update("jax_threefry_partitionable", True)

@@ -1,46 +1,72 @@
-"""The host a run's numbers depend on: XLA:CPU's instruction set, pinned before JAX starts.
+"""What a CPU result depends on, and the run-time choices of XLA:CPU pinned before JAX starts.
 
-XLA:CPU compiles for the instruction set of the CPU it finds: the same program gives other
-floating-point results (and so another `params_sha256`) with AVX-512 than with AVX2. nkd pins
-`--xla_cpu_max_isa` in `XLA_FLAGS` to `--cpu_isa` (default AVX2, which every x86-64 server of the
-last decade has), so a seed gives the same hash on any such CPU, for the same core count. This
-must happen before JAX starts its CPU backend (the first computation or `jax.devices()`);
-`pin_cpu_isa` is the first thing a run does (`nkd.pipeline.setup_jax`). A `--xla_cpu_max_isa`
-the user put in `XLA_FLAGS` wins over `--cpu_isa`; one nkd put there (a sweep's child inherits
-it) is nkd's to change, which the variable NKD_XLA_CPU_ISA marks.
-
-`describe()` is what config.json records: the CPU model, the instruction sets it has, the one
-XLA compiled for, the cores XLA used and the caches (the XLA flags are recorded beside it). Plain Python: importing this module
-imports no jax.
+XLA:CPU and the libraries behind it pick kernels from the CPU they find at run time, and each
+pick rounds differently. `pin_cpu` fixes every such choice that a setting reaches (WORKSPACE.md,
+"What is reproducible across machines", says what each does and what remains): LLVM's
+instruction set (`--xla_cpu_max_isa`), oneDNN's sgemm behind Eigen's matrix products
+(`ONEDNN_MAX_CPU_ISA`, the same set), XLA's platform-dependent math (off), and YNNPACK, which
+picks its kernels from cpuinfo (off: Eigen + oneDNN were faster here too). A setting the user
+made in XLA_FLAGS or the environment wins and is recorded; `describe()` is what config.json
+records. Plain Python: importing this module imports no jax.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import mmap
 import os
 import platform
 import re
+import tempfile
 from typing import Any
 
 # The values XLA accepts for --xla_cpu_max_isa (jaxlib 0.10), oldest first.
 CPU_ISAS = ("SSE4_2", "AVX", "AVX2", "AVX512", "AVX512_VNNI", "AVX512_BF16", "AMX", "AMX_FP16")
 NATIVE = "native"
 DEFAULT_CPU_ISA = "AVX2"
-_FLAG = "--xla_cpu_max_isa"
-_MARK = "NKD_XLA_CPU_ISA"  # The --xla_cpu_max_isa value nkd itself put in XLA_FLAGS.
+# oneDNN's name for each (ONEDNN_MAX_CPU_ISA).
+_ONEDNN_ISA = {"SSE4_2": "SSE41", "AVX": "AVX", "AVX2": "AVX2", "AVX512": "AVX512_CORE",
+               "AVX512_VNNI": "AVX512_CORE_VNNI", "AVX512_BF16": "AVX512_CORE_BF16",
+               "AMX": "AVX512_CORE_AMX", "AMX_FP16": "AVX512_CORE_AMX_FP16"}
 # /proc/cpuinfo flags that make a CPU capable of each ISA above.
 _CPUINFO_FLAGS = {"SSE4_2": {"sse4_2"}, "AVX": {"avx"}, "AVX2": {"avx2", "fma"},
                   "AVX512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
                   "AVX512_VNNI": {"avx512_vnni"}, "AVX512_BF16": {"avx512_bf16"},
                   "AMX": {"amx_bf16", "amx_int8"}, "AMX_FP16": {"amx_fp16"}}
+MAX_ISA_FLAG = "--xla_cpu_max_isa"
+ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"
+# Pinned whatever --cpu_isa is (XLA flag -> value).
+_FIXED_FLAGS = {"--xla_cpu_enable_platform_dependent_math": "false",
+                "--xla_cpu_experimental_ynn_fusion_type": ""}
+# Other settings that change XLA:CPU's numerics: recorded, and named when the user set one.
+_WATCHED_FLAGS = ("--xla_cpu_enable_fast_math", "--xla_cpu_fast_math_honor_functions",
+                  "--xla_cpu_use_onednn", "--xla_cpu_use_xnnpack", "--xla_cpu_multi_thread_eigen",
+                  "--xla_cpu_prefer_vector_width", "--xla_cpu_experimental_xnn_fusion_type",
+                  "--xla_cpu_experimental_onednn_fusion_type",
+                  "--xla_cpu_disable_platform_dependent_math", "--xla_allow_excess_precision")
+_WATCHED_ENV = ("DNNL_MAX_CPU_ISA", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL")
+_MARK = "NKD_CPU_PINS"  # JSON of the settings nkd itself made (a sweep's child inherits them).
 
-# What pin_cpu_isa did in this process (recorded by describe()).
+# What pin_cpu did in this process (recorded by describe()).
 _pinned: dict[str, Any] = {}
 
 
-def _flag_value(xla_flags: str) -> str | None:
-  values = re.findall(rf"{_FLAG}=(\S+)", xla_flags)
-  return values[-1] if values else None
+def _flags(xla_flags: str) -> dict[str, str]:
+  """XLA_FLAGS as {flag: value}; the last occurrence wins, as in XLA."""
+  return {m.group(1): m.group(2) for m in re.finditer(r"(--[\w.]+)(?:=(\S*))?", xla_flags)}
+
+
+def _set_flags(xla_flags: str, updates: dict[str, str | None]) -> str:
+  """XLA_FLAGS with each flag in `updates` removed, then appended unless its value is None."""
+  kept = xla_flags
+  for flag in updates:
+    kept = re.sub(rf"(^|\s){re.escape(flag)}(=\S*)?(?=\s|$)", " ", kept)
+  added = [f"{flag}={value}" for flag, value in updates.items() if value is not None]
+  return " ".join([*kept.split(), *added])
 
 
 def _backend_started() -> bool:
@@ -54,38 +80,110 @@ def _backend_started() -> bool:
     return False
 
 
-def pin_cpu_isa(isa: str = DEFAULT_CPU_ISA) -> str:
-  """Sets `--xla_cpu_max_isa=ISA` in XLA_FLAGS (none for 'native') unless the user set one;
-  returns the setting in effect ('native' for none). Call before JAX's first computation."""
+def known_xla_flags(names) -> set[str]:
+  """Which of the XLA flags `names` the installed jaxlib knows: XLA aborts the process on an
+  unknown one, and flags come and go between versions. Read off the library once and cached
+  in the temporary folder, keyed by its size and time."""
+  spec = importlib.util.find_spec("jaxlib")
+  libs = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*.so")) if spec and
+                spec.origin else [], key=os.path.getsize, reverse=True)
+  if not libs:
+    return set()
+  stat = os.stat(libs[0])
+  cache = os.path.join(tempfile.gettempdir(),
+                       f"nkd-xla-flags-{stat.st_size}-{int(stat.st_mtime)}.json")
+  try:
+    with open(cache) as f:
+      known = json.load(f)
+  except (OSError, ValueError):
+    known = {}
+  missing = [name for name in names if name not in known]
+  if missing:
+    with open(libs[0], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+      known.update({name: data.find(name.lstrip("-").encode() + b"\0") >= 0 for name in missing})
+    try:
+      with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(cache), delete=False) as f:
+        json.dump(known, f)
+      os.replace(f.name, cache)
+    except OSError:
+      pass
+  return {name for name in names if known[name]}
+
+
+def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
+  """The settings `pin_cpu(isa)` makes on an x86 CPU: {'xla_flags': {flag: value}, 'env':
+  {variable: value}}."""
   if isa != NATIVE and isa not in CPU_ISAS:
     raise ValueError(f"unknown CPU ISA {isa!r}; expected {NATIVE} or one of {CPU_ISAS}")
+  flags = {name: value for name, value in _FIXED_FLAGS.items()
+           if name in known_xla_flags(tuple(_FIXED_FLAGS))}
+  env = {}
+  if isa != NATIVE:
+    flags[MAX_ISA_FLAG] = isa
+    env[ONEDNN_ENV] = _ONEDNN_ISA[isa]
+  return {"xla_flags": flags, "env": env}
+
+
+def pin_cpu(isa: str = DEFAULT_CPU_ISA) -> list[str]:
+  """Makes the settings of `cpu_settings(isa)` in XLA_FLAGS and the environment (on x86),
+  leaving every one the user made. Returns one line per setting of the user's that changes
+  XLA:CPU's numerics (they are recorded by describe()). Call before JAX's first computation."""
+  settings = cpu_settings(isa) if is_x86() else {"xla_flags": {}, "env": {}}
+  ours = json.loads(os.environ.get(_MARK, "{}"))  # what an nkd parent process set
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  present = _flag_value(xla_flags)
-  if present is not None and present != os.environ.get(_MARK):
-    effective, source = present.upper(), "XLA_FLAGS"  # The user's own setting wins.
-  elif not is_x86():
-    effective, source = NATIVE, f"native ({platform.machine()}: --cpu_isa names x86 sets)"
+  present = _flags(xla_flags)
+  record, notes, flag_updates, ours_now = {}, [], {}, {}
+
+  def users(name, value, wanted):
+    record[name] = {"value": value, "source": "yours"}
+    if wanted is None or value != wanted:
+      instead = f" (nkd would set {wanted!r})" if wanted is not None else ""
+      notes.append(f"your setting {name}={value} is used{instead}: it changes XLA:CPU's "
+                   f"numerics, so params_sha256 differs from runs without it (recorded in "
+                   f"config.json)")
+
+  for name in sorted({*settings["xla_flags"], *_WATCHED_FLAGS, MAX_ISA_FLAG}):
+    wanted = settings["xla_flags"].get(name)
+    if name in present and ours.get(name) != present[name]:
+      users(name, present[name], wanted)
+    else:
+      flag_updates[name] = wanted
+      if wanted is not None:
+        record[name] = {"value": wanted, "source": "nkd"}
+        ours_now[name] = wanted
+  new_flags = _set_flags(xla_flags, flag_updates)
+  for name in sorted({*settings["env"], ONEDNN_ENV, *_WATCHED_ENV}):
+    wanted, value = settings["env"].get(name), os.environ.get(name)
+    if value is not None and ours.get(name) != value:
+      users(name, value, wanted)
+    elif wanted is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = wanted
+      record[name] = {"value": wanted, "source": "nkd"}
+      ours_now[name] = wanted
+  if new_flags:
+    os.environ["XLA_FLAGS"] = new_flags
   else:
-    effective, source = isa, "--cpu_isa"
-    kept = re.sub(rf"\s*{_FLAG}=\S+", "", xla_flags).strip()
-    if isa == NATIVE:
-      new_flags = kept
-      os.environ.pop(_MARK, None)
-    else:
-      new_flags = f"{kept} {_FLAG}={isa}".strip()
-      os.environ[_MARK] = isa
-    if new_flags:
-      os.environ["XLA_FLAGS"] = new_flags
-    else:
-      os.environ.pop("XLA_FLAGS", None)
+    os.environ.pop("XLA_FLAGS", None)
+  if ours_now:
+    os.environ[_MARK] = json.dumps(ours_now, sort_keys=True)
+  else:
+    os.environ.pop(_MARK, None)
   if not _backend_started():
-    _pinned.update(isa=effective, source=source)
+    _pinned.clear()
+    _pinned.update(isa=record.get(MAX_ISA_FLAG, {}).get("value", NATIVE).upper(),
+                   isa_source=("XLA_FLAGS" if record.get(MAX_ISA_FLAG, {}).get("source") ==
+                               "yours" else "--cpu_isa" if is_x86() else
+                               f"native ({platform.machine()}: --cpu_isa names x86 sets)"),
+                   settings=record)
   elif not _pinned:
-    # JAX started before this call (a library user, a test): XLA_FLAGS as they were then
-    # are what it compiles with; the change above reaches child processes only.
-    _pinned.update(isa=present.upper() if present else NATIVE,
-                   source="XLA_FLAGS when JAX started (before nkd could pin --cpu_isa)")
-  return _pinned["isa"]
+    # JAX started before this call (a library user, a test): the settings as they were then
+    # are what it computes with; the changes above reach child processes only.
+    _pinned.update(isa=(present.get(MAX_ISA_FLAG) or NATIVE).upper(),
+                   isa_source="XLA_FLAGS when JAX started (before nkd could pin --cpu_isa)",
+                   settings={})
+  return notes
 
 
 def is_x86() -> bool:
@@ -117,7 +215,7 @@ def host_isas() -> list[str]:
 
 def cache_sizes() -> str:
   """The CPU's data caches, e.g. 'L1d 48K, L2 1024K, L3 32768K' (Linux sysfs; '' if unknown).
-  XLA:CPU's convolutions and matrix products run through Eigen, which sizes its blocks by them."""
+  Eigen sizes the blocks of its matrix products by them (the L1d size sets the depth)."""
   found = []
   for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
     try:
@@ -131,21 +229,44 @@ def cache_sizes() -> str:
 
 
 def usable_cores() -> int:
-  """Cores this process may run on (XLA:CPU sizes its thread pool by them)."""
+  """Cores this process may run on (XLA:CPU sizes its thread pools by them)."""
   try:
     return len(os.sched_getaffinity(0))
   except AttributeError:
     return os.cpu_count() or 1
 
 
+def package_versions() -> dict[str, str]:
+  versions = {"python": platform.python_version()}
+  for name in ("jax", "jaxlib", "flax", "optax", "numpy"):
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = "none"
+  return versions
+
+
 def describe() -> dict[str, Any]:
-  """The host facts a CPU result depends on, for config.json."""
+  """The host facts and settings a CPU result depends on, for config.json; `fingerprint` is a
+  short hash of them (what a pinned hash in the tests is keyed to)."""
   if _pinned:
-    isa, source = _pinned["isa"], _pinned["source"]
+    isa, source, settings = _pinned["isa"], _pinned["isa_source"], _pinned["settings"]
   else:
-    present = _flag_value(os.environ.get("XLA_FLAGS", ""))
-    isa, source = (present.upper(), "XLA_FLAGS") if present else (NATIVE, "default")
+    present = _flags(os.environ.get("XLA_FLAGS", "")).get(MAX_ISA_FLAG)
+    isa, source, settings = ((present.upper(), "XLA_FLAGS") if present else
+                             (NATIVE, "default")) + ({},)
   supported = host_isas()
-  return {"model": cpu_model(), "machine": platform.machine(), "isa": isa, "isa_source": source,
-          "host_isa": supported[-1] if supported else "unknown", "cores": usable_cores(),
-          "cpu_count": os.cpu_count(), "caches": cache_sizes()}
+  facts = {"model": cpu_model(), "machine": platform.machine(), "isa": isa,
+           "isa_source": source, "host_isa": supported[-1] if supported else "unknown",
+           "cores": usable_cores(), "cpu_count": os.cpu_count(), "caches": cache_sizes(),
+           "settings": settings}
+  return {**facts, "fingerprint": fingerprint(facts)}
+
+
+def fingerprint(facts: dict[str, Any] | None = None) -> str:
+  """16 hex digits over what CPU bits depend on: CPU model, caches, usable cores, the host's
+  newest ISA, the settings in effect, the package versions."""
+  facts = facts or describe()
+  keyed = {key: facts[key] for key in ("model", "caches", "cores", "host_isa", "isa", "settings")}
+  text = json.dumps({**keyed, "versions": package_versions()}, sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]

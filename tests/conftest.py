@@ -13,6 +13,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+# The CPU settings a run makes (nkd.runtime.pin_cpu) hold in the test processes too, made before
+# JAX starts: in-process runs compute as `nkd.main` does, and as fast.
+from nkd import runtime  # noqa: E402
+
+runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
+
 import jax  # noqa: E402
 
 # Four fake CPU devices in every test process, set before JAX starts its backend: sharding is

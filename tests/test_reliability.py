@@ -55,26 +55,48 @@ def _error_lines(stderr, prefix="nkd: "):
   return [line for line in stderr.splitlines() if line.startswith(prefix)]
 
 
-def test_pin_cpu_isa_sets_xla_flags_and_respects_the_users(monkeypatch):
+def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   from nkd import runtime
   monkeypatch.setattr(runtime, "is_x86", lambda: True)
+  monkeypatch.setattr(runtime, "_backend_started", lambda: False)  # as in a fresh process
   monkeypatch.setattr(runtime, "_pinned", {})  # This process's record stays as it was.
-  for name in ("XLA_FLAGS", "NKD_XLA_CPU_ISA"):
+  for name in ("XLA_FLAGS", "NKD_CPU_PINS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+               "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"):
     monkeypatch.delenv(name, raising=False)
-  runtime.pin_cpu_isa("AVX2")
-  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
-  runtime.pin_cpu_isa("AVX")  # nkd's own pin (a sweep's child inherits it) is nkd's to change,
-  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX"
-  runtime.pin_cpu_isa("native")  # and to take back,
-  assert "XLA_FLAGS" not in os.environ
+  fixed = ("--xla_cpu_enable_platform_dependent_math=false "
+           "--xla_cpu_experimental_ynn_fusion_type=")
+  assert runtime.pin_cpu("AVX2") == []
+  assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(
+      f"{fixed} --xla_cpu_max_isa=AVX2".split())
+  assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+  runtime.pin_cpu("AVX512")  # nkd's own settings (a sweep's child inherits them) are nkd's,
+  assert "--xla_cpu_max_isa=AVX512" in os.environ["XLA_FLAGS"].split()
+  assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
+  runtime.pin_cpu("native")  # to change and to take back,
+  assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(fixed.split())
+  assert "ONEDNN_MAX_CPU_ISA" not in os.environ
+  # while the user's own settings win, each named in one line and recorded.
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2 --xla_foo=1")
-  runtime.pin_cpu_isa("AVX2")  # while the user's own setting wins.
-  assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=SSE4_2 --xla_foo=1"
-  monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
-  runtime.pin_cpu_isa("AVX2")
-  assert os.environ["XLA_FLAGS"] == "--xla_foo=1 --xla_cpu_max_isa=AVX2"
+  monkeypatch.setenv("TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "false")
+  monkeypatch.setattr(runtime, "_pinned", {})
+  notes = runtime.pin_cpu("AVX2")
+  assert len(notes) == 2 and "--xla_cpu_max_isa=SSE4_2" in notes[0] and "'AVX2'" in notes[0]
+  assert "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false" in notes[1]
+  flags = os.environ["XLA_FLAGS"].split()
+  assert flags[:2] == ["--xla_cpu_max_isa=SSE4_2", "--xla_foo=1"] and fixed.split()[0] in flags
   cpu = runtime.describe()
-  assert {"model", "isa", "isa_source", "host_isa", "cores"} <= set(cpu)
+  assert cpu["isa"] == "SSE4_2" and cpu["isa_source"] == "XLA_FLAGS"
+  assert cpu["settings"]["--xla_cpu_max_isa"] == {"value": "SSE4_2", "source": "yours"}
+  assert cpu["settings"]["ONEDNN_MAX_CPU_ISA"] == {"value": "AVX2", "source": "nkd"}
+  assert {"model", "host_isa", "cores", "caches", "fingerprint"} <= set(cpu)
+  with pytest.raises(ValueError, match="unknown CPU ISA"):
+    runtime.pin_cpu("AVX3")
+
+
+def test_an_unknown_xla_flag_is_never_set(monkeypatch):
+  from nkd import runtime
+  assert runtime.known_xla_flags(("--xla_cpu_max_isa", "--xla_no_such_flag_here")) == {
+      "--xla_cpu_max_isa"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +123,8 @@ def test_config_records_the_cpu_and_the_pinned_isa(reference):
   assert cpu["isa"] == "AVX2" and cpu["isa_source"] == "--cpu_isa"
   assert cpu["cores"] >= 1 and cpu["model"]
   assert "--xla_cpu_max_isa=AVX2" in config["xla_flags"]
+  assert cpu["settings"]["ONEDNN_MAX_CPU_ISA"]["value"] == "AVX2"
+  assert cpu["fingerprint"] == config["cpu"]["fingerprint"] and len(cpu["fingerprint"]) == 16
   assert config["options"]["cpu_isa"] == "AVX2"
   assert results["steps"] == STEPS
 

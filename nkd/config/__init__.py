@@ -143,11 +143,12 @@ class TrainOptions:
                            "SLURM / Cloud TPU settings from the environment).")
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
                                  "reproduces a run bit-exactly; false trades that for speed.")
-  cpu_isa: str = _opt(runtime.DEFAULT_CPU_ISA, "On CPU, the newest instruction set XLA may "
-                       "compile for (--xla_cpu_max_isa): AVX2 gives the same numbers on every "
-                       "x86-64 CPU that has it (for the same core count); 'native' compiles for "
-                       "this CPU (faster with AVX-512, other numbers). A --xla_cpu_max_isa in "
-                       "XLA_FLAGS wins.", choices=(runtime.NATIVE, *runtime.CPU_ISAS))
+  cpu_isa: str = _opt(runtime.DEFAULT_CPU_ISA, "On x86 CPUs, the newest instruction set XLA "
+                       "and oneDNN may use (--xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA): AVX2 gives "
+                       "the same numbers on x86-64 CPUs with AVX2, the same core count and L1d "
+                       "size (WORKSPACE.md); 'native' uses this CPU's (other numbers). Your own "
+                       "XLA_FLAGS or ONEDNN_MAX_CPU_ISA wins.",
+                       choices=(runtime.NATIVE, *runtime.CPU_ISAS))
 
 
 # Options that change where or how often things are written, or how a finished run is
