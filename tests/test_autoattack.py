@@ -335,6 +335,10 @@ def test_autoattack_is_at_most_each_of_its_stages():
   assert np.all(pred[broken] != labels[broken])
   for stage in result["stages"]:
     assert stage["broken"] == sum(b == stage["name"] for b in per["broken_by"])
+    # A stage pays for the points left: its batches are padded to their next power of two.
+    left = stage["attacked"]
+    assert max(stage["batch_shapes"], default=0) == (min(BATCH, 1 << (left - 1).bit_length())
+                                                     if left else 0)
   assert result["square_queries"]["attacked"]["max"] <= 41
 
   # Each stage run alone with AutoAttack's key for it breaks no point AutoAttack missed.

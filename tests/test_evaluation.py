@@ -186,3 +186,9 @@ def test_run_suite_end_to_end(trained, tmp_path):
                                            pgd_steps=(2,), pgd_eps_sweep=(), pgd_fgsm=False))
   assert (predict.logits_core_cache_size(), pgd.pgd_core_cache_size()) == before
   assert set(only_pgd) == {"clean", "pgd"} and "eps_sweep" not in only_pgd["pgd"]
+
+
+def test_bucket_sizes_are_powers_of_two_up_to_the_batch_size():
+  from nkd.evaluation import batching  # pylint: disable=g-import-not-at-top
+  assert [batching.bucket_size(n, 8) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 8]
+  assert batching.bucket_size(5, 6) == 6 and batching.bucket_size(0, 6) == 1

@@ -35,6 +35,14 @@ def effective_batch_size(num_examples: int, batch_size: int) -> int:
   return max(1, min(int(batch_size), int(num_examples)))
 
 
+def bucket_size(count: int, batch_size: int) -> int:
+  """The padded shape for `count` (<= batch_size) remaining rows: the next power of two, at most
+  batch_size. A loop over shrinking sets of points (AutoAttack's stages) then costs in
+  proportion to the points left, with at most log2(batch_size) + 2 compiled shapes."""
+  check_batch_size(batch_size)
+  return min(int(batch_size), 1 << max(0, int(count) - 1).bit_length())
+
+
 def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
   """Pads axis 0 of `array` to `size` rows by repeating the first row (valid pixels/labels)."""
   missing = size - len(array)

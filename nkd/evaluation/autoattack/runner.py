@@ -19,8 +19,9 @@ stage s fold_in(key, STAGE_KEYS[s]) (apgd-ce 1, apgd-t 2, fab-t 3, square 4); ru
 index in `images`) draws its random start / search from its own key and batch b its EOT and
 judge keys (`common.run_keys`), so for a deterministic model an example's result does not
 depend on the batch size, and AutoAttack breaks every point that any of its stages run alone
-(apgd_attack, square_attack, fab_attack with key fold_in(key, STAGE_KEYS[s])) breaks. All
-batches are padded to one shape, so each jitted core compiles once.
+(apgd_attack, square_attack, fab_attack with key fold_in(key, STAGE_KEYS[s])) breaks. A
+stage's batches are padded to the next power of two of the points it attacks (at most the batch
+size), so its cost follows the points still robust and each core compiles for a few shapes.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
   Returns a JSON-able dict (accuracies in percent): {"attack": "autoattack", "norm": "Linf",
   "name", "version", "eps", "attacks": [stage names], "settings": {stage: {...}}, "eot",
   "random_model", "num_examples", "clean_accuracy", "stages": [{"name",
-  "robust_accuracy" (after the stage), "attacked", "broken", "seconds"}],
+  "robust_accuracy" (after the stage), "attacked", "broken", "batch_shapes" (the padded batch
+  sizes it ran), "seconds"}],
   "robust_accuracy_after": {stage: accuracy}, "robust_accuracy" (final), "square_queries"
   ({"attacked": summary of queries per attacked point, "broken": of the points Square broke},
   or None), "max_perturbation" (largest L-inf distance of an accepted adversarial), "seconds",
@@ -167,6 +169,7 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
     cfg = cfgs[stage]
     stage_key = jax.random.fold_in(key, STAGE_KEYS[stage])
     attacked = int(robust.sum())
+    shapes = set()
     if stage == "square":
       square_ran |= robust
     for r_index, run in enumerate(_runs(stage, cfg) if num_classes > 1 else []):
@@ -178,10 +181,12 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
                  if "target_rank" in run else y)
       for b, start, stop in batching.padded_batches(len(idx), size):
         sel = idx[start:stop]
-        xb = batching.pad_batch(x[sel], size)
-        yb = batching.pad_batch(y[sel], size)
-        tb = batching.pad_batch(targets[sel], size)
-        keys, attack_key, judge_key = common.run_keys(run_key, batching.pad_batch(sel, size), b)
+        shape = batching.bucket_size(len(sel), size)
+        shapes.add(shape)
+        xb = batching.pad_batch(x[sel], shape)
+        yb = batching.pad_batch(y[sel], shape)
+        tb = batching.pad_batch(targets[sel], shape)
+        keys, attack_key, judge_key = common.run_keys(run_key, batching.pad_batch(sel, shape), b)
         adv, used = _attack_batch(stage, run, cfg, spec, variables, keys, attack_key, xb, yb, tb,
                                   eps)
         judged = np.asarray(common.judge_scores(spec, variables, judge_key, adv))[:len(sel)]
@@ -195,7 +200,8 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
           broken_by[i] = stage
     accuracy = _percent(robust.sum(), n)
     stages.append({"name": stage, "robust_accuracy": accuracy, "attacked": attacked,
-                   "broken": attacked - int(robust.sum()), "seconds": time.time() - t0})
+                   "broken": attacked - int(robust.sum()), "batch_shapes": sorted(shapes),
+                   "seconds": time.time() - t0})
     logging.info("AutoAttack %s eps=%.4f: robust accuracy %.2f%% (%d of %d attacked points "
                  "broken, %.1f s)", stage, eps, accuracy, stages[-1]["broken"], attacked,
                  stages[-1]["seconds"])
