@@ -37,33 +37,38 @@ BETA = 0.9
 N_TARGET_CLASSES = 9
 
 
-def project_linf_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+def project_linf_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array,
+                            iterations: int = 40) -> jax.Array:
   """The smallest-L-inf d with w.(p + d) = b and p + d in [0, 1], per row (points, w: (N, D),
   b: (N,)).
 
   Moving coordinate i by up to lambda in the helpful direction (sign(w_i) sign(c), c =
   b - w.p) with room r_i to its bound changes w.d by h(lambda) = sum_i |w_i| min(lambda, r_i),
-  piecewise linear and increasing: lambda* solves h(lambda) = |c| on the segment between the
-  sorted breakpoints r_(k-1), r_(k) where h first reaches |c|. Unreachable: d = the full room."""
+  piecewise linear and increasing. lambda* with h(lambda*) = |c| is bracketed by bisection
+  (`iterations` halvings of [0, max r], each O(D): XLA:CPU's sort of D = 3072 values costs
+  ~1 ms per row) and solved on the bracket, where h is linear with slope sum_{r_i > lo} |w_i|.
+  Unreachable (h(max r) < |c|): d = the full room."""
   c = b - jnp.sum(w * points, axis=-1)
   direction = jnp.sign(w) * jnp.where(c >= 0, 1.0, -1.0)[:, None]
   room = jnp.where(direction > 0, 1.0 - points, points) * (direction != 0)
   weight = jnp.abs(w)
-  order = jnp.argsort(room, axis=-1)
-  room_s = jnp.take_along_axis(room, order, axis=-1)
-  weight_s = jnp.take_along_axis(weight, order, axis=-1)
-  below = jnp.cumsum(weight_s * room_s, axis=-1)  # sum_{j <= k} |w_j| r_j
-  tail = jnp.sum(weight, axis=-1, keepdims=True) - jnp.cumsum(weight_s, axis=-1) + weight_s
-  reach = below + room_s * (tail - weight_s)  # h(r_(k))
   need = jnp.abs(c)
-  k = jnp.sum(reach < need[:, None], axis=-1)  # first breakpoint with h >= |c|
-  reachable = k < points.shape[-1]
-  k_safe = jnp.minimum(k, points.shape[-1] - 1)
-  below_prev = jnp.where(k_safe > 0,
-                         jnp.take_along_axis(below, jnp.maximum(k_safe - 1, 0)[:, None], -1)[:, 0],
-                         0.0)
-  tail_k = jnp.take_along_axis(tail, k_safe[:, None], -1)[:, 0]
-  lam = jnp.maximum((need - below_prev) / jnp.maximum(tail_k, 1e-30), 0.0)
+
+  def reach(lam):  # h(lambda), per row
+    return jnp.sum(weight * jnp.minimum(lam[:, None], room), axis=-1)
+
+  top = jnp.max(room, axis=-1)
+  reachable = reach(top) >= need
+
+  def halve(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    short = reach(mid) < need
+    return jnp.where(short, mid, lo), jnp.where(short, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, iterations, halve, (jnp.zeros_like(need), top))
+  slope = jnp.sum(jnp.where(room > lo[:, None], weight, 0.0), axis=-1)
+  lam = jnp.minimum(lo + jnp.maximum(need - reach(lo), 0.0) / jnp.maximum(slope, 1e-30), hi)
   lam = jnp.where(reachable, lam, jnp.inf)
   return direction * jnp.minimum(lam[:, None], room)
 
