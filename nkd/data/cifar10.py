@@ -11,13 +11,13 @@ Otherwise a `DataError` says which file to put where.
 from __future__ import annotations
 
 import os
-import pickle
 import tarfile
 
 import numpy as np
 from absl import logging
 
 from nkd import fileio
+from nkd.data import safe_pickle
 from nkd.data.dataset import Dataset
 from nkd.errors import DataError
 
@@ -32,11 +32,14 @@ _HELP = (f"put the official {TARBALL} (md5 {TARBALL_MD5}, from {URL}) or its ext
 
 
 def decode_batch(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-  """One pickled batch -> (uint8 NHWC images, int32 labels)."""
+  """One pickled batch -> (uint8 NHWC images, int32 labels). The pickle may hold only numpy
+  arrays and plain data (nkd.data.safe_pickle): anything else is refused, never run."""
   try:
-    batch = pickle.loads(blob, encoding="bytes")
+    batch = safe_pickle.loads(blob, name, encoding="bytes")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int32)
+  except DataError:
+    raise
   except Exception as e:  # pickle raises many kinds of errors on corrupt input.
     raise DataError(f"{name}: not a CIFAR-10 batch ({type(e).__name__}: {e}); {_HELP}") from None
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
