@@ -182,7 +182,7 @@ def test_numpy_beyond_plain_arrays_is_refused(payload, refused):
 
 
 def test_state_only_for_what_was_made_here():
-  with pytest.raises(DataError, match="refused to unpickle state for list"):
+  with pytest.raises(DataError, match="refused to unpickle a state for list"):
     safe_pickle.loads(b"]}b.", "f")  # A list given a __dict__ by BUILD.
 
 

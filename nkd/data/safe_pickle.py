@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import reprlib
 
 import numpy as np
 
@@ -76,6 +77,11 @@ def _text(value) -> str | None:
   return value if isinstance(value, str) else None
 
 
+def _short(*values) -> str:
+  """Arguments for a message, each cut short (a batch's data is 30 MB)."""
+  return ", ".join(reprlib.repr(v) for v in values)
+
+
 def _is_shape(value) -> bool:
   return (isinstance(value, tuple) and
           all(type(n) is int and n >= 0 for n in value))  # pylint: disable=unidiomatic-typecheck
@@ -112,14 +118,14 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
     del copy  # Always a new object: its BUILD must not change numpy's shared dtypes.
     text = _text(spec)
     if text is None or not isinstance(align, int) or align not in (0, 1):  # Python 2: 0 and 1.
-      raise self.refused(f"numpy.dtype{(spec, align)!r:.80}")
+      raise self.refused(f"numpy.dtype({_short(spec, align)})")
     try:
       probe = np.dtype(text)
     except (TypeError, ValueError):
-      raise self.refused(f"numpy dtype {text!r:.40}") from None
+      raise self.refused(f"numpy dtype {_short(text)}") from None
     if (probe.kind not in _NUMERIC_KINDS or probe.hasobject or probe.fields is not None
         or probe.subdtype is not None):
-      raise self.refused(f"numpy dtype {text!r}", "a CIFAR-10 batch holds only numeric numpy "
+      raise self.refused(f"numpy dtype {_short(text)}", "a CIFAR-10 batch holds only numeric numpy "
                          "arrays: an object array would carry pickled objects")
     dtype = np.dtype(text, bool(align), True)
     self._unbuilt[id(dtype)] = dtype
@@ -127,7 +133,7 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
 
   def _reconstruct(self, subtype, shape, typecode):
     if subtype is not _NDARRAY or shape != (0,) or _text(typecode) != "b":
-      raise self.refused(f"numpy _reconstruct{(subtype, shape, typecode)!r:.80}")
+      raise self.refused(f"numpy _reconstruct({_short(subtype, shape, typecode)})")
     array = _RECONSTRUCT(np.ndarray, (0,), b"b")
     self._unbuilt[id(array)] = array
     return array
@@ -143,20 +149,20 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
     order = _text(order)
     if (not isinstance(buffer, (bytes, bytearray)) or not _is_shape(shape)
         or order not in ("C", "F")):
-      raise self.refused(f"numpy _frombuffer of {type(buffer).__name__}, shape {shape!r:.40}")
+      raise self.refused(f"numpy _frombuffer({_short(buffer, dtype, shape, order)})")
     return _FROMBUFFER(buffer, dtype, shape, order)
 
   def _latin1(self, text, encoding=None):
     if not isinstance(text, str) or _text(encoding) not in ("latin1", "latin-1"):
-      raise self.refused(f"_codecs.encode{(text, encoding)!r:.80}")
+      raise self.refused(f"_codecs.encode({_short(text, encoding)})")
     return text.encode("latin-1")
 
   def load_build(self):
     state = self.stack.pop()
     inst = self.stack[-1]
     if self._unbuilt.pop(id(inst), None) is not inst:
-      raise self.refused(f"state for {type(inst).__name__} (only numpy arrays and dtypes get "
-                         f"a state, once)")
+      raise self.refused(f"a state for {type(inst).__name__}", "only the numpy arrays and "
+                         "dtypes a CIFAR-10 batch makes get a state, once")
     if isinstance(inst, np.dtype):
       fresh = np.dtype(inst.str)
       # (version, byteorder, subarray, names, fields, elsize, alignment, flags); numpy ignores
@@ -164,7 +170,7 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
       if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3
           or _text(state[1]) not in _BYTEORDERS or state[2:5] != (None, None, None)
           or not all(isinstance(n, int) for n in state[5:7]) or state[7] != fresh.flags):
-        raise self.refused(f"numpy dtype state {state!r:.80}")
+        raise self.refused(f"numpy dtype state {_short(state)}")
       inst.__setstate__((3, _text(state[1]), *state[2:]))
       self._numeric(inst)
       return
@@ -172,7 +178,7 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
     if (not isinstance(state, tuple) or len(state) != 5 or state[0] != 1
         or not _is_shape(state[1]) or not isinstance(state[3], int) or state[3] not in (0, 1)
         or not isinstance(state[4], (bytes, bytearray, str))):
-      raise self.refused(f"numpy array state {state!r:.80}")
+      raise self.refused(f"numpy array state {_short(state)}")
     self._numeric(state[2])
     inst.__setstate__(state)
 
