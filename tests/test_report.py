@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nkd import config as config_lib
-from nkd import paper_values
+from nkd.report import paper_values
 from nkd import report
 from nkd import results as results_lib
 from nkd.config.evaluation import CORRUPTIONS

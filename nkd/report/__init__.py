@@ -17,12 +17,13 @@ folders; it is searched recursively. Runs are grouped by experiment, variant and
 
 Written into DIR (tables are byte-identical for the same inputs):
   summary.md, summary.csv    one row per group: mean and sample std (ddof=1) over seeds.
-  paper_comparison.md        ours vs `nkd.paper_values.PAPER_VALUES` where we have the quantity.
+  paper_comparison.md        ours vs `paper_values.PAPER_VALUES` where we have the quantity.
   fig_*.png, fig_*.pdf       the paper's figures, each only when its data exists (see
                              nkd/report/figures.py).
 
 Modules: loading (run folders -> runs and their metrics), grouping (groups, mean ± std), tables
-(summary and paper comparison), figures; `python -m nkd.report` is nkd/report/__main__.py.
+(summary and paper comparison), paper_values (the paper's numbers), figures; `python -m
+nkd.report` is nkd/report/__main__.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The report's tables: summary.md and summary.csv (one row per group) and paper_comparison.md
-(ours vs `nkd.paper_values.PAPER_VALUES`). Byte-identical for the same runs."""
+(ours vs `nkd.report.paper_values.PAPER_VALUES`). Byte-identical for the same runs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dataclasses
 import io
 from typing import Any, Sequence
 
-from nkd import paper_values as paper_values_lib
 from nkd.config.evaluation import PGD_PRESETS
+from nkd.report import paper_values as paper_values_lib
 from nkd.report.grouping import Group, Stat, fmt_level, fmt_seed
 from nkd.report.loading import Run, eps_key, fmt_number, number
 
@@ -257,7 +257,7 @@ def paper_comparison_markdown(groups: Sequence[Group],
   out = io.StringIO()
   out.write("# nkd vs the paper\n\n")
   out.write(
-      "Paper: the published values in `nkd/paper_values.py` (ANCHORS.md, read off the "
+      "Paper: the published values in `nkd/report/paper_values.py` (ANCHORS.md, read off the "
       "submission's figures: approximate). Ours: mean ± sample standard deviation (ddof=1) "
       "over n seeds, in %. Difference: ours − paper; for a range, the distance to its nearest "
       "end (0 inside). The paper's CIFAR-10-C numbers are compared with our accuracy relative "
