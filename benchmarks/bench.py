@@ -52,11 +52,11 @@ from nkd import config as config_lib
 from nkd import fileio
 from nkd import keys as keys_lib
 from nkd import pipeline
+from nkd.devices import environment as run_environment
+from nkd.devices import make_mesh
 from nkd.evaluation import autoattack, pgd, predict, smoothing
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
-from nkd.training.loop import environment as run_environment
-from nkd.training.loop import make_mesh
 from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 

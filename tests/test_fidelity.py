@@ -17,10 +17,11 @@ from nkd import keys as keys_lib
 from nkd import pipeline
 from nkd import results as run_files
 from nkd.config.evaluation import EvalOptions
+from nkd.devices import make_mesh
 from nkd.errors import ConfigError
 from nkd.evaluation import cifar10c
 from nkd.report import loading
-from nkd.training.loop import epoch_training_labels, label_stream_key, make_mesh
+from nkd.training.loop import epoch_training_labels, label_stream_key
 from nkd.training.steps import replicate
 
 from conftest import REPO, run_cli, tiny_config, tiny_flags

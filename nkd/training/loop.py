@@ -14,26 +14,20 @@ import dataclasses
 import errno
 import math
 import os
-import platform
 import time
 from typing import Any
 
-import flax
 import jax
-import jaxlib
 import numpy as np
-import optax
-import orbax.checkpoint
 from absl import logging
-from jax.sharding import Mesh
 
 from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import noise
 from nkd import results as run_files
-from nkd import runtime
 from nkd import tensorboard
 from nkd.data import Dataset
+from nkd.devices import environment, make_mesh
 from nkd.errors import ConfigError, DiskFullError, NonFiniteLossError
 from nkd.evaluation import predict
 from nkd.models import create_model
@@ -57,26 +51,6 @@ class Trained:
   @property
   def finished_before(self) -> bool:
     return self.variables is None
-
-
-def environment() -> dict[str, Any]:
-  devices = jax.devices()
-  return {
-      "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                   "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__, "optax": optax.__version__,
-                   "orbax_checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__},
-      "device": f"{devices[0].platform}:{devices[0].device_kind}",
-      "device_count": len(devices),
-      "process_count": jax.process_count(),
-      # CPU results depend on the instruction set XLA compiled for and on the core count.
-      "cpu": runtime.describe(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-  }
-
-
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ("data",))
 
 
 def check_workdir(config, fingerprint: str) -> run_files.RunResults | None:
