@@ -5,9 +5,7 @@ this module runs one after the other."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import os
 import time
 from typing import Any
@@ -25,6 +23,7 @@ from nkd.errors import ConfigError, DataError
 from nkd.evaluation import predict, smoothing
 from nkd.evaluation.suite import run_suite
 from nkd.models import create_model
+from nkd.training import runlock
 from nkd.training.checkpoint import Checkpointer
 from nkd.training.loop import train
 from nkd.training.teacher import Teacher, load_teacher
@@ -70,23 +69,6 @@ def teacher_config(config, seed: int | None = None):
   return teacher.replace(workdir=workdir)
 
 
-@contextlib.contextmanager
-def _file_lock(path: str, blocking: bool = True):
-  """Serialises concurrent runs that need the same teacher (one trains, the others wait).
-  Yields whether the lock is held (always, when blocking)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-      yield False
-      return
-    try:
-      yield True
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # The options that decide a run's training and test data (a teacher inherits them).
 _DATA_OPTIONS = ("dataset", "data_dir", "data_source", "train_subset", "validation_size",
                  "synthetic_train_size", "synthetic_test_size", "synthetic_seed")
@@ -110,13 +92,13 @@ def ensure_teachers(tconfigs, data: Dataset) -> None:
 
   waiting = []
   for tconfig in tconfigs:
-    with _file_lock(tconfig.workdir.rstrip("/") + ".lock", blocking=False) as held:
-      if held:
+    with runlock.turn(tconfig.workdir, wait=False) as mine:
+      if mine:
         train_one(tconfig)
       else:
         waiting.append(tconfig)
   for tconfig in waiting:
-    with _file_lock(tconfig.workdir.rstrip("/") + ".lock"):
+    with runlock.turn(tconfig.workdir):
       train_one(tconfig)
 
 

@@ -1,12 +1,18 @@
-"""One writer per run folder: `WORKDIR/run.lock`, held while a process trains or evaluates the
-run, and removed when it is done (a finished run folder holds none).
+"""File locks on run folders, two kinds; both are `flock`s, which the kernel drops when their
+process ends, however it ends (SIGKILL, a crash, a lost node).
 
-The lock is an `flock` on that file, so the kernel drops it when its process ends, however it
-ends (SIGKILL, a crash, a lost node): a lock file left behind by a killed process is stale and
-is simply taken over. The file names its holder (pid, host, start time) for the message a second
-process prints. Where the file system has no flock (some network file systems), the file itself
-is the lock (created exclusively); a stale one is taken over when its process is gone from this
-host, and one held from another host is reported with the file to delete.
+`hold(workdir)`: one writer per run folder. `WORKDIR/run.lock`, held while a process trains or
+evaluates the run, names its holder (pid, host, start time); a second process is refused with
+WorkdirBusyError. It is removed when done; one left by a killed process is taken over.
+
+`turn(workdir)`: the processes that need the same run (a teacher shared by students) take turns:
+the first trains it, the others wait, then find it finished. `WORKDIR.lock`, beside the folder,
+is kept.
+
+Where the file system has no flock (some network file systems), `hold`'s file itself is the lock
+(created exclusively: taken over when its process is gone from this host, reported with the file
+to delete when held from another host) and `turn` does not wait (`hold` still refuses a second
+trainer).
 """
 
 from __future__ import annotations
@@ -92,22 +98,38 @@ def lock_path(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), LOCK)
 
 
+def turn_path(workdir: str) -> str:
+  return os.path.abspath(workdir) + ".lock"
+
+
+def _flock(path: str, *, wait: bool):
+  """`path` opened and flocked exclusively (waiting for it, if asked); None where the file
+  system has no flock. Raises BlockingIOError if another process holds it and wait=False."""
+  existed = os.path.exists(path)
+  f = open(path, "a+")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+  except BlockingIOError:
+    f.close()
+    raise
+  except OSError as e:
+    f.close()
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      raise
+    if not existed:
+      os.remove(path)
+    return None
+  return f
+
+
 def _acquire_flock(workdir: str, path: str):
-  """The open lock file, flocked; None where the file system has no flock."""
+  """The open run lock file, flocked; None where the file system has no flock."""
   while True:
-    existed = os.path.exists(path)
-    f = open(path, "a+")  # pylint: disable=consider-using-with
     try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      f = _flock(path, wait=False)
     except BlockingIOError:
-      f.close()
       raise _busy(workdir, path) from None
-    except OSError as e:
-      f.close()
-      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-        raise
-      if not existed:
-        os.remove(path)
+    if f is None:
       return None
     try:  # The holder before may have removed the file after we opened it: lock the new one.
       if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
@@ -152,3 +174,22 @@ def hold(workdir: str, *, create: bool = True) -> Iterator[None]:
         os.remove(path)  # While still held: a process waiting for it re-opens the path.
       if entry[0] is not None:
         entry[0].close()
+
+
+@contextlib.contextmanager
+def turn(workdir: str, *, wait: bool = True) -> Iterator[bool]:
+  """This process's turn at the run in `workdir`, for the body: waits while another process has
+  it. Yields whether it has the turn: always with wait=True; with wait=False, False at once
+  while another process has it (and the body should not train the run)."""
+  path = turn_path(workdir)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  try:
+    f = _flock(path, wait=wait)
+  except BlockingIOError:
+    yield False
+    return
+  try:
+    yield True
+  finally:
+    if f is not None:
+      f.close()  # Releases the flock; the file stays for the next process.
