@@ -60,11 +60,12 @@ class TrainOptions:
   """Options of one training run (teacher, student alone, or distilled student)."""
 
   # Run identity and places.
-  name: str = _opt("", "Experiment name; default: the stem of the last --flagfile, or 'run'.")
+  name: str = _opt("", "Experiment name; default: the stem of the last --flagfile, or 'run'.",
+                   bookkeeping=True)
   workdir: str = _opt("", "Run folder (config.json, metrics.jsonl, checkpoints/, results.json); "
-                      "default: WORKSPACE/runs/NAME/seed_SEED.")
+                      "default: WORKSPACE/runs/NAME/seed_SEED.", bookkeeping=True)
   workspace: str = _opt("workspace", "Root for data caches, shared teachers and default run "
-                        "folders (see WORKSPACE.md).")
+                        "folders (see WORKSPACE.md).", bookkeeping=True, teacher_inherits=True)
   seed: int = _opt(0, "Root seed of the run; every random stream derives from it.")
   mode: str = _opt("ce", "'ce': cross-entropy training (teacher, or student alone); 'kd': Hinton "
                    "distillation from a teacher.", choices=("ce", "kd"))
@@ -77,19 +78,22 @@ class TrainOptions:
                     choices=("float32", "bfloat16"))
 
   # Data.
-  dataset: str = _opt("cifar10", "Data set.", choices=("cifar10", "synthetic"))
+  dataset: str = _opt("cifar10", "Data set.", choices=("cifar10", "synthetic"), data=True)
   data_dir: str = _opt("", "Folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz "
-                       "(or a TFDS data dir); default: WORKSPACE/data.")
+                       "(or a TFDS data dir); default: WORKSPACE/data.",
+                       bookkeeping=True, data=True)
   data_source: str = _opt("auto", "Where CIFAR-10 comes from: 'auto' tries the official Python "
                           "folder, the tarball, TFDS, then a download.",
-                          choices=("auto", "python", "tfds"))
+                          choices=("auto", "python", "tfds"), data=True)
   download: bool = _opt(True, "Download CIFAR-10 into --data_dir when it is absent (needs a "
-                        "network).")
-  train_subset: int = _opt(0, "Use only the first N training images (0: all).")
-  validation_size: int = _opt(0, "Hold out the last N training images as a validation split.")
-  synthetic_train_size: int = _opt(4096, "Training images of the synthetic data set.")
-  synthetic_test_size: int = _opt(1024, "Test images of the synthetic data set.")
-  synthetic_seed: int = _opt(0, "Seed of the synthetic data set (fixed across run seeds).")
+                        "network).", bookkeeping=True, teacher_inherits=True)
+  train_subset: int = _opt(0, "Use only the first N training images (0: all).", data=True)
+  validation_size: int = _opt(0, "Hold out the last N training images as a validation split.",
+                              data=True)
+  synthetic_train_size: int = _opt(4096, "Training images of the synthetic data set.", data=True)
+  synthetic_test_size: int = _opt(1024, "Test images of the synthetic data set.", data=True)
+  synthetic_seed: int = _opt(0, "Seed of the synthetic data set (fixed across run seeds).",
+                             data=True)
   augment: bool = _opt(True, "Random crop (pad 4) and horizontal flip, on device.")
 
   # Optimisation.
@@ -125,46 +129,36 @@ class TrainOptions:
                                  "--teacher_flags=--epochs=15 (repeatable).", multi=True,
                                  teacher_side=True)
   teacher_workdir: str = _kd_opt("", "Use the finished teacher run in this folder instead of "
-                                 "the recipe's shared teacher.", teacher_side=True)
+                                 "the recipe's shared teacher.", teacher_side=True,
+                                 bookkeeping=True)
 
   level_flag: str = _opt("", "The option that is this experiment's noise level (recorded in "
-                         "results.json for sweeps and reports); default: the active noise option.")
+                         "results.json for sweeps and reports); default: the active noise option.",
+                         bookkeeping=True)
 
   # Cadence and bookkeeping (do not change the result).
-  log_every: int = _opt(100, "Log progress every N steps.")
-  eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).")
-  checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).")
-  keep_checkpoints: int = _opt(3, "Checkpoints kept.")
+  log_every: int = _opt(100, "Log progress every N steps.", bookkeeping=True)
+  eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).",
+                         bookkeeping=True)
+  checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).", bookkeeping=True)
+  keep_checkpoints: int = _opt(3, "Checkpoints kept.", bookkeeping=True)
   tensorboard: bool = _opt(True, "Write TensorBoard event files into the run folder. Train "
                            "loss, accuracy, lr and img/s every --log_every window, test "
                            "accuracy, the final evaluation's headline numbers (nkd/tensorboard"
-                           ".py); `tensorboard --logdir WORKSPACE` shows every run side by side.")
+                           ".py); `tensorboard --logdir WORKSPACE` shows every run side by side.",
+                           bookkeeping=True, teacher_inherits=True)
   distributed: bool = _opt(False, "Multi-host: call jax.distributed.initialize() first (it reads "
-                           "SLURM / Cloud TPU settings from the environment).")
+                           "SLURM / Cloud TPU settings from the environment).", bookkeeping=True)
   gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
-                                 "reproduces a run bit-exactly; false trades that for speed.")
+                                 "reproduces a run bit-exactly; false trades that for speed.",
+                                 bookkeeping=True, teacher_inherits=True)
   cpu_isa: str = _opt(runtime.DEFAULT_CPU_ISA, "On x86 CPUs, the newest instruction set XLA "
                        "and oneDNN may use (--xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA): AVX2 gives "
                        "the same numbers on x86-64 CPUs with AVX2, the same core count and L1d "
                        "size (WORKSPACE.md); 'native' uses this CPU's (other numbers). Your own "
                        "XLA_FLAGS or ONEDNN_MAX_CPU_ISA wins.",
-                       choices=(runtime.NATIVE, *runtime.CPU_ISAS))
-
-
-# Options that change where or how often things are written, or how a finished run is
-# evaluated, never the trained parameters; and the two that set how the device computes
-# (gpu_deterministic, cpu_isa): they change the bits of the result like the device kind does,
-# so they are recorded in config.json with the device, not part of the recipe.
-BOOKKEEPING = frozenset({
-    "name", "workdir", "workspace", "data_dir", "log_every", "eval_every", "checkpoint_every",
-    "keep_checkpoints", "download", "teacher_workdir", "gpu_deterministic", "cpu_isa",
-    "level_flag", "distributed", "tensorboard",
-    *(f.name for f in dataclasses.fields(EvalOptions))})
-# Options a distillation run passes to its teacher's recipe: the teacher sees the same data.
-INHERITED_BY_TEACHER = ("workspace", "dataset", "data_dir", "data_source", "download",
-                        "train_subset", "validation_size", "synthetic_train_size",
-                        "synthetic_test_size", "synthetic_seed", "gpu_deterministic", "cpu_isa",
-                        "tensorboard")
+                       choices=(runtime.NATIVE, *runtime.CPU_ISAS), bookkeeping=True,
+                       teacher_inherits=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +222,17 @@ def _with_metadata(key: str) -> list[dataclasses.Field]:
   return [f for f in dataclasses.fields(Config) if f.metadata.get(key)]
 
 
+# Options that change where or how often things are written, or how a finished run is
+# evaluated (every EvalOptions field), never the trained parameters; and the two that set how the
+# device computes (gpu_deterministic, cpu_isa): they change the bits of the result like the
+# device kind does, so they are recorded in config.json with the device, not part of the recipe.
+BOOKKEEPING = frozenset(f.name for f in _with_metadata("bookkeeping"))
+# The options that decide a run's training and test data.
+DATA_OPTIONS = tuple(f.name for f in _with_metadata("data"))
+# Options a distillation run passes to its teacher's recipe: the teacher sees the same data, in
+# the same places, computed the same way.
+INHERITED_BY_TEACHER = tuple(f.name for f in dataclasses.fields(Config)
+                             if f.metadata.get("data") or f.metadata.get("teacher_inherits"))
 # Options that only a distillation run uses.
 TEACHER_OPTIONS = tuple(f.name for f in _with_metadata("teacher_side"))
 # The options that can be an experiment's noise level, in the order `noise_level` looks.

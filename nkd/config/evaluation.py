@@ -1,15 +1,17 @@
-"""Every evaluation option, its default and its help text, in one frozen dataclass, with the
-names the evaluators share (PGD presets, CIFAR-10-C corruptions). Plain Python: reading the
+"""Every evaluation option with its default and help text (`EvalOptions`), the constants the
+evaluators share, and the checks of their values: each once, here. Plain Python: reading the
 options imports no evaluator.
 
-Each field becomes an absl flag of the same name; `validate()` raises ConfigError naming the
-flag (`--pgd_eps`). Tuples hold list-valued flags; an empty tuple or 0 for a PGD setting means
-"take it from --pgd_preset".
+Each field becomes an absl flag of the same name; a check raises ConfigError naming the flag
+(`--pgd_eps`). `validate()` runs the checks on the options; the evaluators' public functions run
+the same checks on their arguments. An empty tuple or 0 for a PGD setting means "the preset's".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from nkd.config.fields import opt
 from nkd.errors import ConfigError
@@ -18,7 +20,6 @@ SUITE_ITEMS = ("accuracy", "calibration", "pgd", "cifar10c", "cinic", "smoothing
 # What a run evaluates unless --eval_suite says otherwise: the paper's evaluations. The
 # evaluations that go beyond it are opt-in, being far more expensive.
 DEFAULT_SUITE = ("accuracy", "calibration", "pgd", "cifar10c", "cinic")
-SMOOTHING_DTYPES = ("float32", "bfloat16")
 AUTOATTACK_VERSIONS = ("standard", "fast")
 CIFAR10C_SOURCES = ("auto", "official", "tfds", "regenerate")
 
@@ -44,6 +45,15 @@ EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS = STANDARD_CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
 
+# Randomized smoothing: the constants of Cohen et al.'s reference code (locuslab/smoothing,
+# certify.py); 500 examples are every 20th of CIFAR-10's 10,000 test images (its --skip 20).
+SMOOTHING_N0 = 100
+SMOOTHING_N = 100_000
+SMOOTHING_ALPHA = 0.001
+SMOOTHING_NUM_EXAMPLES = 500
+SMOOTHING_BATCH_SIZE = 1000
+SMOOTHING_DTYPES = ("float32", "bfloat16")
+
 
 def pgd_preset(name: str) -> dict:
   """{"eps": tuple, "step_size": float, "steps": tuple} for "paper" or "common"."""
@@ -54,7 +64,8 @@ def pgd_preset(name: str) -> dict:
 
 
 def _field(default, help_text: str):
-  return opt(default, help_text, group="evaluation")
+  # bookkeeping: how a run is evaluated never changes its trained parameters (the recipe).
+  return opt(default, help_text, group="evaluation", bookkeeping=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +119,13 @@ class EvalOptions:
   # Randomized smoothing (Cohen et al. 2019): certified L2 radii.
   smoothing_sigma: float = _field(
       0.0, "Std of the smoothing noise in [0, 1] pixel units; 0: the run's --input_noise_sigma.")
-  smoothing_n0: int = _field(100, "CERTIFY: noisy copies that pick the top class.")
-  smoothing_n: int = _field(100_000, "CERTIFY: noisy copies that bound its probability.")
-  smoothing_alpha: float = _field(0.001, "CERTIFY/PREDICT: failure probability.")
+  smoothing_n0: int = _field(SMOOTHING_N0, "CERTIFY: noisy copies that pick the top class.")
+  smoothing_n: int = _field(SMOOTHING_N, "CERTIFY: noisy copies that bound its probability.")
+  smoothing_alpha: float = _field(SMOOTHING_ALPHA, "CERTIFY/PREDICT: failure probability.")
   smoothing_num_examples: int = _field(
-      500, "Test images certified: every (N_test // this)-th, from index 0 (Cohen et al.: "
-           "500 of 10,000, every 20th); 0: all.")
-  smoothing_batch_size: int = _field(1000, "Noisy copies per forward pass.")
+      SMOOTHING_NUM_EXAMPLES, "Test images certified: every (N_test // this)-th, from index 0 "
+      "(Cohen et al.: 500 of 10,000, every 20th); 0: all.")
+  smoothing_batch_size: int = _field(SMOOTHING_BATCH_SIZE, "Noisy copies per forward pass.")
   smoothing_dtype: str = _field("float32", "Forward-pass dtype of the sampling (counts stay "
                                 "exact): float32 or bfloat16.")
 
@@ -197,41 +208,19 @@ class EvalOptions:
       raise ConfigError(f"--cifar10c_severities must be drawn from {SEVERITIES}, got "
                        f"{self.cifar10c_severities}")
     if "autoattack" in self.suite:
-      self._validate_autoattack()
-    if "smoothing" in self.suite:
-      if self.smoothing_sigma < 0:
-        raise ConfigError(f"--smoothing_sigma must be > 0 (or 0: the run's "
-                          f"--input_noise_sigma), got {self.smoothing_sigma}")
-      for name in ("smoothing_n0", "smoothing_n", "smoothing_batch_size"):
-        if getattr(self, name) < 1:
-          raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-      if not 0 < self.smoothing_alpha < 1:
-        raise ConfigError(f"--smoothing_alpha must be in (0, 1), got {self.smoothing_alpha}")
-      if self.smoothing_num_examples < 0:
-        raise ConfigError(f"--smoothing_num_examples must be >= 0 (0: all), got "
-                          f"{self.smoothing_num_examples}")
-      if self.smoothing_dtype not in SMOOTHING_DTYPES:
-        raise ConfigError(f"--smoothing_dtype must be one of {SMOOTHING_DTYPES}, got "
-                          f"{self.smoothing_dtype!r}")
+      check_autoattack(eps=self.autoattack_eps, version=self.autoattack_version,
+                       eot=self.attack_eot, num_examples=self.autoattack_num_examples,
+                       batch_size=self.autoattack_batch_size,
+                       iterations=self.autoattack_iterations,
+                       square_queries=self.autoattack_square_queries)
+      _require(self.eval_input_noise_sigma >= 0, "eval_input_noise_sigma", ">= 0",
+               self.eval_input_noise_sigma)
+    if "smoothing" in self.suite:  # sigma 0: the run's --input_noise_sigma (resolved later)
+      check_smoothing(sigma=self.smoothing_sigma or None, n0=self.smoothing_n0,
+                      n=self.smoothing_n, alpha=self.smoothing_alpha,
+                      num_examples=self.smoothing_num_examples,
+                      batch_size=self.smoothing_batch_size, dtype=self.smoothing_dtype)
     return self
-
-  def _validate_autoattack(self) -> None:
-    if not self.autoattack_eps or any(not 0 <= e <= 1 for e in self.autoattack_eps):
-      raise ConfigError(f"--autoattack_eps values must be in [0, 1] (pixel units), got "
-                        f"{self.autoattack_eps}")
-    if self.autoattack_version not in AUTOATTACK_VERSIONS:
-      raise ConfigError(f"--autoattack_version must be one of {', '.join(AUTOATTACK_VERSIONS)},"
-                        f" got {self.autoattack_version!r}")
-    for name in ("attack_eot", "autoattack_batch_size", "autoattack_iterations",
-                 "autoattack_square_queries"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    if self.autoattack_num_examples < 0:
-      raise ConfigError(f"--autoattack_num_examples must be >= 0 (0: all), got "
-                        f"{self.autoattack_num_examples}")
-    if self.eval_input_noise_sigma < 0:
-      raise ConfigError(f"--eval_input_noise_sigma must be >= 0, got "
-                        f"{self.eval_input_noise_sigma}")
 
   @property
   def random_at_test_time(self) -> bool:
@@ -244,3 +233,69 @@ class EvalOptions:
       raise ConfigError("--smoothing_sigma: required (> 0) for --eval_suite=...,smoothing: this "
                         "run has no --input_noise_sigma to take it from")
     return float(sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of values, shared by `EvalOptions.validate` and the evaluators' public functions. An
+# argument left None is not checked; `available` is the number of test images to choose from.
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+  try:
+    return not isinstance(value, bool) and math.isfinite(float(value))
+  except (TypeError, ValueError):
+    return False
+
+
+def _require(ok: bool, flag: str, expected: str, value) -> None:
+  if not ok:
+    raise ConfigError(f"--{flag} must be {expected}, got {value!r}" if isinstance(value, str)
+                      else f"--{flag} must be {expected}, got {value}")
+
+
+def _check_counts(checks, expected="an integer >= 1") -> None:
+  for flag, value in checks:
+    if value is not None:
+      _require(_is_int(value) and value >= 1, flag, expected, value)
+
+
+def _check_num_examples(flag: str, num_examples, available) -> None:
+  if num_examples is not None:
+    _require(_is_int(num_examples) and num_examples >= 0, flag,
+             "an integer >= 0 (0: every test image)", num_examples)
+    if available is not None:
+      _require(num_examples <= available, flag, f"at most the {available} test images",
+               num_examples)
+
+
+def check_smoothing(*, sigma=None, n0=None, n=None, predict_n=None, alpha=None,
+                    num_examples=None, available=None, batch_size=None, dtype=None) -> None:
+  """Randomized smoothing's values (CERTIFY's n0 and n, PREDICT's n)."""
+  if sigma is not None:
+    _require(_is_finite(sigma) and sigma > 0, "smoothing_sigma", "a finite number > 0", sigma)
+  _check_counts((("smoothing_n0", n0), ("smoothing_n", n), ("smoothing_predict_n", predict_n),
+                 ("smoothing_batch_size", batch_size)))
+  if alpha is not None:
+    _require(_is_finite(alpha) and 0 < alpha < 1, "smoothing_alpha", "in (0, 1)", alpha)
+  _check_num_examples("smoothing_num_examples", num_examples, available)
+  if dtype is not None:
+    _require(dtype in SMOOTHING_DTYPES, "smoothing_dtype", f"one of {SMOOTHING_DTYPES}", dtype)
+
+
+def check_autoattack(*, eps=None, version=None, eot=None, num_examples=None, available=None,
+                     batch_size=None, iterations=None, square_queries=None) -> None:
+  """AutoAttack's values; `eps` one radius or several."""
+  if eps is not None:
+    values = tuple(eps) if isinstance(eps, (tuple, list)) else (eps,)
+    _require(bool(values) and all(_is_finite(e) and 0 <= e <= 1 for e in values), "autoattack_eps",
+             "in [0, 1] (pixel units)", eps)
+  if version is not None:
+    _require(version in AUTOATTACK_VERSIONS, "autoattack_version",
+             f"one of {', '.join(AUTOATTACK_VERSIONS)}", version)
+  _check_counts((("attack_eot", eot), ("autoattack_batch_size", batch_size),
+                 ("autoattack_iterations", iterations),
+                 ("autoattack_square_queries", square_queries)))
+  _check_num_examples("autoattack_num_examples", num_examples, available)
