@@ -1,5 +1,5 @@
 """The command line shared by nkd's programs (nkd.main, nkd.evaluate, nkd.sweep, nkd.report,
-benchmarks.bench).
+benchmarks.bench): their `--help`, their flag errors, and what they print of a run.
 
 `--help` lists the program's own options, grouped by area, each with its default and the first
 sentence of its help; `--helpfull` gives their full text, then absl's own flags. A bad flag is
@@ -181,3 +181,53 @@ def parser(label: str, doc: str, sections: Sections,
       print(f"{label}: error: {flag_error(e, flag_values)}", file=sys.stderr)
       sys.exit(2)
   return parse
+
+
+def summary_lines(results) -> list[str]:
+  """A few human-readable lines of a run's evaluation sections (a RunResults)."""
+  lines = []
+  if results.clean:
+    lines.append(f"clean accuracy      {results.clean['accuracy']:.2f}%")
+  if results.calibration:
+    cal = results.calibration
+    lines.append(f"ECE / NLL           {cal['ece']:.2f}% / {cal['nll']:.4f}" +
+                 (f"   teacher agreement {cal['teacher_agreement']:.2f}%"
+                  if cal.get("teacher_agreement") is not None else ""))
+  for r in (results.pgd or {}).get("results", []):
+    lines.append(f"PGD-{r['steps']:<3} eps {r['eps']:.4f}  robust {r['robust_accuracy']:.2f}% "
+                 f"(worst restart {r['worst_restart_accuracy']:.2f}%, {r['restarts']} restarts)")
+  if results.cifar10_c:
+    c = results.cifar10_c
+    mean = c.get("mean_15")
+    lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
+                 f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
+                 ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
+  for entry in (results.autoattack or {}).get("results", []):
+    masking = " (gradient masking suspected)" if entry["masking_check"]["suspicious"] else ""
+    lines.append(f"AutoAttack {entry['version']:<8} eps {entry['eps']:.4f}  robust "
+                 f"{entry['robust_accuracy']:.2f}% (clean {entry['clean_accuracy']:.2f}%){masking}")
+  if results.smoothing:
+    c = results.smoothing
+    lines.append(f"smoothing sigma {c['sigma']:g}  certified accuracy " + ", ".join(
+        f"r={r} {a:.1f}%" for r, a in c["certified_accuracy"].items()) +
+                 f"; abstain {c['abstain_rate']:.1f}%")
+  if results.cinic_imagenet:
+    c = results.cinic_imagenet
+    lines.append(f"CINIC-10 ImageNet   {c['accuracy']:.2f}%" if c["status"] == "ok"
+                 else f"CINIC-10 ImageNet   skipped: {c['reason']}")
+  return lines
+
+
+def results_table(rows) -> str:
+  """The table nkd.main prints: one line per (role, RunResults, workdir) of `rows`, then the
+  evaluation of the last."""
+  header = f"{'role':<10} {'model':<10} {'epochs':>6} {'test acc':>9} {'time':>8}  params_sha256"
+  lines = [header, "-" * len(header)]
+  for role, res, workdir in rows:
+    lines.append(f"{role:<10} {res.model:<10} {res.epochs:>6} {res.test_accuracy:>8.2f}% "
+                 f"{res.wall_time_s or 0:>7.0f}s  {res.params_sha256[:16]}  {workdir}")
+  role, res, _ = rows[-1]
+  evaluation = summary_lines(res.with_sections({"clean": None}))
+  if evaluation:
+    lines += ["", f"evaluation of the {role}:", *("  " + line for line in evaluation)]
+  return "\n".join(lines)

@@ -35,7 +35,7 @@ def main(argv):
     overrides = fields_lib.values_from_flags(_EVAL_FIELDS, flags.FLAGS, only_present=True)
     with runlock.hold(flags.FLAGS.workdir, create=False):  # Not while a run works there.
       results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)
-    print("\n".join(pipeline.summary_lines(results)), flush=True)
+    print("\n".join(cli.summary_lines(results)), flush=True)
   except NkdError as e:
     print(f"nkd: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
+from nkd import results as run_files
 from nkd.errors import NkdError
 from nkd.training import preemption, runlock
 
@@ -38,6 +39,18 @@ class _QuietLibraries(logging.logging.Filter):
     return record.levelno >= logging.logging.WARNING
 
 
+def print_results(config, results: run_files.RunResults) -> None:
+  """The results table (the teacher's row first for a distilled student) and, where it was
+  chosen among seeds, how the teacher was chosen."""
+  rows = [("student" if results.teacher else config.name, results, config.workdir)]
+  if results.teacher:
+    rows.insert(0, ("teacher", run_files.read_results(results.teacher.workdir),
+                    results.teacher.workdir))
+  print(cli.results_table(rows), flush=True)
+  if results.teacher_selection:
+    print(pipeline.selection_summary(results.teacher_selection), flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; options are --flags")
@@ -47,7 +60,8 @@ def main(argv):
     # One process at a time in a run folder (a multi-host run's processes share one: the
     # trainer's process 0 holds it).
     with contextlib.nullcontext() if config.distributed else runlock.hold(config.workdir):
-      pipeline.run(config)
+      results = pipeline.run(config)
+    print_results(config, results)
   except preemption.Preempted as e:
     print(f"nkd: {e}", file=sys.stderr)
     sys.exit(preemption.EXIT_PREEMPTED)

@@ -1,7 +1,7 @@
-"""One command, the whole pipeline: train the teacher a distillation run names (once per recipe
-and seed, shared by every later run), distil the student, evaluate it, write results.json and
-print a results table. Training (nkd/training) and evaluation (nkd/evaluation) sit side by side;
-this module runs one after the other."""
+"""One run, the whole pipeline: train the teacher a distillation run names (once per recipe and
+seed, shared by every later run), distil the student, evaluate it, write results.json.
+Training (nkd/training) and evaluation (nkd/evaluation) sit side by side; this module runs one
+after the other."""
 
 from __future__ import annotations
 
@@ -211,20 +211,11 @@ def train_and_evaluate(config, data: Dataset,
 
 
 def run(config) -> run_files.RunResults:
-  """Runs `config`, training its teacher first if needed; prints and returns the results."""
+  """Runs `config`, training its teacher first if needed; returns the results."""
   setup_jax(config)
   data = load_dataset(config)
-  teacher = None
-  rows = []
-  if config.mode == "kd":
-    teacher = prepare_teacher(config, data)
-    rows.append(("teacher", teacher.results, teacher.workdir))
-  results = train_and_evaluate(config, data, teacher)
-  rows.append(("student" if teacher else config.name, results, config.workdir))
-  print_table(rows)
-  if teacher is not None and teacher.selection:
-    print(selection_summary(teacher.selection), flush=True)
-  return results
+  teacher = prepare_teacher(config, data) if config.mode == "kd" else None
+  return train_and_evaluate(config, data, teacher)
 
 
 def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunResults:
@@ -251,51 +242,3 @@ def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunR
   run_files.write_results(workdir, results)
   tensorboard.write_final(workdir, results, enabled=config.tensorboard)
   return results
-
-
-def summary_lines(results: run_files.RunResults) -> list[str]:
-  """A few human-readable lines of an evaluation."""
-  lines = []
-  if results.clean:
-    lines.append(f"clean accuracy      {results.clean['accuracy']:.2f}%")
-  if results.calibration:
-    cal = results.calibration
-    lines.append(f"ECE / NLL           {cal['ece']:.2f}% / {cal['nll']:.4f}" +
-                 (f"   teacher agreement {cal['teacher_agreement']:.2f}%"
-                  if cal.get("teacher_agreement") is not None else ""))
-  for r in (results.pgd or {}).get("results", []):
-    lines.append(f"PGD-{r['steps']:<3} eps {r['eps']:.4f}  robust {r['robust_accuracy']:.2f}% "
-                 f"(worst restart {r['worst_restart_accuracy']:.2f}%, {r['restarts']} restarts)")
-  if results.cifar10_c:
-    c = results.cifar10_c
-    mean = c.get("mean_15")
-    lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
-                 f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
-                 ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
-  for entry in (results.autoattack or {}).get("results", []):
-    masking = " (gradient masking suspected)" if entry["masking_check"]["suspicious"] else ""
-    lines.append(f"AutoAttack {entry['version']:<8} eps {entry['eps']:.4f}  robust "
-                 f"{entry['robust_accuracy']:.2f}% (clean {entry['clean_accuracy']:.2f}%){masking}")
-  if results.smoothing:
-    c = results.smoothing
-    lines.append(f"smoothing sigma {c['sigma']:g}  certified accuracy " + ", ".join(
-        f"r={r} {a:.1f}%" for r, a in c["certified_accuracy"].items()) +
-                 f"; abstain {c['abstain_rate']:.1f}%")
-  if results.cinic_imagenet:
-    c = results.cinic_imagenet
-    lines.append(f"CINIC-10 ImageNet   {c['accuracy']:.2f}%" if c["status"] == "ok"
-                 else f"CINIC-10 ImageNet   skipped: {c['reason']}")
-  return lines
-
-
-def print_table(rows) -> None:
-  header = f"{'role':<10} {'model':<10} {'epochs':>6} {'test acc':>9} {'time':>8}  params_sha256"
-  lines = [header, "-" * len(header)]
-  for role, res, workdir in rows:
-    lines.append(f"{role:<10} {res.model:<10} {res.epochs:>6} {res.test_accuracy:>8.2f}% "
-                 f"{res.wall_time_s or 0:>7.0f}s  {res.params_sha256[:16]}  {workdir}")
-  role, res, _ = rows[-1]
-  evaluation = summary_lines(res.with_sections({"clean": None}))
-  if evaluation:
-    lines += ["", f"evaluation of the {role}:", *("  " + line for line in evaluation)]
-  print("\n".join(lines), flush=True)

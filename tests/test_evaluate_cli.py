@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_one_line_error, run_module
+from nkd import cli
 from nkd import pipeline
 from nkd.errors import NkdError
 
@@ -68,7 +69,7 @@ def test_absent_cinic_is_reported_as_skipped(student_run):
   assert results.cinic_imagenet["status"] == "skipped" and results.cinic_imagenet["reason"]
   stored = json.load(open(student_run / "results.json"))["cinic_imagenet"]
   assert stored == results.cinic_imagenet
-  assert any("skipped" in line for line in pipeline.summary_lines(results))
+  assert any("skipped" in line for line in cli.summary_lines(results))
 
 
 def test_a_bug_keeps_its_traceback(student_run, monkeypatch):
