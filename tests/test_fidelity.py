@@ -51,7 +51,7 @@ def test_recipe_defaults_and_their_alternatives_one_flag_away():
   assert config_lib.Config.from_options({"lr_milestones": ["60", "120", "150"]}).lr_milestones \
       == (60, 120, 150)  # the text's reading
   assert config_lib.fickle_schedule(0.1) == (250, (75, 150, 200))  # 0.3 / 0.6 / 0.8 of 250
-  assert c.augment and not c.logit_noise_per_sample and not c.logit_noise_after_tau
+  assert c.augment and not c.logit_noise_per_sample
   assert not c.input_noise_clip and (c.swap_threshold, c.swap_mode) == (0.05, "top2")
   assert (c.teacher_seeds, c.teacher_select, c.label_noise_shared) == ((), "test", False)
   assert (c.pgd_preset, c.pgd_restarts, c.pgd_loss) == ("paper", 5, "ce")
@@ -174,6 +174,22 @@ def test_new_options_at_their_defaults_keep_recipe_hashes():
             if k not in ("teacher_seeds", "teacher_select", "label_noise_shared")}
   assert student.differing_options(stored) == []
   assert student.replace(teacher_seeds=(0, 1)).differing_options(stored) == ["teacher_seeds"]
+
+
+@pytest.mark.parametrize("after_tau", [False, True])
+def test_a_config_json_with_the_removed_logit_noise_after_tau_still_loads(after_tau, tmp_path,
+                                                                          caplog):
+  run = config_lib.parse_flagfile(str(REPO / "experiments" / "signal_noise.flags"))
+  assert run.recipe_hash() == "6b490575"  # As before the option went (it was false).
+  path = str(tmp_path / "config.json")
+  run_files.write_json(path, {"options": {**run.to_dict(), "logit_noise_after_tau": after_tau}})
+  stored = run_files.read_json(path)["options"]
+  with caplog.at_level("WARNING"):
+    loaded = config_lib.Config.from_options(stored)
+  assert loaded == run and loaded.recipe_hash() == run.recipe_hash()
+  assert ("logit_noise_after_tau" in caplog.text) == after_tau  # That run's rounding differed.
+  # A run folder of the other rounding is not taken for (or resumed as) a run made now.
+  assert run.differing_options(stored) == (["logit_noise_after_tau"] if after_tau else [])
 
 
 def test_teacher_selection_trains_each_candidate_once_under_concurrent_students(tmp_path):

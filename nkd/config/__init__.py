@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from absl import flags
+from absl import flags, logging
 
 from nkd import runtime
 from nkd.config import fields as fields_lib
@@ -175,6 +175,10 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
     converted to the fields' types; names that are not options are ignored."""
     fields = cls.fields_by_name()
     values = {k: fields_lib.from_value(fields[k], v) for k, v in options.items() if k in fields}
+    if options.get("logit_noise_after_tau"):
+      logging.warning("these stored options set logit_noise_after_tau, since removed: that run "
+                      "put the logit noise on z / tau, equal to this version's (1 + d) z / tau "
+                      "up to float rounding")
     return cls(**{**values, **overrides})
 
   def to_dict(self) -> dict[str, Any]:
@@ -210,11 +214,12 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
                  if fields[name].metadata.get("omit_default") else missing)
       return stored_options.get(name, default)
 
-    return sorted(k for k, v in ours.items() if k not in BOOKKEEPING and stored(k) != v)
+    return sorted([k for k, v in ours.items() if k not in BOOKKEEPING and stored(k) != v] +
+                  [k for k, v in RETIRED.items() if stored_options.get(k, v) != v])
 
   def recipe_hash(self) -> str:
     """Names a recipe: its semantic options except the seed (one recipe, many seeds)."""
-    recipe = {k: v for k, v in self.semantic_dict().items() if k != "seed"}
+    recipe = {**RETIRED, **{k: v for k, v in self.semantic_dict().items() if k != "seed"}}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -229,6 +234,10 @@ def _with_metadata(key: str) -> list[dataclasses.Field]:
 BOOKKEEPING = frozenset(f.name for f in _with_metadata("bookkeeping"))
 # The options that decide a run's training and test data.
 DATA_OPTIONS = tuple(f.name for f in _with_metadata("data"))
+# Options removed after runs were made, with the value every run had but those that set them
+# (docs/FIDELITY.md says why each went): the recipe hash still counts that value, so every other
+# run keeps its hash, and a stored config with the other value differs from every run made now.
+RETIRED = {"logit_noise_after_tau": False}
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data, in
 # the same places, computed the same way.
 INHERITED_BY_TEACHER = tuple(f.name for f in dataclasses.fields(Config)

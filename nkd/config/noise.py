@@ -28,8 +28,6 @@ class NoiseOptions:
                                     teacher_side=True, level=2)
   logit_noise_per_sample: bool = _noise(False, "One d per sample instead of one per logit.",
                                         teacher_side=True)
-  logit_noise_after_tau: bool = _noise(False, "Apply the logit noise to z / tau instead of the "
-                                       "raw logits z.", teacher_side=True)
   fickle_teacher: bool = _noise(False, "Fickle Teacher: keep the teacher's dropout on while "
                                 "distilling, a fresh dropout key every step (mode=kd).",
                                 teacher_side=True)

@@ -59,7 +59,7 @@ def check_workdir(config, fingerprint: str) -> run_files.RunResults | None:
   if not os.path.exists(config_path):
     return None
   stored = run_files.read_json(config_path)
-  ours, theirs = config.semantic_dict(), stored.get("options", {})
+  ours, theirs = {**config_lib.RETIRED, **config.semantic_dict()}, stored.get("options", {})
   diff = config.differing_options(theirs)
   if stored.get("data_fingerprint") not in (None, fingerprint):
     diff.append("data (the data set's bytes differ)")

@@ -68,12 +68,10 @@ def distillation_loss(student_logits, teacher_logits, labels, spec: StepSpec, st
   if not (options.logit_noise_sigma or options.swap_p):
     return losses.hinton_kd_loss(student_logits, teacher_logits, labels, alpha=spec.alpha,
                                  tau=spec.tau)
-  after_tau = options.logit_noise_after_tau
-  scaled = teacher_logits / spec.tau if after_tau else teacher_logits
-  scaled = noise.signal_noise(step_key_for(step_key, "signal_noise"), scaled,
-                              sigma=options.logit_noise_sigma,
-                              per_sample=options.logit_noise_per_sample)
-  tempered = scaled if after_tau else scaled / spec.tau
+  noisy = noise.signal_noise(step_key_for(step_key, "signal_noise"), teacher_logits,
+                             sigma=options.logit_noise_sigma,
+                             per_sample=options.logit_noise_per_sample)
+  tempered = noisy / spec.tau
   teacher_log_probs = jax.nn.log_softmax(tempered.astype(jnp.float32))
   if options.swap_p:
     probs = noise.swap_probs(step_key_for(step_key, "swap"), jnp.exp(teacher_log_probs),
