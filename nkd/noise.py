@@ -1,40 +1,15 @@
-"""Noise sources of "Noisy Collaboration in Knowledge Distillation" (Arani et al.).
+"""The paper's noise sources, each a pure function `f(key, x, *, level, ...) -> x'` of an
+explicit PRNG key, safe under `jax.jit` (levels and modes are static keyword arguments; bad ones
+raise ValueError naming them). Level 0 returns `x` itself: a source switched off is bit-exact
+and free. The train step gives each source its own stream, `nkd.keys.step_key_for(step_key,
+name)`, so adding one never shifts another's random numbers.
 
-Every source is a pure function ``f(key, x, *, level, ...) -> x'``: a deterministic
-transform of an explicit PRNG key, safe under ``jax.jit``.  The level and mode
-arguments are static Python values (keyword-only); pass them with
-``functools.partial`` when jitting.  When the level is 0 the input object itself
-is returned, so switching a source off is bit-exact and costs nothing.
-Arguments are checked eagerly and a bad one raises ``ValueError`` naming it.
+  signal_noise          z' = (1 + d) z, d ~ N(0, sigma^2) per logit (or per sample)
+  gaussian_input_noise  x' = x + d, d ~ N(0, sigma^2) per pixel in [0, 1] (clipped if asked)
+  corrupt_labels        y' = (y + k) mod C, k ~ U{1, ..., C-1}, with probability p
+  swap_probs            close teacher probabilities swapped, with probability p per sample
 
-Each source draws from its own stream: the train step passes it
-``nkd.keys.step_key_for(step_key, name)``, ``fold_in`` with a fixed tag, so
-adding a source never shifts another source's random numbers.
-
-The paper's definitions and the defaults we take where it is ambiguous:
-
-* Signal-dependent noise (``signal_noise``): ``z' = (1 + d) * z`` with
-  ``d ~ N(0, sigma^2)``.  Ambiguous: one ``d`` per logit or one per sample.
-  Default: per element; ``per_sample=True`` draws one ``d`` per row (all logits
-  of a sample scaled alike).  Also ambiguous: before or after the temperature.
-  This function only scales the array it is given; the caller decides (the
-  project default is the raw teacher logits, before dividing by ``t``).  Note
-  that for logits the two orders agree up to float rounding, since
-  ``((1 + d) z) / t == (1 + d) (z / t)``; they differ only if the noise were
-  put on something else (e.g. on the probabilities, which we do not do).
-* Soft Randomization input noise (``gaussian_input_noise``): ``x + d``,
-  ``d ~ N(0, sigma^2)`` per pixel, pixels in [0, 1].  Clipping back to [0, 1]
-  is not stated in the paper: default no clip, ``clip=True`` to clip.
-* Random label corruption (``corrupt_labels``): each label, with probability
-  ``p``, becomes a wrong class drawn uniformly from the other ``C - 1``
-  classes (never the true one): ``(y + k) mod C`` with ``k`` uniform in
-  ``1..C-1``.  Re-drawn every call; a "fixed" variant is the caller calling it
-  once with a fixed key.
-* Random swapping (``swap_probs``): with probability ``p`` per sample, swap
-  teacher softened probabilities whose difference is under ``threshold``;
-  ``mode="top2"`` only the two largest, ``mode="all"`` all consecutive pairs
-  of the sorted row in turn.  Exact rules, ties included, in the docstring
-  of ``swap_probs``.
+Where the paper is ambiguous, docs/FIDELITY.md gives our reading and the flag for the other.
 """
 
 from __future__ import annotations
@@ -83,18 +58,18 @@ def signal_noise(
     sigma: float,
     per_sample: bool = False,
 ) -> jax.Array:
-  """Signal-dependent noise ``z' = (1 + d) * z``, ``d ~ N(0, sigma^2)``.
+  """Signal-dependent noise `z' = (1 + d) * z`, `d ~ N(0, sigma^2)`.
 
   Args:
     key: PRNG key.
-    logits: floating array, batch first (``(B, C)`` for teacher logits).
-    sigma: std of ``d``; ``0`` returns ``logits`` itself.
-    per_sample: draw one ``d`` per sample (leading axis), shared by all its
+    logits: floating array, batch first (`(B, C)` for teacher logits).
+    sigma: std of `d`; `0` returns `logits` itself.
+    per_sample: draw one `d` per sample (leading axis), shared by all its
       logits, instead of one per element.
 
   Returns:
-    Noisy logits, same shape and dtype.  Whether this is applied before or after
-    the temperature is the caller's choice (see the module docstring).
+    Noisy logits, same shape and dtype. The train step puts it on the raw logits, then
+    divides by the temperature (the other order differs only in rounding).
   """
   sigma = _check_nonneg("sigma", sigma)
   _check_floating("logits", logits)
@@ -121,16 +96,16 @@ def gaussian_input_noise(
     sigma: float,
     clip: bool = False,
 ) -> jax.Array:
-  """Additive pixel noise ``x + d``, ``d ~ N(0, sigma^2)`` per pixel.
+  """Additive pixel noise `x + d`, `d ~ N(0, sigma^2)` per pixel.
 
   Args:
     key: PRNG key.
     images: floating images in [0, 1], any layout (NHWC in nkd).
-    sigma: noise std in pixel units; ``0`` returns ``images`` itself.
+    sigma: noise std in pixel units; `0` returns `images` itself.
     clip: clip the result to [0, 1] (the paper does not say; default off).
 
   Returns:
-    Noisy images, same shape and dtype as ``images``.
+    Noisy images, same shape and dtype as `images`.
   """
   sigma = _check_nonneg("sigma", sigma)
   _check_floating("images", images)
@@ -155,16 +130,16 @@ def corrupt_labels(
     p: float,
     num_classes: int,
 ) -> jax.Array:
-  """Replace each label, with probability ``p``, by a uniformly drawn wrong class.
+  """Replace each label, with probability `p`, by a uniformly drawn wrong class.
 
-  A corrupted label is ``(y + k) mod num_classes`` with ``k`` uniform in
-  ``1 .. num_classes - 1``: never the true label, each wrong class equally likely.
+  A corrupted label is `(y + k) mod num_classes` with `k` uniform in
+  `1 .. num_classes - 1`: never the true label, each wrong class equally likely.
 
   Args:
     key: PRNG key.
-    labels: integer class ids in ``[0, num_classes)``, any shape.
-    p: corruption probability per label; ``0`` returns ``labels`` itself.
-    num_classes: number of classes, ``>= 2``.
+    labels: integer class ids in `[0, num_classes)`, any shape.
+    p: corruption probability per label; `0` returns `labels` itself.
+    num_classes: number of classes, `>= 2`.
 
   Returns:
     Labels of the same shape and dtype.
@@ -204,33 +179,33 @@ def swap_probs(
 ) -> jax.Array:
   """Randomly swap close teacher probabilities within each row.
 
-  Each row (sample) is eligible with probability ``p`` (one Bernoulli draw per
-  row).  Eligible rows are processed in sorted order: ``order`` is the row's
+  Each row (sample) is eligible with probability `p` (one Bernoulli draw per
+  row). Eligible rows are processed in sorted order: `order` is the row's
   indices sorted by descending probability, ties broken by lower index first
-  (a stable sort), so ``s = probs[order]`` is non-increasing.  Then:
+  (a stable sort), so `s = probs[order]` is non-increasing. Then:
 
-  * ``mode="top2"``: if ``s[0] - s[1] < threshold``, swap ``s[0]`` and ``s[1]``.
-  * ``mode="all"``: for ``k = 0, 1, ..., C-2`` in turn, if
-    ``s[k] - s[k+1] < threshold``, swap ``s[k]`` and ``s[k+1]``.  Each test uses
+  * `mode="top2"`: if `s[0] - s[1] < threshold`, swap `s[0]` and `s[1]`.
+  * `mode="all"`: for `k = 0, 1, ..., C-2` in turn, if
+    `s[k] - s[k+1] < threshold`, swap `s[k]` and `s[k+1]`. Each test uses
     the current values, after the swaps of earlier pairs, so a value can travel
-    down several ranks (``[.5, .3, .2]`` with a huge threshold becomes
-    ``[.3, .2, .5]``).  ``s[k]`` is then the old ``s[k]`` or a value carried
-    down from above, never smaller than ``s[k+1]``, so the difference is >= 0.
+    down several ranks (`[.5, .3, .2]` with a huge threshold becomes
+    `[.3, .2, .5]`). `s[k]` is then the old `s[k]` or a value carried
+    down from above, never smaller than `s[k+1]`, so the difference is >= 0.
 
-  ``top2`` is exactly the first step of ``all``.  The values are written back
-  to the positions they were sorted from (``out[order] = s``).  The comparison
-  is strict, so ``threshold=0`` never swaps.  Swapping tied values is a no-op,
-  so ties give the same output whichever tied index the sort puts first.  Only
+  `top2` is exactly the first step of `all`. The values are written back
+  to the positions they were sorted from (`out[order] = s`). The comparison
+  is strict, so `threshold=0` never swaps. Swapping tied values is a no-op,
+  so ties give the same output whichever tied index the sort puts first. Only
   values within a row are permuted: each row keeps exactly the same multiset
   of values (its sum changes at most by float summation order), and rows not
   eligible, or with nothing to swap, are returned bit for bit.
 
   Args:
     key: PRNG key.
-    probs: ``(B, C)`` floating rows of softened teacher probabilities, ``C >= 2``.
-    p: probability that a row is eligible; ``0`` returns ``probs`` itself.
-    threshold: swap a pair only if its difference is ``< threshold`` (``>= 0``).
-    mode: ``"top2"`` or ``"all"``.
+    probs: `(B, C)` floating rows of softened teacher probabilities, `C >= 2`.
+    p: probability that a row is eligible; `0` returns `probs` itself.
+    threshold: swap a pair only if its difference is `< threshold` (`>= 0`).
+    mode: `"top2"` or `"all"`.
 
   Returns:
     Probabilities of the same shape and dtype.
