@@ -1,4 +1,5 @@
-"""nkd.main: trains one run (a teacher, a student alone or a distilled student), evaluates it.
+"""nkd.main: trains one run (a teacher, a student alone or a distilled student), evaluates it,
+prints a table of it (and of its teacher).
 
   python -m nkd.main --flagfile=experiments/X.flags [--flag=value ...]   (or: nkd-train ...)
 
