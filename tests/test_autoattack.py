@@ -17,6 +17,7 @@ import pytest
 from scipy.optimize import linprog
 
 from helpers import trained_tiny
+from nkd.config.evaluation import check_autoattack
 from nkd.errors import ConfigError, NkdError
 from nkd.evaluation import autoattack
 from nkd.evaluation.autoattack import apgd, common, fab, masking, runner, square
@@ -442,7 +443,7 @@ def test_bad_input_names_the_flag():
   with pytest.raises(ConfigError, match="--autoattack_num_examples"):
     run(eps=EPS, num_examples=BATCH + 1)
   with pytest.raises(ConfigError, match="--autoattack_num_examples"):
-    common.check_autoattack_options(num_examples=10_001, available=10_000)
+    check_autoattack(num_examples=10_001, available=10_000)
   with pytest.raises(ConfigError, match="--attack_eot"):
     apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS, eot=0.5)
   nan_variables = {"w": np.full((48, 3), np.nan, np.float32), "b": np.zeros(3, np.float32)}

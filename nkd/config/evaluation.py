@@ -239,7 +239,8 @@ class EvalOptions:
 # Checks of values, shared by `EvalOptions.validate` and the evaluators' public functions. An
 # argument left None is not checked; `available` is the number of test images to choose from.
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+  """An integer (Python's or numpy's), not a bool."""
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -259,12 +260,12 @@ def _require(ok: bool, flag: str, expected: str, value) -> None:
 def _check_counts(checks, expected="an integer >= 1") -> None:
   for flag, value in checks:
     if value is not None:
-      _require(_is_int(value) and value >= 1, flag, expected, value)
+      _require(is_int(value) and value >= 1, flag, expected, value)
 
 
 def _check_num_examples(flag: str, num_examples, available) -> None:
   if num_examples is not None:
-    _require(_is_int(num_examples) and num_examples >= 0, flag,
+    _require(is_int(num_examples) and num_examples >= 0, flag,
              "an integer >= 0 (0: every test image)", num_examples)
     if available is not None:
       _require(num_examples <= available, flag, f"at most the {available} test images",

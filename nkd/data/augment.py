@@ -28,7 +28,8 @@ def crop_and_flip(key: jax.Array, images: jax.Array, *, pad: int = 4) -> jax.Arr
 
 
 def to_unit_float(images: jax.Array) -> jax.Array:
-  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already."""
+  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already. The one
+  conversion of the trainer and the evaluators: numpy arrays stay numpy, jax arrays jax."""
   if images.dtype == jnp.uint8:
     return images.astype(jnp.float32) / 255.0
   return images.astype(jnp.float32)

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nkd.evaluation import batching
 from nkd.evaluation.autoattack import common
 
 MOMENTUM = 0.75
@@ -233,10 +232,7 @@ def apgd_batch(spec, variables, example_keys, key, images, labels, *, eps, n_ite
 
 
 def check_apgd_options(*, eps, n_iter, loss, restarts, eot) -> None:
-  common.check_eps(eps)
-  common.check_positive_int(n_iter, "n_iter")
-  common.check_positive_int(restarts, "restarts")
-  common.check_eot(eot)
+  common.check_arguments(eps=eps, eot=eot, n_iter=n_iter, restarts=restarts)
   if loss not in common.LOSSES:
     raise ValueError(f"loss must be one of {common.LOSSES}, got {loss!r}")
 

@@ -1,19 +1,9 @@
-"""Pieces shared by the AutoAttack attacks: losses, the model seen through EOT, the judge.
+"""Pieces shared by the AutoAttack attacks: losses (cross-entropy, DLR of Croce & Hein 2020 eq. 5,
+targeted DLR), the model seen through EOT, the judge, the arguments' checks.
 
-A model is described to the jitted cores by three static arguments, `(apply_fn,
-random_apply_fn, eot)` (see `model_spec`):
-
-* deterministic: `apply_fn(variables, images) -> logits`, `random_apply_fn=None`, `eot=1`;
-* random at test time (Gaussian input noise, dropout kept on): `apply_fn=None`,
-  `random_apply_fn(variables, images, key) -> logits` and K = `eot` >= 1 keyed draws.
-
-For a random model every gradient is the mean of the K draws' gradients (Expectation over
-Transformation, Athalye et al. 2018) and every prediction is judged on the K-draw mean softmax:
-the "scores" below are then log(mean_k softmax(z_k)), whose argmax is that prediction. For a
-deterministic model the scores are the logits themselves.
-
-Losses follow the reference AutoAttack (github.com/fra31/auto-attack, `autopgd_base.py`):
-cross-entropy, DLR (Croce & Hein 2020, eq. 5) and targeted DLR.
+The cores see a model as the static triple `(apply_fn, random_apply_fn, eot)` (`model_spec`):
+a deterministic `apply_fn(variables, images)`, or `random_apply_fn(variables, images, key)`
+with K = eot draws, whose gradients are averaged and whose scores are log(mean_k softmax(z_k)).
 """
 
 from __future__ import annotations
@@ -27,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nkd.config.evaluation import check_autoattack
+from nkd.data.augment import to_unit_float
 from nkd.errors import ConfigError, NkdError
 from nkd.evaluation import batching
 
-VERSIONS = ("standard", "fast")
 # Loss indices of the APGD core (a traced `lax.switch` index: one compilation serves all).
 LOSSES = ("ce", "dlr", "dlr-targeted")
 DLR_EPS = 1e-12  # the reference's guard in the DLR denominators
@@ -239,42 +230,19 @@ def inside_ball(adv: np.ndarray, images: np.ndarray, eps: float, atol: float = 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Options.
-
-def check_eps(eps) -> None:
-  if eps is None or not np.isfinite(eps) or eps < 0:
-    raise ConfigError(f"--autoattack_eps must be a finite number >= 0, got {eps}")
-
-
-def check_eot(eot) -> None:
-  if isinstance(eot, bool) or int(eot) != eot or eot < 1:
-    raise ConfigError(f"--attack_eot must be an integer >= 1, got {eot}")
-
+# Arguments.
 
 def check_positive_int(value, option: str) -> None:
   if isinstance(value, bool) or int(value) != value or value < 1:
     raise ConfigError(f"{option} must be an integer >= 1, got {value}")
 
 
-def check_autoattack_options(*, eps=None, version=None, eot=None, num_examples=None,
-                             available=None) -> None:
-  """ConfigError naming the flag for values AutoAttack cannot use.
-
-  num_examples: 0 or None means all `available` examples; more than `available` is an error."""
-  if eps is not None:
-    check_eps(eps)
-  if version is not None and version not in VERSIONS:
-    raise ConfigError(f"--autoattack_version must be one of {', '.join(VERSIONS)}, got "
-                     f"{version!r}")
-  if eot is not None:
-    check_eot(eot)
-  if num_examples is not None:
-    if isinstance(num_examples, bool) or int(num_examples) != num_examples or num_examples < 0:
-      raise ConfigError(f"--autoattack_num_examples must be an integer >= 0 (0: all), got "
-                       f"{num_examples}")
-    if available is not None and num_examples > available:
-      raise ConfigError(f"--autoattack_num_examples={num_examples} is more than the "
-                       f"{available} examples of the test set")
+def check_arguments(*, eps, eot, **counts) -> None:
+  """An attack's arguments: eps and eot as their flags (`check_autoattack`), and each of
+  `counts` (iterations, queries, restarts) a positive integer."""
+  check_autoattack(eps=eps, eot=eot)
+  for name, value in counts.items():
+    check_positive_int(value, name)
 
 
 def check_finite_scores(values: np.ndarray) -> None:
@@ -282,13 +250,6 @@ def check_finite_scores(values: np.ndarray) -> None:
   if bad.any():
     raise NkdError(f"the model's logits are not finite for {int(bad.sum())} of {len(bad)} "
                      f"examples (NaN or inf): cannot attack it")
-
-
-def to_unit_float(images) -> np.ndarray:
-  images = np.asarray(images)
-  if images.dtype == np.uint8:
-    return images.astype(np.float32) / 255.0
-  return images.astype(np.float32)
 
 
 def targets_by_rank(clean_scores: np.ndarray, rank: int) -> np.ndarray:
@@ -304,7 +265,7 @@ def prepare(apply_fn, random_apply_fn, eot, variables, key, images, labels, batc
   """What every attack starts from: (model spec, [0, 1] float images, int32 labels, batch
   size, clean scores, clean-correct mask); non-finite logits are refused."""
   spec = model_spec(apply_fn, random_apply_fn, eot)
-  x = to_unit_float(images)
+  x = to_unit_float(np.asarray(images))
   y = np.asarray(labels, np.int32)
   size = batch_size_for(len(y), batch_size)
   clean = batched_scores(spec, variables, clean_key(key), x, size)

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nkd.evaluation import batching
 from nkd.evaluation.autoattack import common
 
 N_ITER = 100
@@ -146,10 +145,7 @@ def fab_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter: 
   the eps-ball and [0, 1]: the closest adversarial found where within eps, else the clean
   image), "robust" (correct clean and no adversarial within eps), "clean_correct", "distance"
   (the smallest L-inf distance of an adversarial found, inf if none)}."""
-  common.check_eps(eps)
-  common.check_positive_int(n_iter, "n_iter")
-  common.check_positive_int(restarts, "restarts")
-  common.check_eot(eot)
+  common.check_arguments(eps=eps, eot=eot, n_iter=n_iter, restarts=restarts)
   spec, x, y, size, clean, clean_correct = common.prepare(
       apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
   targets = np.asarray(common.targets_by_rank(clean, target_rank) if targets is None

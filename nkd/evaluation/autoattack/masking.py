@@ -1,19 +1,8 @@
 """Gradient-masking check: the warning signs of Athalye, Carlini & Wagner (2018) and Carlini et
-al. (2019, "On evaluating adversarial robustness"), as flags with the numbers behind them.
+al. (2019), as flags with the numbers behind them (docs/EVALUATION.md lists them).
 
-`masking_check` is a pure function of numbers already measured (robust accuracies in percent):
-* square_beats_white_box: the black-box Square attack leaves fewer points robust than the
-  white-box attacks, by more than `square_margin` points (AutoAttack's own check uses 0.2
-  points: a gradient-free attack should not beat gradient-based ones on a sound model);
-* pgd_more_steps_help / pgd_more_restarts_help: the largest PGD budget still lowers accuracy
-  by more than `budget_margin` points against the next smaller one (the attack has not
-  converged);
-* no_zero_at_large_eps: accuracy at the largest eps tried is above `zero_tolerance` (at eps = 1
-  every image is reachable and accuracy must be 0);
-* pgd_apgd_disagree: PGD and APGD with comparable budgets differ by more than `gap_margin`
-  points (either attack is then unreliable on this model).
-Margins default to `margin` = 2 points. Checks whose inputs are missing are skipped and not
-listed in "checked".
+`masking_check` is a pure function of robust accuracies already measured (percent); checks
+whose inputs are missing are skipped and not listed in "checked".
 """
 
 from __future__ import annotations
@@ -158,3 +147,22 @@ def masking_check(*, white_box_accuracy: float | None = None,
   return {"suspicious": bool(flags), "flags": flags, "checked": checked,
           "thresholds": {"square_margin": square_margin, "budget_margin": budget_margin,
                          "gap_margin": gap_margin, "zero_tolerance": zero_tolerance}}
+
+
+def masking_check_with_pgd(result: Mapping[str, Any], pgd_section: Mapping[str, Any] | None
+                           ) -> dict:
+  """AutoAttack's own check (Square vs the white-box stages) plus, with a PGD section at the
+  same eps, PGD's budget, the eps sweep at large eps and the PGD-vs-APGD gap."""
+  after = result["robust_accuracy_after"]
+  kwargs = {"autoattack": result} if "square" in result["attacks"] else {}
+  if pgd_section:
+    same_eps = [r for r in pgd_section.get("results", [])
+                if abs(r["eps"] - result["eps"]) < 1e-9]
+    if same_eps:
+      kwargs["pgd_budget"] = pgd_budget_from_result({"results": same_eps})
+      if "apgd-ce" in after:
+        kwargs["pgd_accuracy"] = min(r["robust_accuracy"] for r in same_eps)
+        kwargs["apgd_accuracy"] = after["apgd-ce"]
+    if pgd_section.get("eps_sweep"):
+      kwargs["large_eps_accuracy"] = pgd_section["eps_sweep"]
+  return masking_check(**kwargs)

@@ -1,31 +1,14 @@
-"""AutoAttack (Croce & Hein 2020): attacks in sequence, each only on the points still robust.
+"""AutoAttack (Croce & Hein 2020): its stages in sequence, each only on the points still robust,
+every candidate judged again (inside the eps-ball and [0, 1], and misclassified).
 
-Versions (`--autoattack_version`), with the reference's `version='standard'` settings
-(fra31/auto-attack `autoattack.py`, `set_version`, norm 'Linf'):
-* "standard": APGD-CE (100 iterations, 1 restart), APGD-T (100 iterations, 1 restart for each
-  of the 9 classes of largest clean logit after the top one), FAB-T (100 iterations, 1 restart,
-  9 target classes, alpha_max 0.1, eta 1.05, beta 0.9), Square (5,000 queries, p_init 0.8,
-  1 restart, no schedule rescaling);
-* "fast": APGD-CE and APGD-T only. It is not the standard AutoAttack and says so in its
-  `name`.
-With fewer than 10 classes the target classes are the C - 1 other classes.
-
-A point counts as robust while it is classified correctly clean and no attack found an
-adversarial for it. Every candidate is judged again after each run (as the reference does):
-it is an adversarial when it lies inside the eps-ball and [0, 1] and is misclassified (for a
-random model: by the K-draw mean softmax, on fresh draws). Keys: clean judge fold_in(key, 0);
-stage s fold_in(key, STAGE_KEYS[s]) (apgd-ce 1, apgd-t 2, fab-t 3, square 4); run r of a stage
-(restart, or target class and restart) fold_in(stage key, r); within a run, example i (its
-index in `images`) draws its random start / search from its own key and batch b its EOT and
-judge keys (`common.run_keys`), so for a deterministic model an example's result does not
-depend on the batch size, and AutoAttack breaks every point that any of its stages run alone
-(apgd_attack, square_attack, fab_attack with key fold_in(key, STAGE_KEYS[s])) breaks. A
-stage's batches are padded to the next power of two of the points it attacks (at most the batch
-size), so its cost follows the points still robust and each core compiles for a few shapes.
+Stage s draws from fold_in(key, STAGE_KEYS[s]) and example i from its own key within it, so for
+a deterministic model a result does not depend on the batch size; versions, keys and batching
+in docs/EVALUATION.md.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -33,8 +16,12 @@ import jax
 import numpy as np
 from absl import logging
 
+from nkd import fileio
+from nkd.config.evaluation import check_autoattack
+from nkd.data.augment import to_unit_float
 from nkd.evaluation import batching
 from nkd.evaluation.autoattack import apgd, common, fab, masking, square
+from nkd.evaluation.evaluator import EvalData, Model
 
 VERSION_ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
                    "fast": ("apgd-ce", "apgd-t")}
@@ -127,8 +114,8 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
   broken or misclassified clean), "square_queries" (None where Square did not run)}}.
   With return_adversarials: (dict, adversarials float32 NHWC; the clean image where none).
   """
-  common.check_autoattack_options(eps=eps, version=version, eot=eot, num_examples=num_examples,
-                                  available=len(images))
+  check_autoattack(eps=eps, version=version, eot=eot, num_examples=num_examples,
+                   available=len(images))
   if len(images) != len(labels) or len(images) == 0:
     raise ValueError(f"need as many labels as images (> 0), got {len(images)} images and "
                      f"{len(labels)} labels")
@@ -143,7 +130,7 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
     images, labels = images[:num_examples], labels[:num_examples]
   t_start = time.time()
   spec = common.model_spec(apply_fn, random_apply_fn, eot)
-  x = common.to_unit_float(images)
+  x = to_unit_float(np.asarray(images))
   y = np.asarray(labels, np.int32)
   n = len(x)
   size = batching.effective_batch_size(n, batch_size)
@@ -240,3 +227,39 @@ def run_autoattack(apply_fn, variables, key: jax.Array, images, labels, *, eps: 
   if return_adversarials:
     return result, adversarials
   return result
+
+
+def run(model: Model, data: EvalData, options) -> dict:
+  """The suite's "autoattack" section: AutoAttack at every --autoattack_eps on the first
+  --autoattack_num_examples test images, the random model with --attack_eot draws where the
+  options make it random at test time; each entry's masking check uses the PGD section when
+  there is one. The per-example outcome (which attack broke each image) goes to
+  OUTPUT_DIR/autoattack.json."""
+  start = time.time()
+  images, labels = data.images, data.labels
+  check_autoattack(num_examples=options.autoattack_num_examples, available=len(images))
+  n = options.autoattack_num_examples or len(images)
+  random_model = options.random_at_test_time and model.random_apply_fn is not None
+  eot = options.attack_eot if random_model else 1
+  entries, per_example = [], {}
+  for index, eps in enumerate(options.autoattack_eps):
+    result = run_autoattack(
+        None if random_model else model.apply_fn, model.variables,
+        jax.random.fold_in(data.key_of("autoattack"), index), images[:n], labels[:n], eps=eps,
+        version=options.autoattack_version, batch_size=options.autoattack_batch_size,
+        random_apply_fn=model.random_apply_fn if random_model else None, eot=eot,
+        n_iter=options.autoattack_iterations, square_queries=options.autoattack_square_queries)
+    per_example[f"{eps:g}"] = result.pop("per_example")
+    result["masking_check"] = masking.masking_check_with_pgd(result, data.sections.get("pgd"))
+    entries.append(result)
+    logging.info("AutoAttack (%s) eps %.4f: robust %.2f%% (clean %.2f%%)%s",
+                 options.autoattack_version, eps, result["robust_accuracy"],
+                 result["clean_accuracy"],
+                 "; gradient masking suspected" if result["masking_check"]["suspicious"] else "")
+  out = {"version": options.autoattack_version, "name": entries[0]["name"],
+         "eps": list(options.autoattack_eps), "num_examples": int(n), "eot": eot,
+         "random_model": bool(random_model), "results": entries, "seconds": time.time() - start}
+  if data.output_dir:
+    fileio.write_json(os.path.join(data.output_dir, "autoattack.json"), per_example)
+    out["per_example_file"] = "autoattack.json"
+  return out

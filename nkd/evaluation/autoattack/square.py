@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nkd.evaluation import batching
 from nkd.evaluation.autoattack import common
 
 P_INIT = 0.8
@@ -130,10 +129,7 @@ def square_attack(apply_fn, variables, key, images, labels, *, eps: float,
   Square stage example by example. Returns numpy arrays {"adversarial" (inside the eps-ball
   and [0, 1]), "robust" (correct clean and after the attack), "clean_correct", "queries" (per
   example, summed over the restarts that attacked it; 0 for points misclassified clean)}."""
-  common.check_eps(eps)
-  common.check_positive_int(n_queries, "n_queries")
-  common.check_positive_int(restarts, "restarts")
-  common.check_eot(eot)
+  common.check_arguments(eps=eps, eot=eot, n_queries=n_queries, restarts=restarts)
   if not 0 < p_init <= 1:
     raise ValueError(f"p_init must be in (0, 1], got {p_init}")
   spec, x, y, size, clean, clean_correct = common.prepare(
