@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from helpers import trained_tiny
+from nkd.errors import ConfigError
 from nkd.evaluation import smoothing
 from nkd.models.wrn import create_model, init_variables
 
@@ -135,13 +136,13 @@ def test_select_indices_and_curve():
 def test_bad_input_names_the_flag(kwargs, flag):
   images = np.zeros((40, *SHAPE), np.float32)
   args = {"sigma": 0.25, "n0": 10, "n": 10, **kwargs}
-  with pytest.raises(ValueError, match=flag):
+  with pytest.raises(ConfigError, match=flag):
     smoothing.certify_dataset(linear_apply, _linear(), jax.random.key(0), images,
                               np.zeros(40, int), **args)
   if "n0" not in kwargs:
     args = {"sigma": 0.25, "n": 10, **kwargs}
     flag = "--smoothing_predict_n" if flag == "--smoothing_n" else flag
-    with pytest.raises(ValueError, match=flag):
+    with pytest.raises(ConfigError, match=flag):
       smoothing.predict_dataset(linear_apply, _linear(), jax.random.key(0), images,
                                 np.zeros(40, int), **args)
 
@@ -310,7 +311,6 @@ def test_suite_writes_the_smoothing_section_and_side_file(tmp_path):
     (dict(smoothing_sigma=0.25, smoothing_n0=0), "--smoothing_n0"),
     (dict(smoothing_sigma=0.25, smoothing_alpha=1.0), "--smoothing_alpha")])
 def test_smoothing_options_name_the_flag(tmp_path, overrides, flag):
-  from nkd.errors import ConfigError
   from helpers import tiny_config
   with pytest.raises(ConfigError, match=flag):
     tiny_config(tmp_path, eval_suite="accuracy,smoothing", **overrides)
