@@ -192,3 +192,22 @@ def test_bucket_sizes_are_powers_of_two_up_to_the_batch_size():
   from nkd.evaluation import batching  # pylint: disable=g-import-not-at-top
   assert [batching.bucket_size(n, 8) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 8]
   assert batching.bucket_size(5, 6) == 6 and batching.bucket_size(0, 6) == 1
+
+
+def test_registry_covers_every_suite_item_and_section_in_order():
+  from nkd import results  # pylint: disable=g-import-not-at-top
+  from nkd.config.evaluation import SUITE_ITEMS  # pylint: disable=g-import-not-at-top
+  from nkd.evaluation.suite import EVALUATORS  # pylint: disable=g-import-not-at-top
+  assert set(EVALUATORS) == set(SUITE_ITEMS)
+  # results.json's sections come out in SECTIONS order, whatever order --eval_suite lists.
+  assert tuple(e.section for e in EVALUATORS.values()) == results.SECTIONS
+
+
+def test_suite_order_is_the_registry_order_and_the_loop_times_each_section(trained):
+  apply_fn, variables, x, y = trained
+  options = EvalOptions(eval_suite="calibration,accuracy", eval_batch_size=24)
+  result = run_suite(apply_fn, variables, key=jax.random.key(0), test_images=x, test_labels=y,
+                     options=options)
+  assert list(result) == ["clean", "calibration"]
+  assert list(result["clean"]) == ["accuracy", "num_examples", "time_s"]
+  assert result["calibration"]["accuracy"] == result["clean"]["accuracy"]

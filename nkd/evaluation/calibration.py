@@ -9,6 +9,10 @@ NLL and KL in nats per example. Computed on host in float64 from the logits.
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
+
+from nkd.evaluation import predict
+from nkd.evaluation.evaluator import EvalData, Model
 
 NUM_BINS = 15
 
@@ -81,3 +85,15 @@ def evaluate_calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: in
     out["teacher_agreement"] = 100.0 * top1_agreement(logits, teacher_logits)
     out["kl_teacher_student"] = mean_kl(teacher_logits, logits)
   return out
+
+
+def run(model: Model, data: EvalData, options) -> dict:
+  """The suite's "calibration" section, with --ece_bins bins; agreement and KL with the
+  teacher when the model has one."""
+  teacher_logits = None
+  if model.teacher is not None:
+    teacher_logits = predict.compute_logits(*model.teacher, data.images, options.eval_batch_size)
+  section = evaluate_calibration(data.clean_logits(model, options.eval_batch_size), data.labels,
+                                 num_bins=options.ece_bins, teacher_logits=teacher_logits)
+  logging.info("Calibration: %s", section)
+  return section

@@ -1,13 +1,8 @@
 """CINIC-10 (Darlow et al., 2018), ImageNet-derived test images: read, cache, evaluate.
 
-Layout: DIR/test/<class>/<file>.png with CIFAR-10's class folder names. CINIC's test split also
-holds 20,000 CIFAR-10 images, some from CIFAR-10's training set; only the ImageNet-derived files
-(names without "cifar", 70,000 per split) are read. Images are converted to RGB (grayscale and
-RGBA PNGs exist) and resized to 32x32 (bicubic) only if they are not already. The decoded set is
-cached as .npz in a cache folder, keyed by the file list.
-
-No checksum for CINIC-10.tar.gz is published with the dataset (README or Edinburgh DataShare
-item as far as we know), so a download records its sha256 in the result instead.
+Only DIR/test/<class>/*.png without "cifar" in the name are read (the split also holds CIFAR-10
+images, some from its training set); decoded once, cached as .npz keyed by the file list. No
+checksum is published for CINIC-10.tar.gz, so a download records its sha256.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from PIL import Image
 from nkd import fileio
 from nkd.errors import DataError
 from nkd.evaluation import batching, predict
+from nkd.evaluation.evaluator import EvalData, Model
 from nkd.evaluation.predict import ApplyFn
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -169,3 +165,14 @@ def evaluate_cinic(apply_fn: ApplyFn, variables, cinic_dir: str | None, cache_di
   logging.info("CINIC-10 ImageNet test: %.2f%% of %d (%s)", result["accuracy"],
                len(labels), json.dumps(result["source"]))
   return result
+
+
+def run(model: Model, data: EvalData, options) -> dict:
+  """The suite's "cinic_imagenet" section: --cinic_dir, else (with --cinic_download) a download
+  into the cache folder, else a reasoned skip."""
+  section = evaluate_cinic(model.apply_fn, model.variables, options.cinic_dir or None,
+                           data.cache_dir, options.eval_batch_size,
+                           download=options.cinic_download)
+  if section["status"] != "ok":
+    logging.warning("CINIC-10 skipped: %s", section["reason"])
+  return section

@@ -1,19 +1,9 @@
 """L-infinity PGD (Madry et al.) and FGSM, in pixel units ([0, 1] images), eval mode.
 
-An attack is a composition of small pieces, as in DeepMind's adversarial_robustness
-`jax/attacks.py`: a uniform random start in the eps-ball, a sign-gradient ascent step on a loss
-("ce": cross-entropy, "margin": the Carlini-Wagner margin max_{j != y} z_j - z_y), and a
-projection onto the eps-ball and onto [0, 1]; the step loop is a `lax.fori_loop`.
-
-The model's variables, eps, step size, number of steps and the random-start scale are traced
-arguments, so the jitted core compiles once per (apply_fn, loss, batch shape) and is reused for
-every model of that architecture, epsilon, step count, restart and for FGSM (one step of size
-eps, no random start).
-
-Robust accuracy is per-example worst case: an example counts as robust only if it is classified
-correctly clean and after every restart (the clean image lies in the eps-ball, so it is one more
-valid attack point). The paper's number, the minimum over restarts of each restart's accuracy, is
-reported beside it as `worst_restart_accuracy`. Every accuracy is in percent.
+An attack is random start, sign-gradient step on a loss ("ce" or the margin max_{j != y} z_j -
+z_y) and projection onto the eps-ball and [0, 1], in a `lax.fori_loop`; one compiled core per
+(apply_fn, loss, batch shape). Robust accuracy is per-example worst case over restarts; the
+paper's number (the worst restart's accuracy) is `worst_restart_accuracy`.
 """
 
 from __future__ import annotations
@@ -30,7 +20,9 @@ from absl import logging
 from nkd.config.evaluation import DEFAULT_SWEEP_EPS, PGD_LOSSES as LOSSES
 from nkd.data.augment import to_unit_float
 from nkd.evaluation import batching, predict
+from nkd.evaluation.evaluator import EvalData, Model
 from nkd.evaluation.predict import ApplyFn
+
 SWEEP_STEP_FACTOR = 2.5  # step size = 2.5 * eps / steps (Madry et al.'s rule of thumb)
 
 
@@ -281,4 +273,28 @@ def eps_sweep(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, 
     logging.warning("eps sweep sanity check failed (reaches_zero=%s, monotone=%s): the attack "
                     "may be masked by the model's gradients", out["reaches_zero"],
                     out["monotone"])
+  return out
+
+
+def run(model: Model, data: EvalData, options) -> dict:
+  """The suite's "pgd" section: `evaluate_pgd` with --pgd_* (the preset's eps, steps and step
+  size unless given) on the first --pgd_num_examples test images, key fold_in(key, --pgd_seed),
+  and the eps sweep on the first --pgd_sweep_num_examples of them."""
+  settings = options.pgd_settings()
+  n = options.pgd_num_examples or len(data.images)
+  images, labels = data.images[:n], data.labels[:n]
+  attack_key, sweep_key = jax.random.split(jax.random.fold_in(data.key, options.pgd_seed))
+  out = evaluate_pgd(model.apply_fn, model.variables, attack_key, images, labels,
+                     eps_list=settings["eps"], steps_list=settings["steps"],
+                     step_size=settings["step_size"], restarts=options.pgd_restarts,
+                     loss=options.pgd_loss, batch_size=options.pgd_batch_size,
+                     fgsm=options.pgd_fgsm)
+  out.update({"preset": options.pgd_preset, "seed": options.pgd_seed, "mode": "eval",
+              "input_range": "[0, 1]"})
+  if options.pgd_eps_sweep:
+    n = options.pgd_sweep_num_examples or len(images)
+    out["eps_sweep"] = eps_sweep(model.apply_fn, model.variables, sweep_key, images[:n],
+                                 labels[:n], eps_values=options.pgd_eps_sweep,
+                                 steps=options.pgd_sweep_steps, loss=options.pgd_loss,
+                                 batch_size=options.pgd_batch_size)
   return out

@@ -1,15 +1,7 @@
-"""CIFAR-10-C (Hendrycks & Dietterich, 2019): load it three ways and evaluate on it.
+"""CIFAR-10-C (Hendrycks & Dietterich, 2019): load it ("official" .npy folder, "tfds", or
+"regenerated" offline by `generate`; "auto" tries them in that order) and evaluate on it.
 
-Sources, each recorded as `source` in every result:
-  "official":    the published folder: `<corruption>.npy` uint8 (5N, 32, 32, 3), rows
-                 (s-1)*N .. s*N hold severity s, plus `labels.npy` (N = 10000; any N divisible
-                 by 5 is accepted so tests can use small fixtures); any subset of corruptions.
-  "tfds":        TFDS `cifar10_corrupted/<name>_<severity>` where TFDS can load it (already
-                 prepared; this never downloads). TFDS names two differently (`TFDS_NAMES`).
-  "regenerated": made offline from the clean test set by `generate` (make_cifar_c.py's CIFAR
-                 constants), seeded, cached as .npy in the official layout. Frost needs the
-                 original photographs (frost_dir); without them it is reported missing.
-"auto" takes the official folder if given and present, else TFDS, else regenerates.
+Every result records its `source`; docs/EVALUATION.md describes the three.
 """
 
 from __future__ import annotations
@@ -24,18 +16,18 @@ import numpy as np
 from absl import logging
 
 from nkd import fileio
-from nkd.config.evaluation import (CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES,
-                                   STANDARD_CORRUPTIONS)
+from nkd.config.evaluation import (CIFAR10C_SOURCES as SOURCES, CORRUPTIONS,
+                                   EXTRA_CORRUPTIONS, SEVERITIES, STANDARD_CORRUPTIONS)
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import batching, predict
+from nkd.evaluation.evaluator import EvalData, Model
 from nkd.evaluation.cifar10c.generate import (FIDELITY, corrupt,
                                         load_frost_images)
 
 __all__ = ["CORRUPTIONS", "STANDARD_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "SOURCES",
            "TFDS_NAMES", "Cifar10CData", "DataUnavailableError", "load_cifar10c_folder",
-           "load_cifar10c_tfds", "regenerate_cifar10c", "load_cifar10c", "evaluate_cifar10c"]
+           "load_cifar10c_tfds", "regenerate_cifar10c", "load_cifar10c", "evaluate_cifar10c", "run"]
 
-SOURCES = ("auto", "official", "tfds", "regenerate")
 TFDS_NAMES = {name: name for name in CORRUPTIONS}
 TFDS_NAMES.update({"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"})
 GENERATOR_VERSION = "nkd-make_cifar_c-1"
@@ -358,3 +350,19 @@ def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, 
       "missing_reasons": {n: data.missing.get(n, "not loaded") for n in missing},
       "details": dict(data.details)}
   return {**section, **relative_accuracy(section, clean_accuracy)}
+
+
+def run(model: Model, data: EvalData, options) -> dict:
+  """The suite's "cifar10_c" section: --cifar10c_source's data (regenerated from the test set
+  where it comes to that), every --cifar10c_severities, relative to the clean accuracy."""
+  corrupted = load_cifar10c(
+      options.cifar10c_source, folder=options.cifar10c_dir or None,
+      corruptions=options.corruptions, tfds_data_dir=options.tfds_data_dir or None,
+      clean_images=data.images, clean_labels=data.labels, cache_dir=data.cache_dir,
+      seed=options.cifar10c_seed, frost_dir=options.cifar10c_frost_dir or None)
+  section = evaluate_cifar10c(model.apply_fn, model.variables, corrupted,
+                              options.eval_batch_size, options.cifar10c_severities,
+                              clean_accuracy=data.clean_accuracy(model, options.eval_batch_size))
+  logging.info("CIFAR-10-C (%s): mean_15 %s, missing %s", corrupted.source, section["mean_15"],
+               section["missing"])
+  return section
