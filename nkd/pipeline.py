@@ -69,11 +69,6 @@ def teacher_config(config, seed: int | None = None):
   return teacher.replace(workdir=workdir)
 
 
-# The options that decide a run's training and test data (a teacher inherits them).
-_DATA_OPTIONS = ("dataset", "data_dir", "data_source", "train_subset", "validation_size",
-                 "synthetic_train_size", "synthetic_test_size", "synthetic_seed")
-
-
 def candidate_seeds(config) -> tuple[int, ...]:
   """The teacher seeds a distillation run trains (or reuses): --teacher_seeds, else
   --teacher_seed."""
@@ -146,7 +141,7 @@ def prepare_teacher(config, data: Dataset) -> Teacher:
   if config.teacher_workdir:
     teacher_dir = config.teacher_workdir
   else:
-    same = all(getattr(config, n) == getattr(tconfigs[0], n) for n in _DATA_OPTIONS)
+    same = all(getattr(config, n) == getattr(tconfigs[0], n) for n in config_lib.DATA_OPTIONS)
     ensure_teachers(tconfigs, data if same else load_dataset(tconfigs[0]))
     teacher_dir = tconfigs[0].workdir
     if config.teacher_seeds:
