@@ -3,11 +3,12 @@
 XLA:CPU and the libraries behind it pick kernels from the CPU they find at run time, and each
 pick rounds differently. `pin_cpu` fixes every such choice that a setting reaches (WORKSPACE.md,
 "What is reproducible across machines", says what each does and what remains): LLVM's
-instruction set (`--xla_cpu_max_isa`), oneDNN's sgemm behind Eigen's matrix products
-(`ONEDNN_MAX_CPU_ISA`, the same set), XLA's platform-dependent math (off), and YNNPACK, which
-picks its kernels from cpuinfo (off: Eigen + oneDNN were faster here too). A setting the user
-made in XLA_FLAGS or the environment wins and is recorded; `describe()` is what config.json
-records. Plain Python: importing this module imports no jax.
+instruction set (`--xla_cpu_max_isa`), oneDNN's instruction set (`ONEDNN_MAX_CPU_ISA`, the
+same), XLA's platform-dependent math (off), YNNPACK, which picks its kernels from cpuinfo (off),
+and Eigen's own matrix kernels instead of oneDNN's sgemm behind them
+(`TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false`: oneDNN's code path follows the cache sizes).
+A setting the user made in XLA_FLAGS or the environment wins and is recorded; `describe()` is
+what config.json records. Plain Python: importing this module imports no jax.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ _WATCHED_FLAGS = ("--xla_cpu_enable_fast_math", "--xla_cpu_fast_math_honor_funct
                   "--xla_cpu_prefer_vector_width", "--xla_cpu_experimental_xnn_fusion_type",
                   "--xla_cpu_experimental_onednn_fusion_type",
                   "--xla_cpu_disable_platform_dependent_math", "--xla_allow_excess_precision")
-_WATCHED_ENV = ("DNNL_MAX_CPU_ISA", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL")
+_WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
+# Eigen's own matrix kernels instead of oneDNN's sgemm: oneDNN's code path follows the block
+# shapes Eigen sizes by the L2 and L3 caches, so its bits changed with them (WORKSPACE.md).
+CONTRACTION_ENV = "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"
 _MARK = "NKD_CPU_PINS"  # JSON of the settings nkd itself made (a sweep's child inherits them).
 
 # What pin_cpu did in this process (recorded by describe()).
@@ -117,7 +121,7 @@ def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
     raise ValueError(f"unknown CPU ISA {isa!r}; expected {NATIVE} or one of {CPU_ISAS}")
   flags = {name: value for name, value in _FIXED_FLAGS.items()
            if name in known_xla_flags(tuple(_FIXED_FLAGS))}
-  env = {}
+  env = {CONTRACTION_ENV: "false"}
   if isa != NATIVE:
     flags[MAX_ISA_FLAG] = isa
     env[ONEDNN_ENV] = _ONEDNN_ISA[isa]
@@ -152,7 +156,7 @@ def pin_cpu(isa: str = DEFAULT_CPU_ISA) -> list[str]:
         record[name] = {"value": wanted, "source": "nkd"}
         ours_now[name] = wanted
   new_flags = _set_flags(xla_flags, flag_updates)
-  for name in sorted({*settings["env"], ONEDNN_ENV, *_WATCHED_ENV}):
+  for name in sorted({*settings["env"], ONEDNN_ENV, CONTRACTION_ENV, *_WATCHED_ENV}):
     wanted, value = settings["env"].get(name), os.environ.get(name)
     if value is not None and ours.get(name) != value:
       users(name, value, wanted)

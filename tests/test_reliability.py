@@ -69,6 +69,7 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(
       f"{fixed} --xla_cpu_max_isa=AVX2".split())
   assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+  assert os.environ["TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"] == "false"
   runtime.pin_cpu("AVX512")  # nkd's own settings (a sweep's child inherits them) are nkd's,
   assert "--xla_cpu_max_isa=AVX512" in os.environ["XLA_FLAGS"].split()
   assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
@@ -77,11 +78,11 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   assert "ONEDNN_MAX_CPU_ISA" not in os.environ
   # while the user's own settings win, each named in one line and recorded.
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2 --xla_foo=1")
-  monkeypatch.setenv("TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "false")
+  monkeypatch.setenv("TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "true")
   monkeypatch.setattr(runtime, "_pinned", {})
   notes = runtime.pin_cpu("AVX2")
   assert len(notes) == 2 and "--xla_cpu_max_isa=SSE4_2" in notes[0] and "'AVX2'" in notes[0]
-  assert "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false" in notes[1]
+  assert "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=true" in notes[1] and "'false'" in notes[1]
   flags = os.environ["XLA_FLAGS"].split()
   assert flags[:2] == ["--xla_cpu_max_isa=SSE4_2", "--xla_foo=1"] and fixed.split()[0] in flags
   cpu = runtime.describe()
