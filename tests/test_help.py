@@ -8,7 +8,7 @@ from helpers import run_module
 
 from benchmarks import bench
 from nkd import cli
-from nkd import sweep
+from nkd.sweep import __main__ as sweep
 from nkd.report import __main__ as report_cli
 
 

@@ -14,7 +14,8 @@ import pytest
 from helpers import REPO, tiny_flags
 
 from nkd import config as config_lib
-from nkd import sweep
+from nkd.sweep import SweepError, grid, memory, plan, pool
+from nkd.sweep import __main__ as sweep_cli
 
 # 256 images at batch 32: 8 steps per epoch, a checkpoint after each epoch.
 FLAGS = tiny_flags(epochs=3)
@@ -37,9 +38,9 @@ def _sweep_json(ws, name="student"):
 # Grid expansion and naming (no runs).
 
 def test_grid_is_the_cartesian_product_in_order():
-  grid = sweep.parse_grid(["seed=0,10", "input_noise_sigma=0,0.05,0.10"])
-  assert grid == [("seed", [0, 10]), ("input_noise_sigma", [0.0, 0.05, 0.1])]
-  runs = sweep.expand("experiments/softrand.flags", grid, ["--epochs=2"], "ws", "softrand",
+  parsed = grid.parse_grid(["seed=0,10", "input_noise_sigma=0,0.05,0.10"])
+  assert parsed == [("seed", [0, 10]), ("input_noise_sigma", [0.0, 0.05, 0.1])]
+  runs = plan.expand("experiments/softrand.flags", parsed, ["--epochs=2"], "ws", "softrand",
                       python="python")
   assert [r.name for r in runs] == [
       "seed=0,input_noise_sigma=0.0", "seed=0,input_noise_sigma=0.05",
@@ -68,19 +69,19 @@ def test_grid_is_the_cartesian_product_in_order():
     ("epochs", "abc", "abc", ["--epochs=abc"]),  # left as typed: nkd.main reports it
 ])
 def test_values_are_formatted_stably(key, raw, text, flags):
-  value = sweep.parse_value(key, raw)
-  assert sweep.value_text(value) == text
-  assert sweep.point_flags({key: value}) == flags
-  assert sweep.parse_value(key, text) == value  # the folder name's text reads back the same
+  value = grid.parse_value(key, raw)
+  assert grid.value_text(value) == text
+  assert grid.point_flags({key: value}) == flags
+  assert grid.parse_value(key, text) == value  # the folder name's text reads back the same
 
 
 def test_folder_names_are_escaped_and_bounded():
-  assert sweep.point_name([("teacher_flagfile", "experiments/t.flags")]) == \
+  assert grid.point_name([("teacher_flagfile", "experiments/t.flags")]) == \
       "teacher_flagfile=experiments%2Ft.flags"
-  assert sweep.point_name([("teacher_flags", "--epochs=5")]) == "teacher_flags=--epochs%3D5"
-  long = sweep.point_name([("name_" + str(i), "x" * 30) for i in range(10)])
+  assert grid.point_name([("teacher_flags", "--epochs=5")]) == "teacher_flags=--epochs%3D5"
+  long = grid.point_name([("name_" + str(i), "x" * 30) for i in range(10)])
   assert len(long.encode()) <= 200 and re.search(r"-[0-9a-f]{12}$", long)
-  assert long == sweep.point_name([("name_" + str(i), "x" * 30) for i in range(10)])
+  assert long == grid.point_name([("name_" + str(i), "x" * 30) for i in range(10)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +111,9 @@ def test_folder_names_are_escaped_and_bounded():
      "--parallel=2 does not fit: 2 x 100000.0 GiB"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, fragment):
-  own, extra = sweep.split_argv(args)
+  own, extra = sweep_cli.split_argv(args)
   argv = [f"--flagfile={STUDENT}", f"--workspace={tmp_path}", *own, "--", *FLAGS, *extra]
-  assert sweep.main(argv) == 2
+  assert sweep_cli.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("nkd.sweep: error: "), err
   assert fragment in err[0]
@@ -120,18 +121,18 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, fragment):
 
 
 def test_flagfile_is_required_and_left_to_the_runs(capsys):
-  assert sweep.main(["--grid=seed=0"]) == 2
+  assert sweep_cli.main(["--grid=seed=0"]) == 2
   assert capsys.readouterr().err == ("nkd.sweep: error: --flagfile is required: the "
                                      "experiment's nkd.main flagfile\n")
   # Space-separated values, as absl takes them; the flagfile is not read as the sweep's flags.
-  args, grid, extra, *_ = sweep.prepare(["--flagfile", STUDENT, "--grid", "seed=0",
-                                         "--parallel", "2", "--", "--epochs=1"])
-  assert (args.flagfile, args.parallel, grid, extra) == (STUDENT, 2, [("seed", [0])],
-                                                         ["--epochs=1"])
+  args, parsed, extra, *_ = sweep_cli.prepare(["--flagfile", STUDENT, "--grid", "seed=0",
+                                               "--parallel", "2", "--", "--epochs=1"])
+  assert (args.flagfile, args.parallel, parsed, extra) == (STUDENT, 2, [("seed", [0])],
+                                                           ["--epochs=1"])
 
 
 def test_help_prints_the_options(capsys):
-  assert sweep.main(["--help"]) == 0
+  assert sweep_cli.main(["--help"]) == 0
   out = capsys.readouterr().out
   assert "running:\n" in out and "--task_index " in out and "--parallel=1 " in out
 
@@ -258,35 +259,35 @@ def test_killed_run_resumes_to_the_uninterrupted_result(finished_sweep, tmp_path
 
 def test_gpu_memory_check_uses_each_runs_fraction(monkeypatch):
   """On a GPU each run may take XLA_PYTHON_CLIENT_MEM_FRACTION of it (0.9/N by default)."""
-  monkeypatch.setattr(sweep, "probe_device", lambda env: {
-      "platform": "gpu", "kind": "NVIDIA H100", "bytes_limit": 80 * sweep.GIB})
+  monkeypatch.setattr(memory, "probe_device", lambda env: {
+      "platform": "gpu", "kind": "NVIDIA H100", "bytes_limit": 80 * memory.GIB})
   hinton = config_lib.parse_flagfile("experiments/hinton.flags", [])
-  per_run = sweep.estimate_run_bytes(hinton, "gpu")
-  assert 2 * sweep.GIB < per_run < 8 * sweep.GIB  # conservative, but several fit on one GPU
-  fits = sweep.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225"}, None)
+  per_run = memory.estimate_run_bytes(hinton, "gpu")
+  assert 2 * memory.GIB < per_run < 8 * memory.GIB  # conservative, but several fit on one GPU
+  fits = memory.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.225"}, None)
   assert fits.startswith("4 x ") and "0.225" in fits
-  with pytest.raises(sweep.SweepError, match=r"--parallel=40 does not fit: .* use "
-                                             r"--parallel=\d+ or less"):
-    sweep.check_parallel(40, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.0225"}, None)
-  with pytest.raises(sweep.SweepError, match="would need 200%"):
-    sweep.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}, None)
-  monkeypatch.setattr(sweep, "probe_device", lambda env: {
+  with pytest.raises(SweepError, match=r"--parallel=40 does not fit: .* use "
+                                       r"--parallel=\d+ or less"):
+    memory.check_parallel(40, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.0225"}, None)
+  with pytest.raises(SweepError, match="would need 200%"):
+    memory.check_parallel(4, [hinton], {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}, None)
+  monkeypatch.setattr(memory, "probe_device", lambda env: {
       "platform": "tpu", "kind": "TPU v4", "bytes_limit": None})
-  with pytest.raises(sweep.SweepError, match="TPU is held by one process"):
-    sweep.check_parallel(2, [hinton], {}, None)
+  with pytest.raises(SweepError, match="TPU is held by one process"):
+    memory.check_parallel(2, [hinton], {}, None)
 
 
 def test_each_run_gets_its_share_of_the_gpu(tmp_path):
-  args, *_ = sweep.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1,2,3", "--parallel=4"])
-  env = sweep.child_env(args, 4)
+  args, *_ = sweep_cli.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1,2,3", "--parallel=4"])
+  env = pool.child_env(args, 4)
   if "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ:
     assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
   assert env.get("XLA_PYTHON_CLIENT_PREALLOCATE") == os.environ.get(
       "XLA_PYTHON_CLIENT_PREALLOCATE")  # JAX's default unless asked
-  args, *_ = sweep.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--parallel=2",
-                            "--mem_fraction=0.3", "--no_preallocate",
-                            f"--compile_cache={tmp_path}"])
-  env = sweep.child_env(args, 2)
+  args, *_ = sweep_cli.prepare([f"--flagfile={STUDENT}", "--grid=seed=0,1", "--parallel=2",
+                                "--mem_fraction=0.3", "--no_preallocate",
+                                f"--compile_cache={tmp_path}"])
+  env = pool.child_env(args, 2)
   assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
   assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
   assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path)
