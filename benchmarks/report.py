@@ -46,7 +46,7 @@ import time
 from typing import Any, Callable
 
 from nkd import fileio
-from nkd import results as run_files
+from nkd import run_files
 from nkd.fileio import last_log_line
 
 PROG = "benchmarks.bench --report"

@@ -29,7 +29,7 @@ import numpy as np
 from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import pipeline
-from nkd import results as run_files
+from nkd import run_files
 from nkd.config import fields as fields_lib
 from nkd.data import Dataset, load_dataset
 from nkd.errors import DataError

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from nkd import cli
 from nkd import config as config_lib
 from nkd import pipeline
-from nkd import results as run_files
+from nkd import run_files
 from nkd.errors import NkdError
 from nkd.training import preemption, runlock
 

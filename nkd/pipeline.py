@@ -15,7 +15,7 @@ from absl import logging
 
 from nkd import config as config_lib
 from nkd import keys as keys_lib
-from nkd import results as run_files
+from nkd import run_files
 from nkd import runtime
 from nkd import tensorboard
 from nkd.data import Dataset, load_dataset

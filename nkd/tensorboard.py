@@ -27,7 +27,7 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 
-from nkd import results as run_files
+from nkd import run_files
 
 
 _WRITERS = itertools.count()

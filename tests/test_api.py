@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO, TINY
 
 from nkd import api
-from nkd import results as run_files
+from nkd import run_files
 from nkd.errors import DataError
 
 

@@ -195,12 +195,12 @@ def test_bucket_sizes_are_powers_of_two_up_to_the_batch_size():
 
 
 def test_registry_covers_every_suite_item_and_section_in_order():
-  from nkd import results  # pylint: disable=g-import-not-at-top
+  from nkd import run_files  # pylint: disable=g-import-not-at-top
   from nkd.config.evaluation import SUITE_ITEMS  # pylint: disable=g-import-not-at-top
   from nkd.evaluation.suite import EVALUATORS  # pylint: disable=g-import-not-at-top
   assert set(EVALUATORS) == set(SUITE_ITEMS)
   # results.json's sections come out in SECTIONS order, whatever order --eval_suite lists.
-  assert tuple(e.section for e in EVALUATORS.values()) == results.SECTIONS
+  assert tuple(e.section for e in EVALUATORS.values()) == run_files.SECTIONS
 
 
 def test_suite_order_is_the_registry_order_and_the_loop_times_each_section(trained):

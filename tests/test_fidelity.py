@@ -15,7 +15,7 @@ import pytest
 from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import pipeline
-from nkd import results as run_files
+from nkd import run_files
 from nkd.config.evaluation import EvalOptions
 from nkd.devices import make_mesh
 from nkd.errors import ConfigError

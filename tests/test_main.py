@@ -4,7 +4,7 @@ import dataclasses
 
 from nkd import config as config_lib
 from nkd import main
-from nkd import results as run_files
+from nkd import run_files
 
 
 def test_the_table_has_the_teachers_row_then_the_students(finished_runs, capsys):

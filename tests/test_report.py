@@ -11,7 +11,7 @@ import pytest
 from nkd import config as config_lib
 from nkd.report import paper_values
 from nkd import report
-from nkd import results as results_lib
+from nkd import run_files
 from nkd.config.evaluation import CORRUPTIONS
 from nkd.report import __main__ as report_cli
 from nkd.report import grouping, loading
@@ -28,7 +28,7 @@ def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_
   opts = {"name": experiment, "seed": seed, "epochs": epochs, "dataset": dataset, "mode": "kd",
           "model": "wrn-16-2", **(options or {})}
   config = config_lib.Config.from_options(opts)
-  results_lib.write_json(os.path.join(path, results_lib.CONFIG),
+  run_files.write_json(os.path.join(path, run_files.CONFIG),
                          {"options": config.to_dict(), "versions": {"jax": "0"}, "device": "cpu"})
   if not results:
     return path
@@ -61,7 +61,7 @@ def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_
     sections["smoothing"] = {"method": "certify", "sigma": 0.25, "n0": 100, "n": 100000,
                              "alpha": 0.001, "certified_accuracy": dict(certified),
                              "abstain_rate": 10.0, "mean_radius_correct": 0.4}
-  results_lib.write_results(path, results_lib.RunResults(
+  run_files.write_results(path, run_files.RunResults(
       experiment=experiment, seed=seed, mode=config.mode, model=config.model, dataset=dataset,
       epochs=epochs, steps=epochs * 391, test_accuracy=test_accuracy, params_sha256="x",
       wall_time_s=1.0, level_name=level_name, level=level, **sections))

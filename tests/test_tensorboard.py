@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from helpers import tiny_config
 
 from nkd import pipeline
-from nkd import results as run_files
+from nkd import run_files
 from nkd import tensorboard
 
 

@@ -3,7 +3,7 @@ section timed here ("time_s"), into one dict of results.json sections.
 
 A new evaluator: its module with `run(model, data, options) -> section` (evaluator.py), its
 options in nkd/config/evaluation.py (a SUITE_ITEMS name), one line below, its section name in
-nkd/results.py.
+nkd/run_files.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Finding run folders and reading each run: its results (`nkd.results.RunResults`), its options
+"""Finding run folders and reading each run: its results (`nkd.run_files.RunResults`), its options
 (config.json) and the metrics and settings the report groups and tabulates."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Iterable, Sequence
 
-from nkd import results as results_lib
+from nkd import run_files
 from nkd.config.evaluation import CORRUPTIONS, STANDARD_CORRUPTIONS
 from nkd.errors import NkdError
 
@@ -32,7 +32,7 @@ def warn(message: str) -> None:
 class Run:
   path: str  # real path of the run folder
   options: dict[str, Any]  # config.json "options" ({} when there is no config.json)
-  results: results_lib.RunResults
+  results: run_files.RunResults
   name: str = ""  # path relative to the common parent of all runs
   experiment: str = ""
   seed: Any = None
@@ -93,24 +93,24 @@ def find_run_dirs(paths: Sequence[str]) -> list[str]:
   """Real paths of the run folders under `paths`; warns about folders it has to skip."""
   found: list[str] = []
   for path in paths:
-    if os.path.isfile(path) and os.path.basename(path) == results_lib.RESULTS:
+    if os.path.isfile(path) and os.path.basename(path) == run_files.RESULTS:
       path = os.path.dirname(path) or "."
     if not os.path.isdir(path):
       warn(f"{path}: {'not a folder' if os.path.exists(path) else 'no such folder'}, skipped")
       continue
-    if os.path.isfile(os.path.join(path, results_lib.RESULTS)):
+    if os.path.isfile(os.path.join(path, run_files.RESULTS)):
       found.append(os.path.realpath(path))
       continue
-    if os.path.isfile(os.path.join(path, results_lib.CONFIG)):
+    if os.path.isfile(os.path.join(path, run_files.CONFIG)):
       warn(f"{path}: run folder without results.json (unfinished or failed run?), skipped")
       continue
     before = len(found)
     for root, dirs, files in os.walk(path):
       dirs.sort()
-      if results_lib.RESULTS in files:
+      if run_files.RESULTS in files:
         found.append(os.path.realpath(root))
         dirs[:] = []  # a run folder's subfolders are checkpoints, not runs
-      elif results_lib.CONFIG in files:
+      elif run_files.CONFIG in files:
         warn(f"{root}: run folder without results.json (unfinished or failed run?), skipped")
         dirs[:] = []
     if len(found) == before:
@@ -119,12 +119,12 @@ def find_run_dirs(paths: Sequence[str]) -> list[str]:
 
 
 def load_run(path: str) -> Run:
-  results_path = os.path.join(path, results_lib.RESULTS)
+  results_path = os.path.join(path, run_files.RESULTS)
   try:
-    results = results_lib.RunResults.from_json(_read_json(results_path))
+    results = run_files.RunResults.from_json(_read_json(results_path))
   except NkdError as e:
     raise ReportError(f"cannot read {results_path}: {e}") from None
-  config_path = os.path.join(path, results_lib.CONFIG)
+  config_path = os.path.join(path, run_files.CONFIG)
   options: dict[str, Any] = {}
   if os.path.isfile(config_path):
     config = _read_json(config_path)
@@ -166,7 +166,7 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
 # Metrics.
 
 
-def extract_metrics(results: results_lib.RunResults, where: str
+def extract_metrics(results: run_files.RunResults, where: str
                     ) -> tuple[dict[tuple, float], dict[int, set[float]]]:
   """Metrics of one run, keyed by tuples, and its PGD eps per number of steps.
 

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Sequence
 
 from nkd import config as config_lib
-from nkd import results as run_files
+from nkd import run_files
 from nkd.errors import NkdError
 from nkd.sweep.grid import point_flags, point_name, value_text
 

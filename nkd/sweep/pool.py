@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 import nkd
-from nkd import results as run_files
+from nkd import run_files
 from nkd.fileio import last_log_line
 from nkd.sweep import PROG
 from nkd.sweep.plan import LOG, Run, read_results, run_state

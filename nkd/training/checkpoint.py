@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from nkd import results as run_files
+from nkd import run_files
 from nkd.errors import DiskFullError, NkdError
 from nkd.fileio import write_json
 

@@ -24,7 +24,7 @@ from absl import logging
 from nkd import config as config_lib
 from nkd import keys as keys_lib
 from nkd import noise
-from nkd import results as run_files
+from nkd import run_files
 from nkd import tensorboard
 from nkd.data import Dataset
 from nkd.devices import environment, make_mesh

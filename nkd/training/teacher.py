@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from nkd import results as run_files
+from nkd import run_files
 from nkd.errors import NkdError
 from nkd.models import create_model
 from nkd.models.wrn import init_variables
