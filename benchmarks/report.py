@@ -1,33 +1,7 @@
-"""The GPU report: every measurement of issue 14 in one command, written to DIR/report.md and
-DIR/report.json.
-
-  python -m benchmarks.bench --report=DIR (--data_dir=D | --cifar10_npz=NPZ) [--time_limit_s=S]
-  python -m benchmarks.bench --report=DIR --quick [--data_dir=D | --cifar10_npz=NPZ]
-
-Stages, in order, each as child processes of the real commands (`benchmarks.bench`,
-`nkd.main`, `nkd.sweep`) with their own folders under DIR:
-  bench        the benchmark rows (--torch_reference where PyTorch is importable)
-  teacher      WRN-40-2, 15 epochs, cosine (experiments/teacher.flags)
-  student      WRN-16-2 alone, 15 epochs, cosine, float32 (experiments/student.flags)
-  kd           Hinton KD student from that teacher (experiments/hinton.flags, --teacher_workdir)
-  sweep        nkd.sweep --parallel=4 of 4 KD runs (seeds 1-4, 4 epochs): aggregate img/s
-  determinism  one 5-epoch student run twice with --gpu_deterministic (hashes must be equal) and
-               once with --nogpu_deterministic (time saved)
-  bf16         the 15-epoch student in bfloat16, against the float32 one of `student`
-Every nkd.main run uses --eval_suite=accuracy. A stage that fails is reported with its last log
-line and the others go on (kd and sweep need the teacher). Each stage has a time budget (the
-report shows it beside the time taken); with --time_limit_s > 0 (default 540 s, 9 minutes, for
-the full report) a stage is stopped after twice its budget or at the overall limit, and stages
-that no longer fit are skipped, so the report is always written in time. report.md and
-report.json are rewritten after every stage. The data: --data_dir (the official
-cifar-10-batches-py/ or tarball; nothing is downloaded) or --cifar10_npz (the offline JPEG copy,
-converted into DIR/data first by benchmarks/cifar10_npz.py).
-
---quick runs every stage the same way on tiny settings (WRN-10-1 everywhere, 1 epoch (2 for
-the sweep and determinism, which measure a rate after compilation), the synthetic set of 512
-training images, or the first 512 CIFAR-10 training images when data is
-given; the bench stage runs three rows of `--quick`), so a test runs it on a CPU; its numbers
-mean nothing. DIR must be new or empty: timings of a resumed run would be wrong.
+"""The GPU report (`python -m benchmarks.bench --report=DIR`): runs its stages (bench, teacher,
+student, kd, sweep, determinism, bf16) as child processes of the real commands, each within a
+time budget, and writes DIR/report.json and DIR/report.md after every stage. The stages, their
+budgets and --quick are described in BENCHMARKS.md; benchmarks/render.py writes report.md.
 """
 
 from __future__ import annotations
@@ -45,11 +19,11 @@ import sys
 import time
 from typing import Any, Callable
 
+from benchmarks.render import render_markdown
 from nkd import fileio
 from nkd import run_files
 from nkd.fileio import last_log_line
 
-PROG = "benchmarks.bench --report"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("bench", "teacher", "student", "kd", "sweep", "determinism", "bf16")
 DEFAULT_TIME_LIMIT_S = 540
@@ -395,162 +369,6 @@ def package_versions() -> dict[str, str | None]:
     except importlib.metadata.PackageNotFoundError:
       out[name] = None
   return out
-
-
-def _device(report: dict[str, Any]) -> str:
-  for stage in report["stages"].values():
-    result = stage.get("result") or {}
-    if "environment" in result:
-      return result["environment"]["device"]
-    for run in [result.get("run")] + list((result.get("runs") or {}).values()
-                                          if isinstance(result.get("runs"), dict) else []):
-      if run and run.get("device"):
-        return run["device"]
-  return "unknown"
-
-
-def _epochs(n: int) -> str:
-  return f"{n} epoch{'s' if n != 1 else ''}"
-
-
-def _f(value, spec: str = ".1f", suffix: str = "") -> str:
-  return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def _run_row(label: str, run: dict[str, Any] | None) -> str:
-  if not run or "params_sha256" not in run:
-    return f"| {label} | - | - | - | - | - | - | - |"
-  return (f"| {label} | {run['model']} | {run['epochs']} | {run['dtype']} | "
-          f"{_f(run['test_accuracy'], '.2f', '%')} | {_f(run['process_wall_s'], '.0f', ' s')} | "
-          f"{_f(run['train_wall_s'], '.0f', ' s')} | {_f(run['img_per_s'], ',.0f')} | "
-          f"`{run['params_sha256'][:16]}` |")
-
-
-_RUN_HEADER = ["| run | model | epochs | dtype | test acc | wall (process) | train wall | "
-               "img/s (steady) | params_sha256 |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
-
-
-def _stage_note(stage: dict[str, Any]) -> str:
-  return {"failed": f"FAILED: {stage.get('error', '')}",
-          "timed_out": f"STOPPED (time limit): {stage.get('error', '')}",
-          "skipped": f"skipped: {stage.get('error', '')}",
-          "pending": "not run yet"}.get(stage["status"], "")
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-  stages = report["stages"]
-  env = report["environment"]
-  versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-  lines = ["# nkd GPU report", "",
-           f"`{report['command']}` on **{_device(report)}**, {report['started']}; "
-           f"{report['wall_time_s']:.0f} s in all"
-           + (f" (limit {report['time_limit_s']:.0f} s)" if report["time_limit_s"] else "")
-           + f". Python {env['python']}; {versions}.", ""]
-  if report["quick"]:
-    lines += ["**QUICK**: tiny models (WRN-10-1), 1-2 epochs, 512 training images: the code "
-              "paths of the full report; the numbers mean nothing.", ""]
-  data = report["data"]
-  lines += [f"Data: {data.get('label', 'synthetic')}" + (
-      f", first {data['train_subset']} training images" if data.get("train_subset") else "")
-            + (f" (converted in {data['convert_s']:.0f} s)" if "convert_s" in data else "") + ".",
-            "", "## Stages", "", "| stage | status | time | budget | note |",
-            "|---|---|---:|---:|---|"]
-  for name in report["stage_order"]:
-    stage = stages[name]
-    over = (stage.get("wall_time_s") or 0) > stage["budget_s"]
-    lines.append(f"| {name} | {stage['status']} | {_f(stage.get('wall_time_s'), '.0f', ' s')} | "
-                 f"{stage['budget_s']} s{' (over)' if over else ''} | {_stage_note(stage)} |")
-
-  def section(name: str, title: str, body: Callable[[dict[str, Any]], list[str]]) -> None:
-    stage = stages.get(name, {})
-    lines.extend(["", f"## {title}", ""])
-    result = stage.get("result")
-    if result and (stage.get("status") == "ok" or (name == "sweep" and "aggregate_img_per_s_steady"
-                                                  in result)):
-      lines.extend(body(result))
-    if stage.get("status") not in ("ok", None):
-      lines.append(f"{_stage_note(stage)}")
-
-  def bench_body(r):
-    out = ["| row | img/s | torch img/s | jax / torch |", "|---|---:|---:|---:|"]
-    for row, v in r["rows"].items():
-      out.append(f"| `{row}` | {_f(v['img_per_s'], ',.1f')} | {_f(v['torch_img_per_s'], ',.1f')} "
-                 f"| {_f(v['jax_over_torch'], '.2f', 'x')} |")
-    out += ["", f"PyTorch: {r['torch_version']}" if r["torch_version"] and not r["torch_error"]
-            else f"PyTorch reference: {r['torch_error']}", "",
-            f"Full results: `{r['json']}` (log `{r['process']['log']}`)."]
-    return out
-
-  def real_body(_):
-    out = list(_RUN_HEADER)
-    for name, label in (("teacher", "teacher"), ("student", "student alone"),
-                        ("kd", "Hinton KD student")):
-      out.append(_run_row(label, ((stages.get(name) or {}).get("result") or {}).get("run")))
-    return out
-
-  def sweep_body(r):
-    out = ["| run | status | test acc | wall (process) | img/s (steady) |",
-           "|---|---|---:|---:|---:|"]
-    for run in r["runs"]:
-      out.append(f"| {run['name']} | {run['status']} | {_f(run.get('test_accuracy'), '.2f', '%')} "
-                 f"| {_f(run['process_wall_s'], '.0f', ' s')} | {_f(run.get('img_per_s'), ',.0f')} |")
-    out += ["", f"{len(r['runs'])} runs, {r['parallel']} at a time, {r['wall_time_s']:.0f} s: "
-            f"aggregate **{_f(r['aggregate_img_per_s_steady'], ',.0f')} img/s** steady (the sum "
-            f"of the runs' steady rates: exact while their steady epochs overlap, high where "
-            f"they do not), {_f(r['aggregate_img_per_s_end_to_end'], ',.0f')} img/s end to end "
-            f"({r['images']:,} images over the sweep's wall time, start-up and compilation "
-            f"included)."]
-    if r.get("speedup_over_one_run"):
-      out.append(f"One KD run alone (stage kd): {r['single_run_img_per_s']:,.0f} img/s, so "
-                 f"{r['parallel']} at once give {r['speedup_over_one_run']:.2f}x.")
-    return out
-
-  def determinism_body(r):
-    out = list(_RUN_HEADER)
-    out += [_run_row(f"{name} (--{'' if run['gpu_deterministic'] else 'no'}gpu_deterministic)", run)
-            for name, run in r["runs"].items()]
-    out += ["", f"The two deterministic runs' params_sha256: **"
-            f"{'equal' if r['deterministic_hashes_equal'] else 'DIFFERENT'}**. Without "
-            f"deterministic ops: params_sha256 "
-            f"{'equal' if r['nondeterministic_hash_equal'] else 'differs'}; "
-            f"{r['nondeterministic_img_per_s']:,.0f} against {r['deterministic_img_per_s']:,.0f} "
-            f"img/s (steady), so **{100 * r['time_saved']:.1f}%** of the training time saved "
-            f"(negative: lost)."]
-    if r["note"]:
-      out += ["", f"Note: {r['note']}."]
-    return out
-
-  def bf16_body(r):
-    out = list(_RUN_HEADER)
-    fp32 = ((stages.get("student") or {}).get("result") or {}).get("run")
-    out += [_run_row("float32 (stage student)", fp32), _run_row("bfloat16", r["run"])]
-    if "accuracy_difference" in r:
-      out += ["", f"bfloat16 - float32: {r['accuracy_difference']:+.2f} points of test accuracy; "
-              f"train wall time x{r['train_wall_ratio']:.2f}, steady img/s "
-              f"x{_f(r['img_per_s_ratio'], '.2f')}."]
-    return out
-
-  section("bench", "Benchmark rows (benchmarks.bench)", bench_body)
-  lines += ["", f"## Teacher, student, KD: {data.get('label', 'synthetic data')}, "
-            f"{_epochs(report['sizes']['epochs'])}, cosine", ""]
-  lines += real_body(None)
-  for name in ("teacher", "student", "kd"):
-    if stages.get(name, {}).get("status") not in ("ok", None):
-      lines.append(f"\n{name}: {_stage_note(stages[name])}")
-  sizes = report["sizes"]
-  section("sweep", f"Sweep: {len(sizes['sweep_seeds'])} KD runs at once (nkd.sweep "
-          f"--parallel={len(sizes['sweep_seeds'])}, {_epochs(sizes['sweep_epochs'])})",
-          sweep_body)
-  section("determinism", f"Determinism (student alone, {_epochs(sizes['determinism_epochs'])})",
-          determinism_body)
-  section("bf16", f"bfloat16 against float32 (student alone, {_epochs(sizes['epochs'])})",
-          bf16_body)
-  lines += ["", "Wall (process): the child process from start to exit (JAX start-up, data, "
-            "compilation, training, evaluation). Train wall: results.json's wall_time_s. "
-            "img/s (steady): the median of metrics.jsonl's per-epoch rates after the first "
-            "epoch (which compiles). Logs: DIR/logs/; runs: DIR/runs/ and "
-            "DIR/workspace/sweeps/."]
-  return "\n".join(lines) + "\n"
 
 
 def write_report(ctx: Context, report: dict[str, Any]) -> None:
