@@ -66,6 +66,51 @@ exit "$status"
 LINES
 }
 
+# The options both SLURM scripts take, with their defaults (each script sets its own
+# time_limit). slurm_option ARG sets the variable ARG names, or fails when ARG is none of them;
+# --help prints the script's own usage.
+partition="" account="" qos="" job_name="" log_dir="$NKD_REPO/workspace/slurm" python=""
+extra_sbatch=()
+slurm_option() {
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --partition=*) partition="${1#*=}" ;;
+    --account=*) account="${1#*=}" ;;
+    --qos=*) qos="${1#*=}" ;;
+    --time=*) time_limit="${1#*=}" ;;
+    --job-name=*) job_name="${1#*=}" ;;
+    --log-dir=*) log_dir="${1#*=}" ;;
+    --python=*) python="${1#*=}" ;;
+    --sbatch-arg=*) extra_sbatch+=("${1#*=}") ;;
+    -h|--help) usage; exit 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# submit_job SUMMARY SCRIPT SBATCH...: submits the job script SCRIPT with the sbatch command
+# SBATCH... and the options passed on as given (--partition, --account, --qos, every
+# --sbatch-arg); with --dry-run prints SUMMARY, that command and SCRIPT instead.
+submit_job() {
+  local summary="$1" script="$2"
+  shift 2
+  local cmd=("$@")
+  if [[ -n "$partition" ]]; then cmd+=("--partition=$partition"); fi
+  if [[ -n "$account" ]]; then cmd+=("--account=$account"); fi
+  if [[ -n "$qos" ]]; then cmd+=("--qos=$qos"); fi
+  cmd+=("${extra_sbatch[@]}")
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "# $summary (dry run: nothing submitted)"
+    echo "$(shell_join "${cmd[@]}") <<'NKD_JOB'"
+    echo "$script"
+    echo "NKD_JOB"
+    exit 0
+  fi
+  command -v sbatch >/dev/null \
+    || die "sbatch not found: run this on a SLURM login node (or --dry-run)"
+  mkdir -p "$log_dir"
+  "${cmd[@]}" <<<"$script"
+}
+
 # DRY_RUN=1 in the environment means --dry-run.
 DRY_RUN="${DRY_RUN:-0}"
 [[ "$DRY_RUN" == "1" || "$DRY_RUN" == "true" ]] && DRY_RUN=1 || DRY_RUN=0

@@ -30,25 +30,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-nodes=2 gpus=8 cpus=8 partition="" account="" qos="" time_limit="12:00:00" job_name=""
-log_dir="$NKD_REPO/workspace/slurm" python="" extra_sbatch=()
+nodes=2 gpus=8 cpus=8 time_limit="12:00:00"
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
     --nodes=*) nodes="${1#*=}" ;;
     --gpus-per-node=*) gpus="${1#*=}" ;;
     --cpus-per-task=*) cpus="${1#*=}" ;;
-    --partition=*) partition="${1#*=}" ;;
-    --account=*) account="${1#*=}" ;;
-    --qos=*) qos="${1#*=}" ;;
-    --time=*) time_limit="${1#*=}" ;;
-    --job-name=*) job_name="${1#*=}" ;;
-    --log-dir=*) log_dir="${1#*=}" ;;
-    --python=*) python="${1#*=}" ;;
-    --sbatch-arg=*) extra_sbatch+=("${1#*=}") ;;
-    -h|--help) usage; exit 0 ;;
     --) shift; break ;;
-    *) die "unknown option $1 (nkd.main's flags go after --; see --help)" ;;
+    *) slurm_option "$1" || die "unknown option $1 (nkd.main's flags go after --; see --help)" ;;
   esac
   shift
 done
@@ -94,10 +83,6 @@ sbatch_cmd=(sbatch "--job-name=$job_name" "--nodes=$nodes" "--ntasks-per-node=$g
             "--gpus-per-node=$gpus" "--cpus-per-task=$cpus" "--time=$time_limit"
             "--chdir=$NKD_REPO" "--output=$log_dir/%x-%j.out" "--requeue"
             "--signal=B:USR1@120")
-[[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
-[[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
-[[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")
-sbatch_cmd+=("${extra_sbatch[@]}")
 
 script="#!/usr/bin/env bash
 set -uo pipefail
@@ -109,13 +94,5 @@ srun --kill-on-bad-exit=1 --ntasks=$((nodes * gpus)) --ntasks-per-node=$gpus \\
   $(shell_join "$python" -m nkd.main --distributed "${run_flags[@]}") &
 $(wait_and_requeue_lines)"
 
-if [[ "$DRY_RUN" == 1 ]]; then
-  echo "# $nodes node(s) x $gpus GPU(s): $((nodes * gpus)) processes (dry run: nothing submitted)"
-  echo "$(shell_join "${sbatch_cmd[@]}") <<'NKD_JOB'"
-  echo "$script"
-  echo "NKD_JOB"
-  exit 0
-fi
-command -v sbatch >/dev/null || die "sbatch not found: run this on a SLURM login node (or --dry-run)"
-mkdir -p "$log_dir"
-"${sbatch_cmd[@]}" <<<"$script"
+submit_job "$nodes node(s) x $gpus GPU(s): $((nodes * gpus)) processes" "$script" \
+  "${sbatch_cmd[@]}"

@@ -32,26 +32,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-partition="" account="" qos="" time_limit="04:00:00" gpus=1 cpus=8 mem="32G"
-max_concurrent="" job_name="" log_dir="$NKD_REPO/workspace/slurm" python="" extra_sbatch=()
+time_limit="04:00:00" gpus=1 cpus=8 mem="32G" max_concurrent=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --partition=*) partition="${1#*=}" ;;
-    --account=*) account="${1#*=}" ;;
-    --qos=*) qos="${1#*=}" ;;
-    --time=*) time_limit="${1#*=}" ;;
     --gpus-per-task=*) gpus="${1#*=}" ;;
     --cpus-per-task=*) cpus="${1#*=}" ;;
     --mem=*) mem="${1#*=}" ;;
     --max-concurrent=*) max_concurrent="${1#*=}" ;;
-    --job-name=*) job_name="${1#*=}" ;;
-    --log-dir=*) log_dir="${1#*=}" ;;
-    --python=*) python="${1#*=}" ;;
-    --sbatch-arg=*) extra_sbatch+=("${1#*=}") ;;
-    -h|--help) usage; exit 0 ;;
     --) shift; break ;;
-    *) die "unknown option $1 (nkd.sweep's arguments go after --; see --help)" ;;
+    *) slurm_option "$1" \
+         || die "unknown option $1 (nkd.sweep's arguments go after --; see --help)" ;;
   esac
   shift
 done
@@ -83,10 +73,6 @@ sbatch_cmd=(sbatch "--job-name=$job_name" "--array=$array" "--time=$time_limit")
 [[ "$gpus" != 0 ]] && sbatch_cmd+=("--gpus-per-task=$gpus")
 sbatch_cmd+=("--ntasks=1" "--cpus-per-task=$cpus" "--mem=$mem" "--chdir=$NKD_REPO"
              "--output=$log_dir/%x-%A_%a.out" "--requeue" "--signal=B:USR1@120")
-[[ -n "$partition" ]] && sbatch_cmd+=("--partition=$partition")
-[[ -n "$account" ]] && sbatch_cmd+=("--account=$account")
-[[ -n "$qos" ]] && sbatch_cmd+=("--qos=$qos")
-sbatch_cmd+=("${extra_sbatch[@]}")
 
 # The job script: one grid point per array task.
 script="#!/usr/bin/env bash
@@ -97,13 +83,4 @@ $(requeue_on_signal_lines)
 $(shell_join "$python" -m nkd.sweep) --task_index=\"\${SLURM_ARRAY_TASK_ID}\" $(shell_join "${sweep_args[@]}") &
 $(wait_and_requeue_lines)"
 
-if [[ "$DRY_RUN" == 1 ]]; then
-  echo "# $count grid points -> $count array tasks (dry run: nothing submitted)"
-  echo "$(shell_join "${sbatch_cmd[@]}") <<'NKD_JOB'"
-  echo "$script"
-  echo "NKD_JOB"
-  exit 0
-fi
-command -v sbatch >/dev/null || die "sbatch not found: run this on a SLURM login node (or --dry-run)"
-mkdir -p "$log_dir"
-"${sbatch_cmd[@]}" <<<"$script"
+submit_job "$count grid points -> $count array tasks" "$script" "${sbatch_cmd[@]}"
