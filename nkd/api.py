@@ -155,7 +155,8 @@ def config(flagfile: str | None = None, flags: Sequence[str] = (), **options) ->
 
 def train(run_config: config_lib.Config) -> Run:
   """Trains (or finds finished) the run of `run_config` as nkd.main does, its teacher first if
-  it needs one, evaluates it with its --eval_suite, prints the results table; the loaded run."""
+  it needs one, and evaluates it with its --eval_suite (writing results.json); the loaded run.
+  Prints nothing: `nkd.cli.results_table` formats what nkd.main prints."""
   run_config = config_lib.resolve(run_config)
   pipeline.run(run_config)
   return load_run(run_config.workdir)

@@ -1,29 +1,8 @@
 """Collects finished runs into tables, the paper's figures and a comparison with the paper.
 
-  python -m nkd.report RUN_DIR [RUN_DIR ...] --out=DIR [--no-figures]
-
-A RUN_DIR is a run folder (holding `results.json` and `config.json`) or any folder above run
-folders; it is searched recursively. Runs are grouped by experiment, variant and noise level:
-
-  experiment  `results.json` "experiment" (else the `name` option).
-  variant     the options in `grouping.VARIANT_OPTIONS` (model, mode, label-noise mode, swap
-              mode...) that take more than one value within an experiment, so that e.g. T, S
-              and TS label corruption or KD vs its CE baseline are never averaged together.
-  split       settings that must agree within a group (`epochs`, `dataset`, the PGD eps used
-              for each number of steps, the CIFAR-10-C source). Where runs of one group
-              disagree, a warning names them and every group of that experiment and variant is
-              split by the setting, labelled (e.g. "epochs=100").
-  level       `results.json` "level_name" and "level" (absent or null: no noise level).
-
-Written into DIR (tables are byte-identical for the same inputs):
-  summary.md, summary.csv    one row per group: mean and sample std (ddof=1) over seeds.
-  paper_comparison.md        ours vs `paper_values.PAPER_VALUES` where we have the quantity.
-  fig_*.png, fig_*.pdf       the paper's figures, each only when its data exists (see
-                             nkd/report/figures.py).
-
 Modules: loading (run folders -> runs and their metrics), grouping (groups, mean ± std), tables
-(summary and paper comparison), paper_values (the paper's numbers), figures; `python -m
-nkd.report` is nkd/report/__main__.py.
+(summary and paper comparison), paper_values (the paper's numbers), figures; the command line
+and its --help are in __main__.py.
 """
 
 from __future__ import annotations

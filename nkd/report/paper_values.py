@@ -1,34 +1,14 @@
 """The paper's published numbers, for `nkd.report`'s ours-vs-paper table.
 
-Source: the project's notes ANCHORS.md, section "Published numbers", which reads them off the
-submission's figures; treat every value as approximate (about +-0.5 for accuracies read off an
-axis). Each entry of `PAPER_VALUES` is keyed by a stable name and holds:
-
-  quantity   what the number is, in words (shown in the table).
-  value      a float, or a (low, high) tuple where the paper only gives a range.
-  metric     which of our metrics it compares with:
-               "test_accuracy"  CIFAR-10 test accuracy, %.
-               "cinic_accuracy" CINIC-10 ImageNet-derived test images, %.
-               "pgd"            PGD robustness, %; needs `pgd_steps` (an int, or None where the
-                                paper does not say: then every PGD-k we ran is compared) and
-                                `pgd_eps`. Both our per-example worst case (`robust_accuracy`)
-                                and the paper's protocol (`worst_restart_accuracy`, the worst of
-                                5 restarts' accuracies) are shown.
-               "cifar10_c_relative"  CIFAR-10-C accuracy of one corruption relative to clean
-                                accuracy (corrupted / clean x 100, mean over severities), %;
-                                needs `corruption`. Figure 5's cells reach 98.5 for students
-                                whose clean accuracy is far lower, so they are most likely
-                                relative (docs/FIDELITY.md).
-  match      a list of selectors; a group of our runs matches if it matches any of them. A
-             selector has `experiments` (names of our experiments), `levels` (accepted noise
-             levels; None = a run without a noise level), optionally `options` (option values
-             the group's runs must share; a group whose runs lack the option still matches,
-             since we cannot tell) and `level_name_contains` (a substring of `level_name`).
-  source     where the number comes from.
-  note       (optional) caveats, e.g. an ambiguity in how the number was read.
-
-Experiment names are the `name` option of our runs; where the training code's naming was not
-fixed when this was written, a selector lists the plausible spellings.
+Read off the submission's figures (the project's ANCHORS.md, "Published numbers"): about +-0.5
+for accuracies read off an axis. Each `PAPER_VALUES` entry, under a stable key, has `quantity`
+(in words), `value` (a float, or a (low, high) range), `metric` ("test_accuracy",
+"cinic_accuracy", "pgd" with `pgd_steps` (None: every PGD-k we ran) and `pgd_eps`, or
+"cifar10_c_relative" with `corruption`: corrupted / clean x 100, docs/FIDELITY.md says why
+relative), `match` (selectors: `experiments`, `levels` (None: no noise level), optionally
+`options` the group's runs share and `level_name_contains`; a group matches any one), `source`
+and an optional `note`. PGD numbers are compared both as our per-example worst case and as the
+paper's worst of 5 restarts' accuracies.
 """
 
 from __future__ import annotations
