@@ -101,7 +101,8 @@ def render_markdown(report: dict[str, Any]) -> str:
            "|---|---|---:|---:|---:|"]
     for run in r["runs"]:
       out.append(f"| {run['name']} | {run['status']} | {_f(run.get('test_accuracy'), '.2f', '%')} "
-                 f"| {_f(run['process_wall_s'], '.0f', ' s')} | {_f(run.get('img_per_s'), ',.0f')} |")
+                 f"| {_f(run['process_wall_s'], '.0f', ' s')} "
+                 f"| {_f(run.get('img_per_s'), ',.0f')} |")
     out += ["", f"{len(r['runs'])} runs, {r['parallel']} at a time, {r['wall_time_s']:.0f} s: "
             f"aggregate **{_f(r['aggregate_img_per_s_steady'], ',.0f')} img/s** steady (the sum "
             f"of the runs' steady rates: exact while their steady epochs overlap, high where "

@@ -114,7 +114,8 @@ class Context:
   def kd_flags(self) -> list[str]:
     """The KD runs' teacher: the teacher stage's run, recorded with its recipe's flags."""
     flags = [f"--teacher_workdir={os.path.join(self.out_dir, 'runs', 'teacher')}",
-             f"--teacher_flags=--epochs={self.sizes.epochs}", "--teacher_flags=--lr_schedule=cosine"]
+             f"--teacher_flags=--epochs={self.sizes.epochs}",
+             "--teacher_flags=--lr_schedule=cosine"]
     if self.sizes.model_override:
       flags.append(f"--teacher_flags=--model={self.sizes.model_override}")
     return flags
