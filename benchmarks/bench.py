@@ -62,12 +62,24 @@ from nkd.training.steps import StepSpec, make_train_step, replicate
 
 PROG = "benchmarks.bench"
 # --help's areas.
-SECTIONS = (("rows and sizes", ("only", "quick", "steps", "repeats", "epoch_images", "pgd_batch")),
-            ("output", ("json", "torch_reference")),
-            ("the GPU report", ("report", "data_dir", "cifar10_npz", "time_limit_s")),
-            ("device", ("gpu_deterministic",)))
-ROWS = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand", "epoch",
-        "pgd20_fp32", "pgd20_bf16", "apgd_ce_fp32", "square_fp32", "smoothing_fp32")
+SECTIONS = (
+    ("rows and sizes", ("only", "quick", "steps", "repeats", "epoch_images", "pgd_batch")),
+    ("output", ("json", "torch_reference")),
+    ("the GPU report", ("report", "data_dir", "cifar10_npz", "time_limit_s")),
+    ("device", ("gpu_deterministic",)),
+)
+ROWS = (
+    "kd_step_fp32",
+    "kd_step_bf16",
+    "kd_step_fickle",
+    "kd_step_softrand",
+    "epoch",
+    "pgd20_fp32",
+    "pgd20_bf16",
+    "apgd_ce_fp32",
+    "square_fp32",
+    "smoothing_fp32",
+)
 DESCRIPTIONS = {
     "kd_step_fp32": "KD step, T fwd + S step, fp32",
     "kd_step_bf16": "KD step, bfloat16",
@@ -98,17 +110,28 @@ class Settings:
   pgd_batch: int = 1000
   pgd_steps: int = 20
   smoothing_batch: int = 1000  # noisy copies per forward pass
-  steps: int = 20          # train steps per timing
-  repeats: int = 5         # timings per row (the median is reported)
+  steps: int = 20  # train steps per timing
+  repeats: int = 5  # timings per row (the median is reported)
   epoch_repeats: int = 3
-  warmup_s: float = 2.0    # warm-up: compile, then calls for at least this long
+  warmup_s: float = 2.0  # warm-up: compile, then calls for at least this long
   quick: bool = False
 
   @classmethod
   def quick_settings(cls) -> "Settings":
-    return cls(teacher="wrn-10-1", student="wrn-10-1", batch=32, epoch_images=256,
-               pgd_batch=64, pgd_steps=2, smoothing_batch=64, steps=2, repeats=2, epoch_repeats=1, warmup_s=0.2,
-               quick=True)
+    return cls(
+        teacher="wrn-10-1",
+        student="wrn-10-1",
+        batch=32,
+        epoch_images=256,
+        pgd_batch=64,
+        pgd_steps=2,
+        smoothing_batch=64,
+        steps=2,
+        repeats=2,
+        epoch_repeats=1,
+        warmup_s=0.2,
+        quick=True,
+    )
 
 
 class BenchError(Exception):
@@ -117,15 +140,26 @@ class BenchError(Exception):
 
 def _median_rate(times: Sequence[float], images: int) -> dict[str, Any]:
   median = statistics.median(times)
-  return {"img_per_s": images / median, "median_s": median, "times_s": list(times),
-          "images_per_timing": images, "spread": max(times) / min(times)}
+  return {
+      "img_per_s": images / median,
+      "median_s": median,
+      "times_s": list(times),
+      "images_per_timing": images,
+      "spread": max(times) / min(times),
+  }
 
 
 def _config(settings: Settings, **overrides) -> config_lib.Config:
   """The options of the distillation run a KD row times (its teacher is never read)."""
-  values = dict(dataset="synthetic", model=settings.student, batch_size=settings.batch,
-                epochs=1, mode="kd", teacher_workdir="unused",
-                synthetic_train_size=settings.epoch_images)
+  values = dict(
+      dataset="synthetic",
+      model=settings.student,
+      batch_size=settings.batch,
+      epochs=1,
+      mode="kd",
+      teacher_workdir="unused",
+      synthetic_train_size=settings.epoch_images,
+  )
   values.update(overrides)
   return config_lib.resolve(config_lib.Config(**values))
 
@@ -138,19 +172,25 @@ class _Data:
     n = settings.epoch_images
     self.n = n
     self.images, self.labels = replicate(
-        (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-         rng.integers(0, 10, n, dtype=np.int32)), mesh)
+        (
+            rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, n, dtype=np.int32),
+        ),
+        mesh,
+    )
 
 
-def _kd_run(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=False,
-            input_noise_sigma=0.0) -> tuple[Callable[..., Any], Callable[[int], jax.Array]]:
+def _kd_run(
+    settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=False, input_noise_sigma=0.0
+) -> tuple[Callable[..., Any], Callable[[int], jax.Array]]:
   """(run, epoch_order) of a KD run built as the loop builds it.
 
   `run(n, order, fetch_every=0)` takes n train steps over `order` and returns what to wait for;
   with `fetch_every` it fetches the metrics every that many steps and at the end, as the loop
   does. `epoch_order(epoch)` is the epoch's permutation of the training set."""
-  config = _config(settings, dtype=dtype, fickle_teacher=fickle,
-                   input_noise_sigma=input_noise_sigma)
+  config = _config(
+      settings, dtype=dtype, fickle_teacher=fickle, input_noise_sigma=input_noise_sigma
+  )
   steps_per_epoch = data.n // settings.batch
   keys = keys_lib.run_keys(0)
   student = create_model(settings.student, dtype=dtype)
@@ -177,8 +217,9 @@ def _kd_run(settings: Settings, data: _Data, mesh, *, dtype="float32", fickle=Fa
   return run, epoch_order
 
 
-def _timings(timed: Callable[[int], Any], settings: Settings, repeats: int,
-             warm: Callable[[], Any]) -> list[float]:
+def _timings(
+    timed: Callable[[int], Any], settings: Settings, repeats: int, warm: Callable[[], Any]
+) -> list[float]:
   """Seconds of `timed(1)` .. `timed(repeats)`, each waited for, after a warm-up: `warm()`
   once (it compiles), then for at least settings.warmup_s seconds (first calls and an idle
   CPU or GPU are slow)."""
@@ -198,8 +239,9 @@ def _timings(timed: Callable[[int], Any], settings: Settings, repeats: int,
 def bench_kd_step(settings: Settings, data: _Data, mesh, **kwargs) -> dict[str, Any]:
   run, epoch_order = _kd_run(settings, data, mesh, **kwargs)
   order = epoch_order(0)
-  times = _timings(lambda _: run(settings.steps, order), settings, settings.repeats,
-                   warm=lambda: run(1, order))
+  times = _timings(
+      lambda _: run(settings.steps, order), settings, settings.repeats, warm=lambda: run(1, order)
+  )
   return _median_rate(times, settings.steps * settings.batch)
 
 
@@ -208,8 +250,12 @@ def bench_epoch(settings: Settings, data: _Data, mesh, log_every: int = 100) -> 
   run, epoch_order = _kd_run(settings, data, mesh)
   steps_per_epoch = data.n // settings.batch
   first = epoch_order(0)  # the warm-up compiles the step and the permutation
-  times = _timings(lambda epoch: run(steps_per_epoch, epoch_order(epoch), log_every), settings,
-                   settings.epoch_repeats, warm=lambda: run(1, first))
+  times = _timings(
+      lambda epoch: run(steps_per_epoch, epoch_order(epoch), log_every),
+      settings,
+      settings.epoch_repeats,
+      warm=lambda: run(1, first),
+  )
   out = _median_rate(times, steps_per_epoch * settings.batch)
   out["epoch_s"] = out["median_s"]
   out["steps_per_epoch"] = steps_per_epoch
@@ -225,8 +271,16 @@ def bench_pgd(settings: Settings, *, dtype="float32") -> dict[str, Any]:
   labels = jax.device_put(rng.integers(0, 10, settings.pgd_batch, np.int32))
 
   def attack(i):
-    return pgd.pgd_attack(apply_fn, variables, jax.random.key(i), images, labels, eps=0.031,
-                          step_size=0.003, steps=settings.pgd_steps)
+    return pgd.pgd_attack(
+        apply_fn,
+        variables,
+        jax.random.key(i),
+        images,
+        labels,
+        eps=0.031,
+        step_size=0.003,
+        steps=settings.pgd_steps,
+    )
 
   times = _timings(attack, settings, settings.repeats, warm=lambda: attack(0))
   return _median_rate(times, settings.pgd_batch)
@@ -246,10 +300,24 @@ def bench_autoattack_stage(settings: Settings, stage: str) -> dict[str, Any]:
 
   def attack(i):
     if stage == "apgd":
-      return autoattack.apgd_attack(apply_fn, variables, jax.random.key(i), images, labels,
-                                    eps=0.031, n_iter=settings.pgd_steps)["adversarial"]
-    return autoattack.square_attack(apply_fn, variables, jax.random.key(i), images, labels,
-                                    eps=0.031, n_queries=settings.pgd_steps)["adversarial"]
+      return autoattack.apgd_attack(
+          apply_fn,
+          variables,
+          jax.random.key(i),
+          images,
+          labels,
+          eps=0.031,
+          n_iter=settings.pgd_steps,
+      )["adversarial"]
+    return autoattack.square_attack(
+        apply_fn,
+        variables,
+        jax.random.key(i),
+        images,
+        labels,
+        eps=0.031,
+        n_queries=settings.pgd_steps,
+    )["adversarial"]
 
   times = _timings(attack, settings, settings.repeats, warm=lambda: attack(0))
   return _median_rate(times, settings.pgd_batch)
@@ -266,15 +334,25 @@ def bench_smoothing(settings: Settings, *, dtype="float32") -> dict[str, Any]:
   num = settings.smoothing_batch * settings.steps
 
   def sample(i):
-    return smoothing.count_draws(apply_fn, variables, jax.random.key(i), image, [0], sigma=0.25,
-                                 num=num, batch_size=settings.smoothing_batch, dtype=dtype)
+    return smoothing.count_draws(
+        apply_fn,
+        variables,
+        jax.random.key(i),
+        image,
+        [0],
+        sigma=0.25,
+        num=num,
+        batch_size=settings.smoothing_batch,
+        dtype=dtype,
+    )
 
   times = _timings(sample, settings, settings.repeats, warm=lambda: sample(0))
   return _median_rate(times, num)
 
 
-def run_rows(settings: Settings, rows: Sequence[str],
-             say: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, Any]]:
+def run_rows(
+    settings: Settings, rows: Sequence[str], say: Callable[[str], None] = lambda s: None
+) -> dict[str, dict[str, Any]]:
   mesh = make_mesh()
   data = _Data(settings, mesh) if any(r.startswith(("kd", "epoch")) for r in rows) else None
   runners = {
@@ -311,40 +389,59 @@ def torch_reference(settings: Settings, rows: Sequence[str]) -> dict[str, Any]:
     import torch  # pylint: disable=import-outside-toplevel
     from benchmarks import torch_reference as ref  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    return {"error": f"PyTorch is not importable ({e}); install it to compare (it is not a "
-                     f"requirement of nkd)"}
+    return {
+        "error": f"PyTorch is not importable ({e}); install it to compare (it is not a "
+        f"requirement of nkd)"
+    }
   jax_platform = jax.devices()[0].platform
   torch_device = ref.default_device().type
   if (jax_platform == "gpu") != (torch_device == "cuda"):
-    return {"error": f"PyTorch runs on {torch_device} but JAX on {jax_platform}: no "
-                     f"same-device comparison"}
+    return {
+        "error": f"PyTorch runs on {torch_device} but JAX on {jax_platform}: no "
+        f"same-device comparison"
+    }
   torch_rows = tuple(r for r in rows if r != "epoch")
-  results = ref.benchmark(teacher=settings.teacher, student=settings.student,
-                          batch=settings.batch, pgd_batch=settings.pgd_batch,
-                          pgd_steps=settings.pgd_steps, steps=settings.steps,
-                          repeats=settings.repeats, warmup_s=settings.warmup_s,
-                          rows=torch_rows)
-  return {"version": torch.__version__, "device": str(ref.default_device()),
-          "threads": torch.get_num_threads(), "rows": results}
+  results = ref.benchmark(
+      teacher=settings.teacher,
+      student=settings.student,
+      batch=settings.batch,
+      pgd_batch=settings.pgd_batch,
+      pgd_steps=settings.pgd_steps,
+      steps=settings.steps,
+      repeats=settings.repeats,
+      warmup_s=settings.warmup_s,
+      rows=torch_rows,
+  )
+  return {
+      "version": torch.__version__,
+      "device": str(ref.default_device()),
+      "threads": torch.get_num_threads(),
+      "rows": results,
+  }
 
 
 def format_table(result: dict[str, Any]) -> str:
   rows = result["rows"]
   torch_rows = (result.get("torch_reference") or {}).get("rows", {})
-  lines = [f"{PROG} on {result['environment']['device']} "
-           f"({result['environment']['device_count']} device(s)); jax "
-           f"{result['environment']['versions']['jax']}"
-           + ("; QUICK: tiny models, numbers mean nothing" if result["settings"]["quick"]
-              else "")]
-  header = (f"{'row':<17} {'what':<44} {'img/s':>10}"
-            + (f" {'torch img/s':>12} {'jax/torch':>9}" if torch_rows else ""))
+  lines = [
+      f"{PROG} on {result['environment']['device']} "
+      f"({result['environment']['device_count']} device(s)); jax "
+      f"{result['environment']['versions']['jax']}"
+      + ("; QUICK: tiny models, numbers mean nothing" if result["settings"]["quick"] else "")
+  ]
+  header = f"{'row':<17} {'what':<44} {'img/s':>10}" + (
+      f" {'torch img/s':>12} {'jax/torch':>9}" if torch_rows else ""
+  )
   lines += [header, "-" * len(header)]
   for name, row in rows.items():
     line = f"{name:<17} {DESCRIPTIONS[name]:<44} {row['img_per_s']:>10.1f}"
     if torch_rows:
       t = torch_rows.get(name)
-      line += (f" {t['img_per_s']:>12.1f} {row['img_per_s'] / t['img_per_s']:>8.2f}x" if t
-               else f" {'-':>12} {'-':>9}")
+      line += (
+          f" {t['img_per_s']:>12.1f} {row['img_per_s'] / t['img_per_s']:>8.2f}x"
+          if t
+          else f" {'-':>12} {'-':>9}"
+      )
     lines.append(line)
   if "error" in (result.get("torch_reference") or {}):
     lines.append(f"torch reference: {result['torch_reference']['error']}")
@@ -354,29 +451,58 @@ def format_table(result: dict[str, Any]) -> str:
 def define_flags(fv: flags.FlagValues) -> None:
   """The benchmark's flags; --gpu_deterministic is a run's own option (nkd.config)."""
   flags.DEFINE_string("json", "", "Also write the results as JSON here.", flag_values=fv)
-  flags.DEFINE_bool("torch_reference", False, "Also time benchmarks/torch_reference.py "
-                    "(needs PyTorch).", flag_values=fv)
-  flags.DEFINE_bool("quick", False, "Tiny sizes, for tests; the numbers mean nothing.",
-                    flag_values=fv)
-  flags.DEFINE_list("only", [], f"Rows to run, of {', '.join(ROWS)}; default: all.",
-                    flag_values=fv)
+  flags.DEFINE_bool(
+      "torch_reference",
+      False,
+      "Also time benchmarks/torch_reference.py " "(needs PyTorch).",
+      flag_values=fv,
+  )
+  flags.DEFINE_bool(
+      "quick", False, "Tiny sizes, for tests; the numbers mean nothing.", flag_values=fv
+  )
+  flags.DEFINE_list("only", [], f"Rows to run, of {', '.join(ROWS)}; default: all.", flag_values=fv)
   flags.DEFINE_integer("steps", None, "Train steps per timing.", lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("repeats", None, "Timings per row (the median is reported).",
-                       lower_bound=1, flag_values=fv)
-  flags.DEFINE_integer("epoch_images", None, "Images of the epoch row.", lower_bound=1,
-                       flag_values=fv)
-  flags.DEFINE_integer("pgd_batch", None, "Batch of the PGD rows (default 1000; smaller for "
-                       "a slow CPU).", lower_bound=1, flag_values=fv)
-  flags.DEFINE_string("report", "", "Run the whole GPU report into this new folder instead "
-                      "(benchmarks/report.py): the rows, CIFAR-10 runs, a sweep, determinism, "
-                      "bfloat16; writes DIR/report.md and DIR/report.json.", flag_values=fv)
-  flags.DEFINE_string("data_dir", "", "With --report: CIFAR-10 here (cifar-10-batches-py/ or "
-                      "the tarball).", flag_values=fv)
-  flags.DEFINE_string("cifar10_npz", "", "With --report: CIFAR-10 from this cifar10_jpeg.npz "
-                      "(the offline JPEG copy), converted into DIR/data.", flag_values=fv)
-  flags.DEFINE_float("time_limit_s", None, "With --report: stop stages at this many seconds in "
-                     "all (default 540 for the full report, none with --quick; 0: none).",
-                     flag_values=fv)
+  flags.DEFINE_integer(
+      "repeats", None, "Timings per row (the median is reported).", lower_bound=1, flag_values=fv
+  )
+  flags.DEFINE_integer(
+      "epoch_images", None, "Images of the epoch row.", lower_bound=1, flag_values=fv
+  )
+  flags.DEFINE_integer(
+      "pgd_batch",
+      None,
+      "Batch of the PGD rows (default 1000; smaller for " "a slow CPU).",
+      lower_bound=1,
+      flag_values=fv,
+  )
+  flags.DEFINE_string(
+      "report",
+      "",
+      "Run the whole GPU report into this new folder instead "
+      "(benchmarks/report.py): the rows, CIFAR-10 runs, a sweep, determinism, "
+      "bfloat16; writes DIR/report.md and DIR/report.json.",
+      flag_values=fv,
+  )
+  flags.DEFINE_string(
+      "data_dir",
+      "",
+      "With --report: CIFAR-10 here (cifar-10-batches-py/ or " "the tarball).",
+      flag_values=fv,
+  )
+  flags.DEFINE_string(
+      "cifar10_npz",
+      "",
+      "With --report: CIFAR-10 from this cifar10_jpeg.npz "
+      "(the offline JPEG copy), converted into DIR/data.",
+      flag_values=fv,
+  )
+  flags.DEFINE_float(
+      "time_limit_s",
+      None,
+      "With --report: stop stages at this many seconds in "
+      "all (default 540 for the full report, none with --quick; 0: none).",
+      flag_values=fv,
+  )
   config_lib.define_flags(fv, names=["gpu_deterministic"])
 
 
@@ -396,35 +522,58 @@ def parse_flags(argv: Sequence[str]) -> tuple[flags.FlagValues, Settings, tuple[
     if given:
       raise BenchError(f"--{given[0]} is an option of --report=DIR")
   else:
-    given = [n for n in ("json", "only", "steps", "repeats", "epoch_images", "pgd_batch",
-                         "torch_reference") if flag_values[n].present]
+    given = [
+        n
+        for n in (
+            "json",
+            "only",
+            "steps",
+            "repeats",
+            "epoch_images",
+            "pgd_batch",
+            "torch_reference",
+        )
+        if flag_values[n].present
+    ]
     if given:
-      raise BenchError(f"--{given[0]} is not used with --report (the report chooses the rows "
-                       f"and sizes itself)")
+      raise BenchError(
+          f"--{given[0]} is not used with --report (the report chooses the rows "
+          f"and sizes itself)"
+      )
   rows = tuple(flag_values.only) or ROWS
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
     raise BenchError(f"--only: unknown row {unknown[0]!r}; rows are {', '.join(ROWS)}")
   settings = Settings.quick_settings() if flag_values.quick else Settings()
-  changes = {k: flag_values[k].value for k in ("steps", "repeats", "epoch_images", "pgd_batch")
-             if flag_values[k].value is not None}
+  changes = {
+      k: flag_values[k].value
+      for k in ("steps", "repeats", "epoch_images", "pgd_batch")
+      if flag_values[k].value is not None
+  }
   if "repeats" in changes:
     changes["epoch_repeats"] = min(settings.epoch_repeats, changes["repeats"])
   settings = dataclasses.replace(settings, **changes)
   if settings.epoch_images < settings.batch:
-    raise BenchError(f"--epoch_images={settings.epoch_images}: expected at least one batch "
-                     f"({settings.batch})")
+    raise BenchError(
+        f"--epoch_images={settings.epoch_images}: expected at least one batch "
+        f"({settings.batch})"
+    )
   return flag_values, settings, rows
 
 
-def _report(flag_values: flags.FlagValues, argv: Sequence[str],
-            say: Callable[[str], None]) -> int:
+def _report(flag_values: flags.FlagValues, argv: Sequence[str], say: Callable[[str], None]) -> int:
   """--report=DIR: benchmarks/report.py in this process (which starts no JAX backend: every
   stage is a child process). Exit 0 if every stage finished, 1 if one did not, 2 bad input."""
   try:
-    result = report.run_report(flag_values.report, quick=flag_values.quick,
-                               data_dir=flag_values.data_dir, npz=flag_values.cifar10_npz,
-                               time_limit_s=flag_values.time_limit_s, argv=list(argv), say=say)
+    result = report.run_report(
+        flag_values.report,
+        quick=flag_values.quick,
+        data_dir=flag_values.data_dir,
+        npz=flag_values.cifar10_npz,
+        time_limit_s=flag_values.time_limit_s,
+        argv=list(argv),
+        say=say,
+    )
   except report.ReportError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
@@ -455,10 +604,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
   env = environment()
   say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
-  result = {"environment": env,
-            "settings": {**dataclasses.asdict(settings),
-                         "gpu_deterministic": flag_values.gpu_deterministic},
-            "rows": run_rows(settings, rows, say), "anchors_h200": ANCHORS_H200}
+  result = {
+      "environment": env,
+      "settings": {
+          **dataclasses.asdict(settings),
+          "gpu_deterministic": flag_values.gpu_deterministic,
+      },
+      "rows": run_rows(settings, rows, say),
+      "anchors_h200": ANCHORS_H200,
+  }
   if flag_values.torch_reference:
     say("PyTorch reference ...")
     result["torch_reference"] = torch_reference(settings, rows)

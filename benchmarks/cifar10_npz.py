@@ -26,8 +26,18 @@ import numpy as np
 from nkd import fileio
 from nkd.data import cifar10
 
-LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-               "truck")
+LABEL_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 BATCH = 10_000  # images per official batch
 SPLITS = ("train", "test")
 
@@ -38,6 +48,7 @@ class NpzError(Exception):
 
 def _decode(blobs: list[bytes]) -> np.ndarray:
   from PIL import Image  # pylint: disable=import-outside-toplevel  (only the converter needs it)
+
   out = np.empty((len(blobs), 32, 32, 3), np.uint8)
   for i, blob in enumerate(blobs):
     with Image.open(io.BytesIO(blob)) as image:
@@ -50,14 +61,16 @@ def read_split(z, split: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]
   names = [f"{split}_jpeg", f"{split}_offsets", f"{split}_label"]
   missing = [n for n in names if n not in z.files]
   if missing:
-    raise NpzError(f"no array {missing[0]!r} in the npz: expected {', '.join(names)} (the "
-                   f"layout of cifar10_jpeg.npz)")
+    raise NpzError(
+        f"no array {missing[0]!r} in the npz: expected {', '.join(names)} (the "
+        f"layout of cifar10_jpeg.npz)"
+    )
   jpeg, offsets, labels = (z[n] for n in names)
   n = len(offsets) - 1
   if n < 0 or len(labels) != n or offsets[-1] > len(jpeg):
     raise NpzError(f"{split}: {len(labels)} labels for {n} offsets over {len(jpeg)} bytes")
-  blobs = [jpeg[offsets[i]:offsets[i + 1]].tobytes() for i in range(n)]
-  chunks = [blobs[i:i + 2500] for i in range(0, n, 2500)]
+  blobs = [jpeg[offsets[i] : offsets[i + 1]].tobytes() for i in range(n)]
+  chunks = [blobs[i : i + 2500] for i in range(0, n, 2500)]
   if workers > 1 and len(chunks) > 1:
     # "spawn": forking a process that has started JAX's threads can deadlock.
     context = multiprocessing.get_context("spawn")
@@ -72,9 +85,12 @@ def read_split(z, split: str, workers: int = 1) -> tuple[np.ndarray, np.ndarray]
 def _write_batch(path: str, name: str, images: np.ndarray, labels: np.ndarray) -> None:
   # Keys as the official (Python 2) pickles give them to a loader with encoding="bytes".
   data = np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3072))
-  batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels], b"data": data,
-           b"filenames": [f"{name.replace(' ', '_')}_{i:05d}.png".encode()
-                          for i in range(len(images))]}
+  batch = {
+      b"batch_label": name.encode(),
+      b"labels": [int(v) for v in labels],
+      b"data": data,
+      b"filenames": [f"{name.replace(' ', '_')}_{i:05d}.png".encode() for i in range(len(images))],
+  }
   with fileio.atomic_write(path, "wb") as f:
     pickle.dump(batch, f, protocol=2)
 
@@ -96,13 +112,25 @@ def write_python_folder(npz_path: str, out_dir: str, workers: int | None = None)
   # Five training batches, as the official files (10,000 images each for CIFAR-10 itself).
   parts = np.array_split(np.arange(len(train_images)), len(cifar10.TRAIN_BATCHES))
   for i, (name, part) in enumerate(zip(cifar10.TRAIN_BATCHES, parts)):
-    _write_batch(os.path.join(folder, name), f"training batch {i + 1} of 5",
-                 train_images[part], train_labels[part])
-  _write_batch(os.path.join(folder, cifar10.TEST_BATCH), "testing batch 1 of 1", test_images,
-               test_labels)
+    _write_batch(
+        os.path.join(folder, name),
+        f"training batch {i + 1} of 5",
+        train_images[part],
+        train_labels[part],
+    )
+  _write_batch(
+      os.path.join(folder, cifar10.TEST_BATCH), "testing batch 1 of 1", test_images, test_labels
+  )
   with fileio.atomic_write(os.path.join(folder, "batches.meta"), "wb") as f:
-    pickle.dump({b"label_names": [n.encode() for n in LABEL_NAMES],
-                 b"num_cases_per_batch": BATCH, b"num_vis": 3072}, f, protocol=2)
+    pickle.dump(
+        {
+            b"label_names": [n.encode() for n in LABEL_NAMES],
+            b"num_cases_per_batch": BATCH,
+            b"num_vis": 3072,
+        },
+        f,
+        protocol=2,
+    )
   return folder
 
 

@@ -27,6 +27,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 class BasicBlock(nn.Module):
+
   def __init__(self, in_planes: int, out_planes: int, stride: int, dropout: float):
     super().__init__()
     self.bn1 = nn.BatchNorm2d(in_planes)
@@ -35,8 +36,9 @@ class BasicBlock(nn.Module):
     self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
     self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
     self.equal_in_out = in_planes == out_planes and stride == 1
-    self.shortcut = (None if self.equal_in_out else
-                     nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False))
+    self.shortcut = (
+        None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
+    )
 
   def forward(self, x):
     preact = F.relu(self.bn1(x))
@@ -49,8 +51,7 @@ class BasicBlock(nn.Module):
 class WideResNet(nn.Module):
   """WRN-depth-widen for 32x32 images in [0, 1]."""
 
-  def __init__(self, depth: int, widen_factor: int, num_classes: int = 10,
-               dropout: float = 0.0):
+  def __init__(self, depth: int, widen_factor: int, num_classes: int = 10, dropout: float = 0.0):
     super().__init__()
     if (depth - 4) % 6 or depth < 10:
       raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
@@ -61,8 +62,7 @@ class WideResNet(nn.Module):
     blocks, in_planes = [], 16
     for width, stride in zip((16, 32, 64), (1, 2, 2)):
       for i in range(n):
-        blocks.append(BasicBlock(in_planes, width * widen_factor, stride if i == 0 else 1,
-                                 dropout))
+        blocks.append(BasicBlock(in_planes, width * widen_factor, stride if i == 0 else 1, dropout))
         in_planes = width * widen_factor
     self.blocks = nn.Sequential(*blocks)
     self.bn_final = nn.BatchNorm2d(in_planes)
@@ -98,19 +98,33 @@ def _autocast(device: torch.device, dtype: str):
 
 
 def hinton_kd_loss(student_logits, teacher_logits, labels, alpha: float, tau: float):
-  kd = F.kl_div(F.log_softmax(student_logits / tau, -1), F.log_softmax(teacher_logits / tau, -1),
-                reduction="batchmean", log_target=True)
+  kd = F.kl_div(
+      F.log_softmax(student_logits / tau, -1),
+      F.log_softmax(teacher_logits / tau, -1),
+      reduction="batchmean",
+      log_target=True,
+  )
   return (1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * tau**2 * kd
 
 
-def make_kd_step(student: nn.Module, teacher: nn.Module, *, lr: float = 0.1,
-                 momentum: float = 0.9, weight_decay: float = 5e-4, alpha: float = 0.9,
-                 tau: float = 4.0, fickle: bool = False, input_noise_sigma: float = 0.0,
-                 dtype: str = "float32") -> Callable:
+def make_kd_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    alpha: float = 0.9,
+    tau: float = 4.0,
+    fickle: bool = False,
+    input_noise_sigma: float = 0.0,
+    dtype: str = "float32",
+) -> Callable:
   """`step(images, labels) -> loss` (images float in [0, 1], NCHW, on the models' device)."""
   device = next(student.parameters()).device
-  optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum,
-                              weight_decay=weight_decay)
+  optimizer = torch.optim.SGD(
+      student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+  )
   teacher.eval()
   if fickle:  # BatchNorm frozen, dropout on
     for m in teacher.modules():
@@ -134,8 +148,14 @@ def make_kd_step(student: nn.Module, teacher: nn.Module, *, lr: float = 0.1,
   return step
 
 
-def make_pgd(model: nn.Module, *, eps: float = 0.031, step_size: float = 0.003,
-             steps: int = 20, dtype: str = "float32") -> Callable:
+def make_pgd(
+    model: nn.Module,
+    *,
+    eps: float = 0.031,
+    step_size: float = 0.003,
+    steps: int = 20,
+    dtype: str = "float32",
+) -> Callable:
   """`attack(images, labels) -> adversarial images`: L-inf PGD with a uniform random start,
   cross-entropy, eval mode, [0, 1] pixels."""
   device = next(model.parameters()).device
@@ -149,7 +169,7 @@ def make_pgd(model: nn.Module, *, eps: float = 0.031, step_size: float = 0.003,
       x.requires_grad_(True)
       with _autocast(device, dtype):
         loss = F.cross_entropy(model(x), labels, reduction="sum")
-      grad, = torch.autograd.grad(loss, x)
+      (grad,) = torch.autograd.grad(loss, x)
       x = x.detach() + step_size * grad.sign()
       x = torch.clamp(torch.min(torch.max(x, images - eps), images + eps), 0, 1)
     return x.detach()
@@ -157,8 +177,15 @@ def make_pgd(model: nn.Module, *, eps: float = 0.031, step_size: float = 0.003,
   return attack
 
 
-def time_calls(fn: Callable[[], object], *, calls: int, repeats: int, warmup: int = 2,
-               warmup_s: float = 2.0, device: torch.device | None = None) -> list[float]:
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    calls: int,
+    repeats: int,
+    warmup: int = 2,
+    warmup_s: float = 2.0,
+    device: torch.device | None = None,
+) -> list[float]:
   """Seconds of `calls` calls of `fn`, `repeats` times, after at least `warmup` calls and
   `warmup_s` seconds of calls (the first calls of a shape are slow, and so is a CPU that was
   idle)."""
@@ -179,12 +206,27 @@ def time_calls(fn: Callable[[], object], *, calls: int, repeats: int, warmup: in
   return times
 
 
-def benchmark(*, teacher: str = "wrn-40-2", student: str = "wrn-16-2", batch: int = 128,
-              pgd_batch: int = 1000, pgd_steps: int = 20, steps: int = 10, repeats: int = 5,
-              warmup_s: float = 2.0, threads: int | None = None,
-              rows: tuple[str, ...] = ("kd_step_fp32", "kd_step_bf16", "kd_step_fickle",
-                                       "kd_step_softrand", "pgd20_fp32", "pgd20_bf16"),
-              seed: int = 0) -> dict[str, dict]:
+def benchmark(
+    *,
+    teacher: str = "wrn-40-2",
+    student: str = "wrn-16-2",
+    batch: int = 128,
+    pgd_batch: int = 1000,
+    pgd_steps: int = 20,
+    steps: int = 10,
+    repeats: int = 5,
+    warmup_s: float = 2.0,
+    threads: int | None = None,
+    rows: tuple[str, ...] = (
+        "kd_step_fp32",
+        "kd_step_bf16",
+        "kd_step_fickle",
+        "kd_step_softrand",
+        "pgd20_fp32",
+        "pgd20_bf16",
+    ),
+    seed: int = 0,
+) -> dict[str, dict]:
   """img/s (median over `repeats`) of each row benchmarks.bench also measures, on default_device();
   `threads` sets torch's CPU threads (default: PyTorch's, one per core)."""
   if threads:
@@ -198,20 +240,36 @@ def benchmark(*, teacher: str = "wrn-40-2", student: str = "wrn-16-2", batch: in
       fickle = row == "kd_step_fickle"
       t_model = create_model(teacher, dropout=0.3 if fickle else 0.0).to(device)
       s_model = create_model(student).to(device)
-      step = make_kd_step(s_model, t_model, fickle=fickle, dtype=dtype,
-                          input_noise_sigma=0.05 if row == "kd_step_softrand" else 0.0)
+      step = make_kd_step(
+          s_model,
+          t_model,
+          fickle=fickle,
+          dtype=dtype,
+          input_noise_sigma=0.05 if row == "kd_step_softrand" else 0.0,
+      )
       images = torch.rand(batch, 3, 32, 32, device=device)
       labels = torch.randint(0, 10, (batch,), device=device)
-      times = time_calls(lambda: step(images, labels), calls=steps, repeats=repeats,
-                         warmup_s=warmup_s, device=device)
+      times = time_calls(
+          lambda: step(images, labels),
+          calls=steps,
+          repeats=repeats,
+          warmup_s=warmup_s,
+          device=device,
+      )
       n = steps * batch
     elif row.startswith("pgd"):
       dtype = "bfloat16" if row.endswith("bf16") else "float32"
       attack = make_pgd(create_model(student).to(device), steps=pgd_steps, dtype=dtype)
       images = torch.rand(pgd_batch, 3, 32, 32, device=device)
       labels = torch.randint(0, 10, (pgd_batch,), device=device)
-      times = time_calls(lambda: attack(images, labels), calls=1, repeats=repeats, warmup=1,
-                         warmup_s=warmup_s, device=device)
+      times = time_calls(
+          lambda: attack(images, labels),
+          calls=1,
+          repeats=repeats,
+          warmup=1,
+          warmup_s=warmup_s,
+          device=device,
+      )
       n = pgd_batch
     else:
       continue

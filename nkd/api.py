@@ -39,8 +39,14 @@ from nkd.models import create_model
 from nkd.training.checkpoint import Checkpointer
 
 # evaluate(name) -> the results.json section it fills.
-SECTION_OF = {"accuracy": "clean", "calibration": "calibration", "pgd": "pgd",
-              "cifar10c": "cifar10_c", "cinic": "cinic_imagenet", "smoothing": "smoothing"}
+SECTION_OF = {
+    "accuracy": "clean",
+    "calibration": "calibration",
+    "pgd": "pgd",
+    "cifar10c": "cifar10_c",
+    "cinic": "cinic_imagenet",
+    "smoothing": "smoothing",
+}
 
 
 @dataclasses.dataclass
@@ -93,18 +99,26 @@ class Run:
     eval_fields = {f.name for f in dataclasses.fields(config_lib.EvalOptions)}
     unknown = sorted(set(options) - eval_fields)
     if unknown:
-      raise TypeError(f"evaluate({name!r}): {', '.join(unknown)} not an evaluation option "
-                      f"(those of nkd.evaluate --help)")
+      raise TypeError(
+          f"evaluate({name!r}): {', '.join(unknown)} not an evaluation option "
+          f"(those of nkd.evaluate --help)"
+      )
     fields = config_lib.Config.fields_by_name()
-    config = self.config.replace(eval_suite=name, **{
-        k: fields_lib.from_value(fields[k], v) for k, v in options.items()})
+    config = self.config.replace(
+        eval_suite=name, **{k: fields_lib.from_value(fields[k], v) for k, v in options.items()}
+    )
     config_lib.validate(config)
-    sections = run_suite(self.apply_fn, self.variables, key=keys_lib.run_keys(config.seed)["eval"],
-                         test_images=np.asarray(images), test_labels=np.asarray(labels),
-                         options=config, cache_dir=config.eval_cache_dir or None,
-                         input_noise_sigma=config.input_noise_sigma,
-                         smoothing_apply_fn=smoothing.smoothing_apply_fn(
-                             self.model, config.smoothing_dtype))
+    sections = run_suite(
+        self.apply_fn,
+        self.variables,
+        key=keys_lib.run_keys(config.seed)["eval"],
+        test_images=np.asarray(images),
+        test_labels=np.asarray(labels),
+        options=config,
+        cache_dir=config.eval_cache_dir or None,
+        input_noise_sigma=config.input_noise_sigma,
+        smoothing_apply_fn=smoothing.smoothing_apply_fn(self.model, config.smoothing_dtype),
+    )
     return sections[SECTION_OF[name]]
 
   def teacher(self) -> "Run | None":
@@ -117,13 +131,21 @@ def load_run(workdir: str) -> Run:
   """The finished run in `workdir` (config.json, results.json and its final checkpoint)."""
   if not os.path.isdir(workdir):
     raise DataError(f"{workdir}: no such folder (expected a finished run's folder)")
-  missing = [name for name in (run_files.CONFIG, run_files.RESULTS, "checkpoints/")
-             if not os.path.exists(os.path.join(workdir, name))]
+  missing = [
+      name
+      for name in (run_files.CONFIG, run_files.RESULTS, "checkpoints/")
+      if not os.path.exists(os.path.join(workdir, name))
+  ]
   if missing:
     started = run_files.CONFIG not in missing
-    raise DataError(f"{workdir} holds no finished run: {', '.join(missing)} missing" +
-                    (" (a run started there has not finished: run its command again to resume)"
-                     if started else ""))
+    raise DataError(
+        f"{workdir} holds no finished run: {', '.join(missing)} missing"
+        + (
+            " (a run started there has not finished: run its command again to resume)"
+            if started
+            else ""
+        )
+    )
   checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"))
   if checkpoints.latest_step() is None:
     checkpoints.close()
@@ -133,13 +155,23 @@ def load_run(workdir: str) -> Run:
   finally:
     checkpoints.close()
   stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
-  config = config_lib.resolve(config_lib.Config.from_options(
-      stored["options"], workdir=workdir, distributed=False))
+  config = config_lib.resolve(
+      config_lib.Config.from_options(stored["options"], workdir=workdir, distributed=False)
+  )
   pipeline.setup_jax(config)  # the run's numerics (PRNG implementation, deterministic GPU ops)
-  model = create_model(config.model, num_classes=int(variables["params"]["fc"]["bias"].shape[0]),
-                       dropout_rate=config.dropout, dtype=config.dtype)
-  return Run(workdir=workdir, config=config, model=model, variables=variables,
-             results=run_files.read_results(workdir))
+  model = create_model(
+      config.model,
+      num_classes=int(variables["params"]["fc"]["bias"].shape[0]),
+      dropout_rate=config.dropout,
+      dtype=config.dtype,
+  )
+  return Run(
+      workdir=workdir,
+      config=config,
+      model=model,
+      variables=variables,
+      results=run_files.read_results(workdir),
+  )
 
 
 def config(flagfile: str | None = None, flags: Sequence[str] = (), **options) -> config_lib.Config:

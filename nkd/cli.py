@@ -34,8 +34,9 @@ Sections = Sequence[tuple[str, Sequence[str]]]
 
 def config_sections(names: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
   """Config options (all, or `names`) grouped by area, in GROUPS order, then definition order."""
-  fields = [f for f in dataclasses.fields(config_lib.Config)
-            if names is None or f.name in set(names)]
+  fields = [
+      f for f in dataclasses.fields(config_lib.Config) if names is None or f.name in set(names)
+  ]
   groups = {g: [] for g in GROUPS}
   for f in fields:
     groups.setdefault(f.metadata.get("group", "other"), []).append(f.name)
@@ -76,7 +77,7 @@ def _own_help(flag: flags.Flag) -> str:
   text = " ".join(flag.help.split())
   choices = getattr(flag.parser, "enum_values", None)
   if choices and text.startswith(f"<{'|'.join(choices)}>: "):
-    text = text[len("|".join(choices)) + 4:]
+    text = text[len("|".join(choices)) + 4 :]
   return text.split("; repeat this option to specify a list of values")[0]
 
 
@@ -90,8 +91,9 @@ def _option_lines(flag: flags.Flag, full: bool) -> list[str]:
   if choices:
     text += f" [{'|'.join(choices)}]"
   indent = " " * _COLUMN
-  wrap = dict(width=_WIDTH, subsequent_indent=indent, break_long_words=False,
-              break_on_hyphens=False)
+  wrap = dict(
+      width=_WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+  )
   if len(head) < _COLUMN - 1:
     return textwrap.wrap(text, initial_indent=head.ljust(_COLUMN), **wrap) or [head]
   return [head, *textwrap.wrap(text, initial_indent=indent, **wrap)]
@@ -102,15 +104,18 @@ def _is_ours(module: str) -> bool:
   return module.startswith(("nkd", "benchmarks")) or module in (sys.argv[0], "__main__")
 
 
-def help_text(doc: str, flag_values: flags.FlagValues, sections: Sections,
-              full: bool = False) -> str:
+def help_text(
+    doc: str, flag_values: flags.FlagValues, sections: Sections, full: bool = False
+) -> str:
   """The program's doc, then its options by area (any of its own left out of `sections`
   under "other options"); with `full`, their whole help text and the flags of absl and the
   libraries after them."""
   listed = {name for _, names in sections for name in names}
   by_module = sorted(flag_values.flags_by_module_dict().items())
-  unlisted = sorted({f.name for module, module_flags in by_module if _is_ours(module)
-                     for f in module_flags} - listed)
+  unlisted = sorted(
+      {f.name for module, module_flags in by_module if _is_ours(module) for f in module_flags}
+      - listed
+  )
   sections = [*sections, ("other options", unlisted)] if unlisted else sections
   lines = [doc.strip(), ""]
   for title, names in sections:
@@ -118,11 +123,16 @@ def help_text(doc: str, flag_values: flags.FlagValues, sections: Sections,
     for name in names:
       lines += _option_lines(flag_values[name], full)
     lines.append("")
-  others = [module for module, module_flags in by_module
-            if not _is_ours(module) and any(f.name not in listed for f in module_flags)]
+  others = [
+      module
+      for module, module_flags in by_module
+      if not _is_ours(module) and any(f.name not in listed for f in module_flags)
+  ]
   if not full:
-    lines.append("--helpfull: the options' full text" +
-                 (", and the flags of absl and the libraries." if others else "."))
+    lines.append(
+        "--helpfull: the options' full text"
+        + (", and the flags of absl and the libraries." if others else ".")
+    )
     return "\n".join(lines)
   for module in others:
     lines += [flag_values.module_help(module).strip("\n"), ""]
@@ -133,7 +143,7 @@ def help_request(argv: Sequence[str]) -> str | None:
   """'short' or 'full' where the command line (before a '--') asks for help, else None."""
   own = list(argv)
   if "--" in own:
-    own = own[:own.index("--")]
+    own = own[: own.index("--")]
   if FULL_HELP_ARGS & set(own):
     return "full"
   if HELP_ARGS & set(own):
@@ -166,10 +176,10 @@ def print_help(text: str) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def parser(label: str, doc: str, sections: Sections,
-           flag_values: flags.FlagValues = flags.FLAGS):
+def parser(label: str, doc: str, sections: Sections, flag_values: flags.FlagValues = flags.FLAGS):
   """A `flags_parser` for absl's `app.run`: help as above (exit 0), a bad flag as one line
   `LABEL: error: ...` (exit 2); otherwise the arguments that are not flags."""
+
   def parse(argv: Sequence[str]) -> list[str]:
     request = help_request(argv[1:])
     if request:
@@ -180,6 +190,7 @@ def parser(label: str, doc: str, sections: Sections,
     except flags.Error as e:
       print(f"{label}: error: {flag_error(e, flag_values)}", file=sys.stderr)
       sys.exit(2)
+
   return parse
 
 
@@ -190,31 +201,47 @@ def summary_lines(results) -> list[str]:
     lines.append(f"clean accuracy      {results.clean['accuracy']:.2f}%")
   if results.calibration:
     cal = results.calibration
-    lines.append(f"ECE / NLL           {cal['ece']:.2f}% / {cal['nll']:.4f}" +
-                 (f"   teacher agreement {cal['teacher_agreement']:.2f}%"
-                  if cal.get("teacher_agreement") is not None else ""))
+    lines.append(
+        f"ECE / NLL           {cal['ece']:.2f}% / {cal['nll']:.4f}"
+        + (
+            f"   teacher agreement {cal['teacher_agreement']:.2f}%"
+            if cal.get("teacher_agreement") is not None
+            else ""
+        )
+    )
   for r in (results.pgd or {}).get("results", []):
-    lines.append(f"PGD-{r['steps']:<3} eps {r['eps']:.4f}  robust {r['robust_accuracy']:.2f}% "
-                 f"(worst restart {r['worst_restart_accuracy']:.2f}%, {r['restarts']} restarts)")
+    lines.append(
+        f"PGD-{r['steps']:<3} eps {r['eps']:.4f}  robust {r['robust_accuracy']:.2f}% "
+        f"(worst restart {r['worst_restart_accuracy']:.2f}%, {r['restarts']} restarts)"
+    )
   if results.cifar10_c:
     c = results.cifar10_c
     mean = c.get("mean_15")
-    lines.append(f"CIFAR-10-C ({c['source']})  mean-15 "
-                 f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: " +
-                 ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items())))
+    lines.append(
+        f"CIFAR-10-C ({c['source']})  mean-15 "
+        f"{'n/a' if mean is None else f'{mean:.2f}%'}; per corruption: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(c["mean_per_corruption"].items()))
+    )
   for entry in (results.autoattack or {}).get("results", []):
     masking = " (gradient masking suspected)" if entry["masking_check"]["suspicious"] else ""
-    lines.append(f"AutoAttack {entry['version']:<8} eps {entry['eps']:.4f}  robust "
-                 f"{entry['robust_accuracy']:.2f}% (clean {entry['clean_accuracy']:.2f}%){masking}")
+    lines.append(
+        f"AutoAttack {entry['version']:<8} eps {entry['eps']:.4f}  robust "
+        f"{entry['robust_accuracy']:.2f}% (clean {entry['clean_accuracy']:.2f}%){masking}"
+    )
   if results.smoothing:
     c = results.smoothing
-    lines.append(f"smoothing sigma {c['sigma']:g}  certified accuracy " + ", ".join(
-        f"r={r} {a:.1f}%" for r, a in c["certified_accuracy"].items()) +
-                 f"; abstain {c['abstain_rate']:.1f}%")
+    lines.append(
+        f"smoothing sigma {c['sigma']:g}  certified accuracy "
+        + ", ".join(f"r={r} {a:.1f}%" for r, a in c["certified_accuracy"].items())
+        + f"; abstain {c['abstain_rate']:.1f}%"
+    )
   if results.cinic_imagenet:
     c = results.cinic_imagenet
-    lines.append(f"CINIC-10 ImageNet   {c['accuracy']:.2f}%" if c["status"] == "ok"
-                 else f"CINIC-10 ImageNet   skipped: {c['reason']}")
+    lines.append(
+        f"CINIC-10 ImageNet   {c['accuracy']:.2f}%"
+        if c["status"] == "ok"
+        else f"CINIC-10 ImageNet   skipped: {c['reason']}"
+    )
   return lines
 
 
@@ -224,8 +251,10 @@ def results_table(rows) -> str:
   header = f"{'role':<10} {'model':<10} {'epochs':>6} {'test acc':>9} {'time':>8}  params_sha256"
   lines = [header, "-" * len(header)]
   for role, res, workdir in rows:
-    lines.append(f"{role:<10} {res.model:<10} {res.epochs:>6} {res.test_accuracy:>8.2f}% "
-                 f"{res.wall_time_s or 0:>7.0f}s  {res.params_sha256[:16]}  {workdir}")
+    lines.append(
+        f"{role:<10} {res.model:<10} {res.epochs:>6} {res.test_accuracy:>8.2f}% "
+        f"{res.wall_time_s or 0:>7.0f}s  {res.params_sha256[:16]}  {workdir}"
+    )
   role, res, _ = rows[-1]
   evaluation = summary_lines(res.with_sections({"clean": None}))
   if evaluation:

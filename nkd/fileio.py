@@ -43,8 +43,9 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   # Same folder (os.replace cannot cross file systems), a name no other writer picks.
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
-                                f"{secrets.token_hex(4)}.tmp")
+  tmp = os.path.join(
+      directory, f".{os.path.basename(path)}.{os.getpid()}." f"{secrets.token_hex(4)}.tmp"
+  )
   try:
     with open(tmp, mode.replace("w", "x")) as f:
       yield f
@@ -56,8 +57,10 @@ def atomic_write(path: str, mode: str = "w") -> Iterator[IO]:
       os.remove(tmp)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
       kept = "its previous version is intact" if os.path.exists(path) else "nothing was written"
-      raise DiskFullError(f"no space left on device writing {path}; {kept}: free space and run "
-                          f"the same command again") from e
+      raise DiskFullError(
+          f"no space left on device writing {path}; {kept}: free space and run "
+          f"the same command again"
+      ) from e
     raise
 
 
@@ -86,16 +89,23 @@ def file_digest(path: str, algorithm: str = "md5") -> str:
     return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-def check_digest(what: str, algorithm: str, digest: str, expected: str | None, *,
-                 source: str = "expected") -> None:
+def check_digest(
+    what: str, algorithm: str, digest: str, expected: str | None, *, source: str = "expected"
+) -> None:
   """ChecksumError naming `what` if `expected` is given and differs (`source` says where the
   expected digest comes from: "expected", "official", "published")."""
   if expected and digest != expected.lower():
     raise ChecksumError(f"{what}: {algorithm} {digest} does not match the {source} {expected}")
 
 
-def download(url: str, dest: str, *, md5: str | None = None, sha256: str | None = None,
-             timeout_s: float = 30.0) -> dict[str, str]:
+def download(
+    url: str,
+    dest: str,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    timeout_s: float = 30.0,
+) -> dict[str, str]:
   """Downloads `url` to `dest` through `dest.part`; returns {"md5": hex, "sha256": hex}.
 
   Both digests are computed while streaming; an expected one that differs raises ChecksumError

@@ -12,8 +12,14 @@ import jax
 
 # Stable tags; never renumber: a tag change shifts that stream for every run.
 RUN_KEY_TAGS = {"init": 0, "data": 1, "train": 2, "eval": 3, "label_noise": 4}
-STEP_KEY_TAGS = {"augment": 1, "dropout": 2, "teacher_dropout": 3, "signal_noise": 4,
-                 "input_noise": 5, "swap": 8}
+STEP_KEY_TAGS = {
+    "augment": 1,
+    "dropout": 2,
+    "teacher_dropout": 3,
+    "signal_noise": 4,
+    "input_noise": 5,
+    "swap": 8,
+}
 # Label-noise streams by role, folded into the run's "label_noise" key: a teacher (any
 # --mode=ce run) and a distilling student draw different corruptions even for equal seeds.
 LABEL_ROLE_TAGS = {"teacher": 0, "student": 1}

@@ -45,8 +45,9 @@ def print_results(config, results: run_files.RunResults) -> None:
   chosen among seeds, how the teacher was chosen."""
   rows = [("student" if results.teacher else config.name, results, config.workdir)]
   if results.teacher:
-    rows.insert(0, ("teacher", run_files.read_results(results.teacher.workdir),
-                    results.teacher.workdir))
+    rows.insert(
+        0, ("teacher", run_files.read_results(results.teacher.workdir), results.teacher.workdir)
+    )
   print(cli.results_table(rows), flush=True)
   if results.teacher_selection:
     print(pipeline.selection_summary(results.teacher_selection), flush=True)
@@ -67,8 +68,11 @@ def main(argv):
     print(f"nkd: {e}", file=sys.stderr)
     sys.exit(preemption.EXIT_PREEMPTED)
   except KeyboardInterrupt:
-    print("nkd: interrupted; the checkpoints on disk are kept: run the same command again to "
-          "resume", file=sys.stderr)
+    print(
+        "nkd: interrupted; the checkpoints on disk are kept: run the same command again to "
+        "resume",
+        file=sys.stderr,
+    )
     sys.exit(130)
   except NkdError as e:
     print(f"nkd: error: {e}", file=sys.stderr)
@@ -76,9 +80,11 @@ def main(argv):
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
       raise
-    print(f"nkd: error: no space left on device{f' writing {e.filename}' if e.filename else ''}"
-          f"; files written before are intact: free space and run the same command again",
-          file=sys.stderr)
+    print(
+        f"nkd: error: no space left on device{f' writing {e.filename}' if e.filename else ''}"
+        f"; files written before are intact: free space and run the same command again",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 

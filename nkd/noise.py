@@ -23,7 +23,6 @@ from jax import lax
 
 from nkd.config.noise import SWAP_MODES
 
-
 # ----------------------------------------------------------------------------
 # Argument checks (eager, on static Python values).
 
@@ -113,7 +112,8 @@ def gaussian_input_noise(
     return images
   dtype = jnp.asarray(images).dtype
   noisy = jnp.asarray(images, jnp.float32) + sigma * jax.random.normal(
-      key, jnp.shape(images), jnp.float32)
+      key, jnp.shape(images), jnp.float32
+  )
   if clip:
     noisy = jnp.clip(noisy, 0.0, 1.0)
   return noisy.astype(dtype)

@@ -38,8 +38,9 @@ def setup_jax(config) -> None:
   jax.config.update("jax_threefry_partitionable", True)
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # Runs of one shape (seeds, resumes, sweep points) compile once; results are unchanged.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.abspath(os.path.join(config.workspace, "jax_cache")))
+    jax.config.update(
+        "jax_compilation_cache_dir", os.path.abspath(os.path.join(config.workspace, "jax_cache"))
+    )
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"
     xla_flags = os.environ.get("XLA_FLAGS", "")
@@ -55,17 +56,31 @@ def teacher_config(config, seed: int | None = None):
   if config.teacher_dropout >= 0:
     noise.append(config_lib.as_flag("dropout", config.teacher_dropout))
   if config.label_noise_p > 0 and config.label_noise_mode in ("T", "TS"):
-    noise += [config_lib.as_flag("label_noise_p", config.label_noise_p), "--label_noise_mode=T",
-              config_lib.as_flag("label_noise_fixed", config.label_noise_fixed)]
+    noise += [
+        config_lib.as_flag("label_noise_p", config.label_noise_p),
+        "--label_noise_mode=T",
+        config_lib.as_flag("label_noise_fixed", config.label_noise_fixed),
+    ]
   teacher = config_lib.parse_flagfile(
       config.teacher_flagfile,
-      [*inherited, *noise, f"--seed={config.teacher_seed if seed is None else seed}",
-       *config.teacher_flags])
+      [
+          *inherited,
+          *noise,
+          f"--seed={config.teacher_seed if seed is None else seed}",
+          *config.teacher_flags,
+      ],
+  )
   if teacher.mode != "ce":
-    raise ConfigError(f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
-                      f"train with --mode=ce, not {teacher.mode}")
-  workdir = os.path.join(config.workspace, "teachers", f"{teacher.name}-{teacher.recipe_hash()}",
-                         f"seed_{teacher.seed}")
+    raise ConfigError(
+        f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
+        f"train with --mode=ce, not {teacher.mode}"
+    )
+  workdir = os.path.join(
+      config.workspace,
+      "teachers",
+      f"{teacher.name}-{teacher.recipe_hash()}",
+      f"seed_{teacher.seed}",
+  )
   return teacher.replace(workdir=workdir)
 
 
@@ -79,10 +94,15 @@ def ensure_teachers(tconfigs, data: Dataset) -> None:
   """Trains each teacher run that is not finished, once, however many students start together:
   each under its own file lock, first those no other process holds (so concurrent students
   train different candidates side by side), then, waiting, the rest."""
+
   def train_one(tconfig):
     if not os.path.exists(os.path.join(tconfig.workdir, run_files.RESULTS)):
-      logging.info("No teacher for recipe %s, seed %d: training it in %s.", tconfig.name,
-                   tconfig.seed, tconfig.workdir)
+      logging.info(
+          "No teacher for recipe %s, seed %d: training it in %s.",
+          tconfig.name,
+          tconfig.seed,
+          tconfig.workdir,
+      )
     train_and_evaluate(tconfig, data)
 
   waiting = []
@@ -104,11 +124,18 @@ def choose_teacher(candidates: list[dict[str, Any]], rule: str) -> dict[str, Any
   metric = {"test": "test_accuracy", "val": "val_accuracy"}[rule]
   for c in candidates:
     if c.get(metric) is None:
-      raise ConfigError(f"--teacher_select={rule}: the teacher in {c['workdir']} has no "
-                        f"{metric} (trained without --validation_size?)")
+      raise ConfigError(
+          f"--teacher_select={rule}: the teacher in {c['workdir']} has no "
+          f"{metric} (trained without --validation_size?)"
+      )
   best = max(candidates, key=lambda c: c[metric])
-  return {"rule": rule, "metric": metric, "candidates": candidates,
-          "chosen_seed": best["seed"], "chosen_workdir": best["workdir"]}
+  return {
+      "rule": rule,
+      "metric": metric,
+      "candidates": candidates,
+      "chosen_seed": best["seed"],
+      "chosen_workdir": best["workdir"],
+  }
 
 
 def select_teacher(config, tconfigs) -> dict[str, Any]:
@@ -116,8 +143,14 @@ def select_teacher(config, tconfigs) -> dict[str, Any]:
   candidates = []
   for tconfig in tconfigs:
     res = run_files.read_results(tconfig.workdir)
-    candidates.append({"seed": tconfig.seed, "workdir": tconfig.workdir,
-                       "test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy})
+    candidates.append(
+        {
+            "seed": tconfig.seed,
+            "workdir": tconfig.workdir,
+            "test_accuracy": res.test_accuracy,
+            "val_accuracy": res.val_accuracy,
+        }
+    )
   selection = choose_teacher(candidates, config.teacher_select)
   logging.info("%s", selection_summary(selection))
   return selection
@@ -126,16 +159,21 @@ def select_teacher(config, tconfigs) -> dict[str, Any]:
 def selection_summary(selection: dict[str, Any]) -> str:
   """One line: each candidate's accuracy on the selection split, and the chosen seed."""
   metric = selection["metric"]
-  return (f"teacher selection ({metric}): " + ", ".join(
-      f"seed {c['seed']} {c[metric]:.2f}%" for c in selection["candidates"]) +
-          f" -> seed {selection['chosen_seed']}")
+  return (
+      f"teacher selection ({metric}): "
+      + ", ".join(f"seed {c['seed']} {c[metric]:.2f}%" for c in selection["candidates"])
+      + f" -> seed {selection['chosen_seed']}"
+  )
 
 
 def prepare_teacher(config, data: Dataset) -> Teacher:
   """The teacher of a distillation run: --teacher_workdir's, or its recipe's for --teacher_seed,
   or the best of --teacher_seeds by --teacher_select (each trained once, then reused)."""
-  tconfigs = [teacher_config(config, seed) for seed in candidate_seeds(config)] \
-      if config.teacher_flagfile else []
+  tconfigs = (
+      [teacher_config(config, seed) for seed in candidate_seeds(config)]
+      if config.teacher_flagfile
+      else []
+  )
   expected_model = tconfigs[0].model if tconfigs else None
   selection = None
   if config.teacher_workdir:
@@ -147,8 +185,9 @@ def prepare_teacher(config, data: Dataset) -> Teacher:
     if config.teacher_seeds:
       selection = select_teacher(config, tconfigs)
       teacher_dir = selection["chosen_workdir"]
-  teacher = load_teacher(teacher_dir, num_classes=data.num_classes, dtype=config.dtype,
-                         expected_model=expected_model)
+  teacher = load_teacher(
+      teacher_dir, num_classes=data.num_classes, dtype=config.dtype, expected_model=expected_model
+  )
   if config.label_noise_shared:
     _check_shared_labels(config, teacher_dir, data)
   return dataclasses.replace(teacher, selection=selection)
@@ -159,34 +198,49 @@ def _check_shared_labels(config, teacher_dir: str, data: Dataset) -> None:
   corruption (its stream is then the student's)."""
   stored = run_files.read_json(os.path.join(teacher_dir, run_files.CONFIG))
   options = stored.get("options", {})
-  if (stored.get("data_fingerprint") != data.fingerprint()
+  if (
+      stored.get("data_fingerprint") != data.fingerprint()
       or options.get("label_noise_p") != config.label_noise_p
-      or bool(options.get("label_noise_fixed")) != config.label_noise_fixed):
-    raise ConfigError(f"--label_noise_shared: the teacher in {teacher_dir} was not trained on "
-                      f"this training set with --label_noise_p={config.label_noise_p} and "
-                      f"--label_noise_fixed={config.label_noise_fixed}: no labels to share")
+      or bool(options.get("label_noise_fixed")) != config.label_noise_fixed
+  ):
+    raise ConfigError(
+        f"--label_noise_shared: the teacher in {teacher_dir} was not trained on "
+        f"this training set with --label_noise_p={config.label_noise_p} and "
+        f"--label_noise_fixed={config.label_noise_fixed}: no labels to share"
+    )
 
 
-def evaluate(config, model, variables, data: Dataset, teacher: Teacher | None = None,
-             test_logits=None) -> dict[str, Any]:
+def evaluate(
+    config, model, variables, data: Dataset, teacher: Teacher | None = None, test_logits=None
+) -> dict[str, Any]:
   """The sections of `config.eval_suite` for the eval-mode model (teacher agreement for
   students); `test_logits` from the trainer are reused, not computed again."""
   teacher_model = None
   if teacher is not None:
     teacher_model = (predict.eval_apply_fn(teacher.model), teacher.variables)
   cache_dir = config.eval_cache_dir or os.path.join(config.workspace, "cache", "eval")
-  return run_suite(predict.eval_apply_fn(model), variables,
-                   key=keys_lib.run_keys(config.seed)["eval"], test_images=data.test_images,
-                   test_labels=data.test_labels, options=config, cache_dir=cache_dir,
-                   teacher=teacher_model, test_logits=test_logits,
-                   input_noise_sigma=config.input_noise_sigma, output_dir=config.workdir,
-                   smoothing_apply_fn=smoothing.smoothing_apply_fn(model, config.smoothing_dtype),
-                   random_apply_fn=predict.noisy_apply_fn(model, config.eval_input_noise_sigma,
-                                                          config.eval_dropout))
+  return run_suite(
+      predict.eval_apply_fn(model),
+      variables,
+      key=keys_lib.run_keys(config.seed)["eval"],
+      test_images=data.test_images,
+      test_labels=data.test_labels,
+      options=config,
+      cache_dir=cache_dir,
+      teacher=teacher_model,
+      test_logits=test_logits,
+      input_noise_sigma=config.input_noise_sigma,
+      output_dir=config.workdir,
+      smoothing_apply_fn=smoothing.smoothing_apply_fn(model, config.smoothing_dtype),
+      random_apply_fn=predict.noisy_apply_fn(
+          model, config.eval_input_noise_sigma, config.eval_dropout
+      ),
+  )
 
 
-def train_and_evaluate(config, data: Dataset,
-                       teacher: Teacher | None = None) -> run_files.RunResults:
+def train_and_evaluate(
+    config, data: Dataset, teacher: Teacher | None = None
+) -> run_files.RunResults:
   """Trains the run of `config` (or finds it finished), evaluates it with its suite and writes
   results.json, whose presence marks the run finished."""
   trained = train(config, data, teacher)
@@ -195,10 +249,10 @@ def train_and_evaluate(config, data: Dataset,
   results = trained.results
   if set(config.suite) - {"accuracy"}:
     start = time.time()
-    sections = evaluate(config, trained.model, trained.variables, data, teacher,
-                        trained.test_logits)
-    results = results.with_sections({**sections,
-                                     "eval_wall_time_s": round(time.time() - start, 3)})
+    sections = evaluate(
+        config, trained.model, trained.variables, data, teacher, trained.test_logits
+    )
+    results = results.with_sections({**sections, "eval_wall_time_s": round(time.time() - start, 3)})
   if jax.process_index() == 0:
     run_files.write_results(config.workdir, results)
     tensorboard.write_final(config.workdir, results, enabled=config.tensorboard)
@@ -218,15 +272,19 @@ def evaluate_run(workdir: str, eval_overrides: dict[str, Any]) -> run_files.RunR
   sections into its results.json."""
   run_files.check_finished(workdir, "workdir")
   stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
-  config = config_lib.resolve(config_lib.Config.from_options(
-      stored["options"], **eval_overrides, workdir=workdir))
+  config = config_lib.resolve(
+      config_lib.Config.from_options(stored["options"], **eval_overrides, workdir=workdir)
+  )
   setup_jax(config)
   data = load_dataset(config)
   if stored.get("data_fingerprint") not in (None, data.fingerprint()):
-    raise DataError(f"the data set found for --workdir={workdir} differs from the one it was "
-                    f"trained on (data_fingerprint); check --data_dir")
-  model = create_model(config.model, num_classes=data.num_classes, dtype=config.dtype,
-                       dropout_rate=config.dropout)
+    raise DataError(
+        f"the data set found for --workdir={workdir} differs from the one it was "
+        f"trained on (data_fingerprint); check --data_dir"
+    )
+  model = create_model(
+      config.model, num_classes=data.num_classes, dtype=config.dtype, dropout_rate=config.dropout
+  )
   variables = Checkpointer(os.path.join(workdir, "checkpoints")).restore_variables()
   teacher = None
   teacher_dir = (stored.get("teacher") or {}).get("workdir")

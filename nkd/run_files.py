@@ -26,8 +26,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 
 # results.json sections, one per evaluation: (key in results.json, what writes it).
-SECTIONS = ("clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet", "autoattack",
-            "smoothing")
+SECTIONS = ("clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet", "autoattack", "smoothing")
 
 
 @dataclasses.dataclass
@@ -74,8 +73,11 @@ class RunResults:
   extra: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict[str, Any]:
-    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name not in ("extra", "teacher")}
+    out = {
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(self)
+        if f.name not in ("extra", "teacher")
+    }
     if self.teacher is not None:
       out["teacher"] = dataclasses.asdict(self.teacher)
     out = {k: v for k, v in out.items() if v is not None or k in ("level_name", "level")}
@@ -87,9 +89,13 @@ class RunResults:
     values = {k: v for k, v in data.items() if k in names}
     if isinstance(values.get("teacher"), dict):
       values["teacher"] = TeacherRef(**values["teacher"])
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-               and f.name not in values]
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in values
+    ]
     if missing:
       raise NkdError(f"results.json lacks {', '.join(missing)}")
     return cls(**values, extra={k: v for k, v in data.items() if k not in names})
@@ -107,8 +113,9 @@ class RunResults:
 def check_finished(workdir: str, option: str) -> None:
   """DataError naming `--option=workdir` unless the folder holds a finished run."""
   if not all(os.path.exists(os.path.join(workdir, name)) for name in (CONFIG, RESULTS)):
-    raise DataError(f"--{option}={workdir} holds no finished run (expected {CONFIG} and "
-                    f"{RESULTS})")
+    raise DataError(
+        f"--{option}={workdir} holds no finished run (expected {CONFIG} and " f"{RESULTS})"
+    )
 
 
 def write_results(workdir: str, results: RunResults) -> None:

@@ -30,25 +30,47 @@ CPU_ISAS = ("SSE4_2", "AVX", "AVX2", "AVX512", "AVX512_VNNI", "AVX512_BF16", "AM
 NATIVE = "native"
 DEFAULT_CPU_ISA = "AVX2"
 # oneDNN's name for each (ONEDNN_MAX_CPU_ISA).
-_ONEDNN_ISA = {"SSE4_2": "SSE41", "AVX": "AVX", "AVX2": "AVX2", "AVX512": "AVX512_CORE",
-               "AVX512_VNNI": "AVX512_CORE_VNNI", "AVX512_BF16": "AVX512_CORE_BF16",
-               "AMX": "AVX512_CORE_AMX", "AMX_FP16": "AVX512_CORE_AMX_FP16"}
+_ONEDNN_ISA = {
+    "SSE4_2": "SSE41",
+    "AVX": "AVX",
+    "AVX2": "AVX2",
+    "AVX512": "AVX512_CORE",
+    "AVX512_VNNI": "AVX512_CORE_VNNI",
+    "AVX512_BF16": "AVX512_CORE_BF16",
+    "AMX": "AVX512_CORE_AMX",
+    "AMX_FP16": "AVX512_CORE_AMX_FP16",
+}
 # /proc/cpuinfo flags that make a CPU capable of each ISA above.
-_CPUINFO_FLAGS = {"SSE4_2": {"sse4_2"}, "AVX": {"avx"}, "AVX2": {"avx2", "fma"},
-                  "AVX512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
-                  "AVX512_VNNI": {"avx512_vnni"}, "AVX512_BF16": {"avx512_bf16"},
-                  "AMX": {"amx_bf16", "amx_int8"}, "AMX_FP16": {"amx_fp16"}}
+_CPUINFO_FLAGS = {
+    "SSE4_2": {"sse4_2"},
+    "AVX": {"avx"},
+    "AVX2": {"avx2", "fma"},
+    "AVX512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+    "AVX512_VNNI": {"avx512_vnni"},
+    "AVX512_BF16": {"avx512_bf16"},
+    "AMX": {"amx_bf16", "amx_int8"},
+    "AMX_FP16": {"amx_fp16"},
+}
 MAX_ISA_FLAG = "--xla_cpu_max_isa"
 ONEDNN_ENV = "ONEDNN_MAX_CPU_ISA"
 # Pinned whatever --cpu_isa is (XLA flag -> value).
-_FIXED_FLAGS = {"--xla_cpu_enable_platform_dependent_math": "false",
-                "--xla_cpu_experimental_ynn_fusion_type": ""}
+_FIXED_FLAGS = {
+    "--xla_cpu_enable_platform_dependent_math": "false",
+    "--xla_cpu_experimental_ynn_fusion_type": "",
+}
 # Other settings that change XLA:CPU's numerics: recorded, and named when the user set one.
-_WATCHED_FLAGS = ("--xla_cpu_enable_fast_math", "--xla_cpu_fast_math_honor_functions",
-                  "--xla_cpu_use_onednn", "--xla_cpu_use_xnnpack", "--xla_cpu_multi_thread_eigen",
-                  "--xla_cpu_prefer_vector_width", "--xla_cpu_experimental_xnn_fusion_type",
-                  "--xla_cpu_experimental_onednn_fusion_type",
-                  "--xla_cpu_disable_platform_dependent_math", "--xla_allow_excess_precision")
+_WATCHED_FLAGS = (
+    "--xla_cpu_enable_fast_math",
+    "--xla_cpu_fast_math_honor_functions",
+    "--xla_cpu_use_onednn",
+    "--xla_cpu_use_xnnpack",
+    "--xla_cpu_multi_thread_eigen",
+    "--xla_cpu_prefer_vector_width",
+    "--xla_cpu_experimental_xnn_fusion_type",
+    "--xla_cpu_experimental_onednn_fusion_type",
+    "--xla_cpu_disable_platform_dependent_math",
+    "--xla_allow_excess_precision",
+)
 _WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
 # Eigen's own matrix kernels instead of oneDNN's sgemm: oneDNN's code path follows the block
 # shapes Eigen sizes by the L2 and L3 caches, so its bits changed with them (WORKSPACE.md).
@@ -75,10 +97,12 @@ def _set_flags(xla_flags: str, updates: dict[str, str | None]) -> str:
 
 def _backend_started() -> bool:
   import sys  # pylint: disable=g-import-not-at-top
+
   if "jax" not in sys.modules:
     return False
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
     return xla_bridge.backends_are_initialized()
   except (ImportError, AttributeError):
     return False
@@ -89,13 +113,17 @@ def known_xla_flags(names) -> set[str]:
   unknown one, and flags come and go between versions. Read off the library once and cached
   in the temporary folder, keyed by its size and time."""
   spec = importlib.util.find_spec("jaxlib")
-  libs = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*.so")) if spec and
-                spec.origin else [], key=os.path.getsize, reverse=True)
+  libs = sorted(
+      glob.glob(os.path.join(os.path.dirname(spec.origin), "*.so")) if spec and spec.origin else [],
+      key=os.path.getsize,
+      reverse=True,
+  )
   if not libs:
     return set()
   stat = os.stat(libs[0])
-  cache = os.path.join(tempfile.gettempdir(),
-                       f"nkd-xla-flags-{stat.st_size}-{int(stat.st_mtime)}.json")
+  cache = os.path.join(
+      tempfile.gettempdir(), f"nkd-xla-flags-{stat.st_size}-{int(stat.st_mtime)}.json"
+  )
   try:
     with open(cache) as f:
       known = json.load(f)
@@ -119,8 +147,11 @@ def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
   {variable: value}}."""
   if isa != NATIVE and isa not in CPU_ISAS:
     raise ValueError(f"unknown CPU ISA {isa!r}; expected {NATIVE} or one of {CPU_ISAS}")
-  flags = {name: value for name, value in _FIXED_FLAGS.items()
-           if name in known_xla_flags(tuple(_FIXED_FLAGS))}
+  flags = {
+      name: value
+      for name, value in _FIXED_FLAGS.items()
+      if name in known_xla_flags(tuple(_FIXED_FLAGS))
+  }
   env = {CONTRACTION_ENV: "false"}
   if isa != NATIVE:
     flags[MAX_ISA_FLAG] = isa
@@ -142,9 +173,11 @@ def pin_cpu(isa: str = DEFAULT_CPU_ISA) -> list[str]:
     record[name] = {"value": value, "source": "yours"}
     if wanted is None or value != wanted:
       instead = f" (nkd would set {wanted!r})" if wanted is not None else ""
-      notes.append(f"your setting {name}={value} is used{instead}: it changes XLA:CPU's "
-                   f"numerics, so params_sha256 differs from runs without it (recorded in "
-                   f"config.json)")
+      notes.append(
+          f"your setting {name}={value} is used{instead}: it changes XLA:CPU's "
+          f"numerics, so params_sha256 differs from runs without it (recorded in "
+          f"config.json)"
+      )
 
   for name in sorted({*settings["xla_flags"], *_WATCHED_FLAGS, MAX_ISA_FLAG}):
     wanted = settings["xla_flags"].get(name)
@@ -176,17 +209,25 @@ def pin_cpu(isa: str = DEFAULT_CPU_ISA) -> list[str]:
     os.environ.pop(_MARK, None)
   if not _backend_started():
     _pinned.clear()
-    _pinned.update(isa=record.get(MAX_ISA_FLAG, {}).get("value", NATIVE).upper(),
-                   isa_source=("XLA_FLAGS" if record.get(MAX_ISA_FLAG, {}).get("source") ==
-                               "yours" else "--cpu_isa" if is_x86() else
-                               f"native ({platform.machine()}: --cpu_isa names x86 sets)"),
-                   settings=record)
+    _pinned.update(
+        isa=record.get(MAX_ISA_FLAG, {}).get("value", NATIVE).upper(),
+        isa_source=(
+            "XLA_FLAGS"
+            if record.get(MAX_ISA_FLAG, {}).get("source") == "yours"
+            else "--cpu_isa"
+            if is_x86()
+            else f"native ({platform.machine()}: --cpu_isa names x86 sets)"
+        ),
+        settings=record,
+    )
   elif not _pinned:
     # JAX started before this call (a library user, a test): the settings as they were then
     # are what it computes with; the changes above reach child processes only.
-    _pinned.update(isa=(present.get(MAX_ISA_FLAG) or NATIVE).upper(),
-                   isa_source="XLA_FLAGS when JAX started (before nkd could pin --cpu_isa)",
-                   settings={})
+    _pinned.update(
+        isa=(present.get(MAX_ISA_FLAG) or NATIVE).upper(),
+        isa_source="XLA_FLAGS when JAX started (before nkd could pin --cpu_isa)",
+        settings={},
+    )
   return notes
 
 
@@ -210,8 +251,9 @@ def host_isas() -> list[str]:
   """The ISAs of CPU_ISAS this CPU supports (from /proc/cpuinfo's flags; [] if unknown)."""
   try:
     with open("/proc/cpuinfo") as f:
-      flags = next((set(line.split(":", 1)[1].split()) for line in f
-                    if line.startswith("flags")), set())
+      flags = next(
+          (set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set()
+      )
   except OSError:
     return []
   return [isa for isa in CPU_ISAS if _CPUINFO_FLAGS[isa] <= flags]
@@ -223,8 +265,9 @@ def cache_sizes() -> str:
   found = []
   for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
     try:
-      level, kind, size = (open(os.path.join(index, name)).read().strip()
-                           for name in ("level", "type", "size"))
+      level, kind, size = (
+          open(os.path.join(index, name)).read().strip() for name in ("level", "type", "size")
+      )
     except OSError:
       continue
     if kind != "Instruction":
@@ -257,13 +300,21 @@ def describe() -> dict[str, Any]:
     isa, source, settings = _pinned["isa"], _pinned["isa_source"], _pinned["settings"]
   else:
     present = _flags(os.environ.get("XLA_FLAGS", "")).get(MAX_ISA_FLAG)
-    isa, source, settings = ((present.upper(), "XLA_FLAGS") if present else
-                             (NATIVE, "default")) + ({},)
+    isa, source, settings = ((present.upper(), "XLA_FLAGS") if present else (NATIVE, "default")) + (
+        {},
+    )
   supported = host_isas()
-  facts = {"model": cpu_model(), "machine": platform.machine(), "isa": isa,
-           "isa_source": source, "host_isa": supported[-1] if supported else "unknown",
-           "cores": usable_cores(), "cpu_count": os.cpu_count(), "caches": cache_sizes(),
-           "settings": settings}
+  facts = {
+      "model": cpu_model(),
+      "machine": platform.machine(),
+      "isa": isa,
+      "isa_source": source,
+      "host_isa": supported[-1] if supported else "unknown",
+      "cores": usable_cores(),
+      "cpu_count": os.cpu_count(),
+      "caches": cache_sizes(),
+      "settings": settings,
+  }
   return {**facts, "fingerprint": fingerprint(facts)}
 
 

@@ -9,8 +9,10 @@ import pytest
 
 # Compiled programs are cached across the test processes of one session: most tests compile
 # the same tiny WRNs, and compiling, not running, is what costs time on a CPU.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"),
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # The CPU settings a run makes (nkd.runtime.pin_cpu) hold in the test processes too, made before
@@ -28,8 +30,14 @@ import jax  # noqa: E402
 FAKE_CPU_DEVICES = 4
 jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
 
-from helpers import (REPO, SHARED_CIFAR10, TINY, run_cli, tiny_config,  # noqa: E402,F401
-                     tiny_flags)
+from helpers import (
+    REPO,
+    SHARED_CIFAR10,
+    TINY,
+    run_cli,
+    tiny_config,  # noqa: E402,F401
+    tiny_flags,
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +45,18 @@ def finished_runs(tmp_path_factory):
   """A finished 1-epoch WRN-10-1 teacher and a student distilled from it (accuracy-only
   suite), trained in this process: (workspace, teacher workdir, student workdir)."""
   from nkd import pipeline  # pylint: disable=g-import-not-at-top
+
   ws = tmp_path_factory.mktemp("finished")
   teacher = tiny_config(ws, epochs=1, workspace=str(ws), workdir=str(ws / "teacher"))
   pipeline.run(teacher)
-  student = tiny_config(ws, epochs=1, mode="kd", teacher_workdir=teacher.workdir,
-                        workspace=str(ws), workdir=str(ws / "student"))
+  student = tiny_config(
+      ws,
+      epochs=1,
+      mode="kd",
+      teacher_workdir=teacher.workdir,
+      workspace=str(ws),
+      workdir=str(ws / "student"),
+  )
   pipeline.run(student)
   return ws, ws / "teacher", ws / "student"
 

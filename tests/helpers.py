@@ -24,27 +24,43 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
 # A tiny, fast run: WRN-10-1 on a small synthetic set.
-TINY = dict(dataset="synthetic", model="wrn-10-1", synthetic_train_size=256,
-            synthetic_test_size=128, batch_size=32, epochs=2, lr_schedule="cosine",
-            log_every=4, eval_suite="accuracy")
+TINY = dict(
+    dataset="synthetic",
+    model="wrn-10-1",
+    synthetic_train_size=256,
+    synthetic_test_size=128,
+    batch_size=32,
+    epochs=2,
+    lr_schedule="cosine",
+    log_every=4,
+    eval_suite="accuracy",
+)
 
 
 def tiny_config(tmp_path, **overrides):
   from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+
   values = {**TINY, "workspace": str(tmp_path / "ws"), "name": "tiny", **overrides}
   return config_lib.resolve(config_lib.Config(**values))
 
 
 def tiny_flags(**overrides) -> list[str]:
   from nkd.config import as_flag  # pylint: disable=g-import-not-at-top
+
   return [as_flag(k, v) for k, v in {**TINY, **overrides}.items()]
 
 
 def run_module(module: str, args, *, env=None, timeout=600, check=False, cwd=REPO):
   """Runs `python -m MODULE ARGS` in a fresh process (from the repository root)."""
   full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-  proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=full_env,
-                        capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+      [sys.executable, "-m", module, *map(str, args)],
+      cwd=cwd,
+      env=full_env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   if check and proc.returncode:
     raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
   return proc
@@ -70,6 +86,7 @@ def assert_one_line_error(proc, *fragments) -> str:
 def mesh_of(k: int):
   """A 'data' mesh over the first k devices (conftest gives each test process 4 CPU ones)."""
   from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+
   devices = jax.devices()
   if len(devices) < k:
     raise AssertionError(f"{k} devices asked for, {len(devices)} present")
@@ -80,6 +97,7 @@ def parse_flags(args):
   """A Config from command-line flags, as nkd.main builds it, in this process."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
+
   flag_values = flags.FlagValues()
   config_lib.define_flags(flag_values)
   argv = ["nkd", *args]
@@ -114,8 +132,9 @@ class TinyModel:
 
 
 @functools.lru_cache(maxsize=None)
-def trained_tiny(steps: int = 40, input_noise_sigma: float = 0.0, num_test: int = 40,
-                 seed: int = 0) -> TinyModel:
+def trained_tiny(
+    steps: int = 40, input_noise_sigma: float = 0.0, num_test: int = 40, seed: int = 0
+) -> TinyModel:
   """A WRN-10-1 trained for `steps` SGD steps (batch 32) on 3-class colour images, optionally
   with Gaussian input noise (Soft Randomization's student alone). Cached per process."""
   rng = np.random.default_rng(seed)
@@ -133,8 +152,9 @@ def trained_tiny(steps: int = 40, input_noise_sigma: float = 0.0, num_test: int 
       x = x + input_noise_sigma * jax.random.normal(key, x.shape)
 
     def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
+      logits, updates = model.apply(
+          {"params": p, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+      )
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
 
     (_, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -143,8 +163,12 @@ def trained_tiny(steps: int = 40, input_noise_sigma: float = 0.0, num_test: int 
 
   params, batch_stats = variables["params"], variables["batch_stats"]
   for i in range(steps):
-    params, batch_stats, opt_state = step(params, batch_stats, opt_state,
-                                          train_x[i * 32:(i + 1) * 32],
-                                          train_y[i * 32:(i + 1) * 32],
-                                          jax.random.key(1000 + i))
+    params, batch_stats, opt_state = step(
+        params,
+        batch_stats,
+        opt_state,
+        train_x[i * 32 : (i + 1) * 32],
+        train_y[i * 32 : (i + 1) * 32],
+        jax.random.key(1000 + i),
+    )
   return TinyModel(model, {"params": params, "batch_stats": batch_stats}, test_x, test_y)

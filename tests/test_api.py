@@ -40,11 +40,13 @@ def test_a_loaded_run_gives_its_numbers(finished_runs):
   assert run_files.params_sha256(run.variables) == run.results.params_sha256
   data = run.dataset()
   logits = run.logits(data.test_images)
-  assert logits.shape == (len(data.test_images), run.num_classes) == (TINY["synthetic_test_size"],
-                                                                        10)
+  assert (
+      logits.shape == (len(data.test_images), run.num_classes) == (TINY["synthetic_test_size"], 10)
+  )
   np.testing.assert_array_equal(run.predict(data.test_images / 255.0), logits.argmax(-1))
   assert run.accuracy(data.test_images, data.test_labels) == pytest.approx(
-      run.results.test_accuracy, abs=1e-9)
+      run.results.test_accuracy, abs=1e-9
+  )
   assert [m["epoch"] for m in run.metrics] == [1]
   teacher = run.teacher()
   assert os.path.samefile(teacher.workdir, teacher_dir) and teacher.teacher() is None
@@ -55,8 +57,16 @@ def test_one_evaluator_with_options(finished_runs):
   data = run.dataset()
   calibration = run.evaluate("calibration", data.test_images, data.test_labels, ece_bins=10)
   assert calibration["ece_num_bins"] == 10 and 0 <= calibration["ece"] <= 100
-  pgd = run.evaluate("pgd", data.test_images[:32], data.test_labels[:32], pgd_eps=[0.01],
-                     pgd_steps=[2], pgd_restarts=1, pgd_eps_sweep=[], pgd_fgsm=False)
+  pgd = run.evaluate(
+      "pgd",
+      data.test_images[:32],
+      data.test_labels[:32],
+      pgd_eps=[0.01],
+      pgd_steps=[2],
+      pgd_restarts=1,
+      pgd_eps_sweep=[],
+      pgd_fgsm=False,
+  )
   assert [(r["eps"], r["steps"]) for r in pgd["results"]] == [(0.01, 2)]
   assert pgd["results"][0]["robust_accuracy"] <= pgd["clean_accuracy"]
   with pytest.raises(ValueError, match="unknown evaluator 'pdg'"):
@@ -77,13 +87,16 @@ def test_train_from_a_config_object(finished_runs, tmp_path):
 def test_a_folder_without_a_finished_run_names_what_is_missing(tmp_path, finished_runs):
   with pytest.raises(DataError, match="no such folder"):
     api.load_run(str(tmp_path / "nothing"))
-  with pytest.raises(DataError, match=r"holds no finished run: config\.json, results\.json, "
-                                      r"checkpoints/ missing$"):
+  with pytest.raises(
+      DataError,
+      match=r"holds no finished run: config\.json, results\.json, " r"checkpoints/ missing$",
+  ):
     api.load_run(str(tmp_path))
-  (tmp_path / "config.json").write_text(
-      (finished_runs[1] / "config.json").read_text())
-  with pytest.raises(DataError, match=r"results\.json, checkpoints/ missing \(a run started "
-                                      r"there has not finished"):
+  (tmp_path / "config.json").write_text((finished_runs[1] / "config.json").read_text())
+  with pytest.raises(
+      DataError,
+      match=r"results\.json, checkpoints/ missing \(a run started " r"there has not finished",
+  ):
     api.load_run(str(tmp_path))
   (tmp_path / "results.json").write_text((finished_runs[1] / "results.json").read_text())
   (tmp_path / "checkpoints").mkdir()

@@ -25,8 +25,12 @@ def test_crop_is_a_window_of_the_zero_padded_image():
   padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
   offsets_seen = set()
   for i in range(len(x)):
-    matches = [(dy, dx) for dy in range(9) for dx in range(9)
-               if np.array_equal(out[i], padded[i, dy:dy + 32, dx:dx + 32])]
+    matches = [
+        (dy, dx)
+        for dy in range(9)
+        for dx in range(9)
+        if np.array_equal(out[i], padded[i, dy : dy + 32, dx : dx + 32])
+    ]
     assert matches, f"image {i} is not a crop of its padded image"
     offsets_seen.add(matches[0])
   assert len(offsets_seen) > 5  # Offsets vary across the batch.

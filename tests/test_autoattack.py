@@ -55,8 +55,18 @@ def _pgd(apply_fn, variables, key, images, labels, eps, step_size, steps):
 def pgd_accuracy(apply_fn, variables, images, labels, *, eps, steps, restarts=1):
   robust = np.ones(len(labels), bool)
   for r in range(restarts):
-    robust &= np.asarray(_pgd(apply_fn, variables, jax.random.key(100 + r), jnp.asarray(images),
-                              jnp.asarray(labels), eps, 2.5 * eps / steps, steps))
+    robust &= np.asarray(
+        _pgd(
+            apply_fn,
+            variables,
+            jax.random.key(100 + r),
+            jnp.asarray(images),
+            jnp.asarray(labels),
+            eps,
+            2.5 * eps / steps,
+            steps,
+        )
+    )
   return 100.0 * robust.mean()
 
 
@@ -70,9 +80,12 @@ def assert_in_ball(adversarial, images, eps):
 # ---------------------------------------------------------------------------------------------
 # Pure pieces.
 
+
 def test_checkpoint_schedule_follows_the_paper():
   fractions = apgd.checkpoint_fractions(9)
-  np.testing.assert_allclose(fractions, [0, .22, .41, .57, .70, .80, .87, .93, .99], atol=1e-9)
+  np.testing.assert_allclose(
+      fractions, [0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99], atol=1e-9
+  )
   assert apgd.checkpoint_schedule(100) == [22, 41, 57, 70, 80, 87, 93, 99]
   assert apgd.checkpoint_schedule(100) == [round(100 * p) for p in fractions[1:]]
   assert apgd.checkpoint_schedule(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # intervals of >= 1
@@ -83,12 +96,12 @@ def test_checkpoint_schedule_follows_the_paper():
 
 def test_step_halving_on_hand_written_traces():
   # Condition 1: the loss went up in <= 75% of the 22 steps.
-  assert bool(apgd.should_halve(16, 22, True, 0.0, 1.0))       # 16 <= 16.5
+  assert bool(apgd.should_halve(16, 22, True, 0.0, 1.0))  # 16 <= 16.5
   assert not bool(apgd.should_halve(17, 22, True, 0.0, 1.0))
-  assert bool(apgd.should_halve(12, 16, True, 0.0, 1.0))       # the reference's <=
+  assert bool(apgd.should_halve(12, 16, True, 0.0, 1.0))  # the reference's <=
   # Condition 2: not halved last time and no better loss since.
   assert bool(apgd.should_halve(22, 22, False, 1.0, 1.0))
-  assert not bool(apgd.should_halve(22, 22, True, 1.0, 1.0))   # halved at the last checkpoint
+  assert not bool(apgd.should_halve(22, 22, True, 1.0, 1.0))  # halved at the last checkpoint
   assert not bool(apgd.should_halve(22, 22, False, 1.0, 2.0))  # improved
 
   # A loss that rises at every step never halves; a flat one halves at the 2nd checkpoint
@@ -99,7 +112,7 @@ def test_step_halving_on_hand_written_traces():
   flat = np.zeros(101, np.float32)
   steps, halvings = apgd.simulate_step_sizes(flat, eps=1.0)
   assert halvings == apgd.checkpoint_schedule(100)  # no increase at all: condition 1 each time
-  assert steps[-1] == 2.0 / 2 ** 8 and steps[20] == 2.0 and steps[21] == 1.0
+  assert steps[-1] == 2.0 / 2**8 and steps[20] == 2.0 and steps[21] == 1.0
 
   # Rises for 18 of the first 22 steps (no halving), then stalls below its best: halves at 41
   # by condition 1 (no rise at all), and from then on at every checkpoint.
@@ -123,8 +136,9 @@ def test_dlr_is_invariant_to_shift_and_positive_scale():
   scale = jnp.exp(jax.random.normal(jax.random.key(4), (32, 1)))
   for loss in (common.dlr_loss, common.dlr_targeted_loss):
     base = loss(logits, labels, targets)
-    chex.assert_trees_all_close(loss(logits * scale + shift, labels, targets), base, rtol=2e-4,
-                                atol=1e-5)
+    chex.assert_trees_all_close(
+        loss(logits * scale + shift, labels, targets), base, rtol=2e-4, atol=1e-5
+    )
   # The values themselves, against the formula written out.
   z = np.asarray(logits)
   order = np.sort(z, -1)[:, ::-1]
@@ -132,11 +146,15 @@ def test_dlr_is_invariant_to_shift_and_positive_scale():
   other = np.max(np.where(np.eye(10)[y] > 0, -np.inf, z), -1)
   chex.assert_trees_all_close(
       common.dlr_loss(logits, labels),
-      -(z[np.arange(32), y] - other) / (order[:, 0] - order[:, 2] + 1e-12), rtol=1e-5)
+      -(z[np.arange(32), y] - other) / (order[:, 0] - order[:, 2] + 1e-12),
+      rtol=1e-5,
+  )
   chex.assert_trees_all_close(
       common.dlr_targeted_loss(logits, labels, targets),
       -(z[np.arange(32), y] - z[np.arange(32), t])
-      / (order[:, 0] - 0.5 * (order[:, 2] + order[:, 3]) + 1e-12), rtol=1e-5)
+      / (order[:, 0] - 0.5 * (order[:, 2] + order[:, 3]) + 1e-12),
+      rtol=1e-5,
+  )
   assert np.all(np.asarray(common.dlr_loss(logits, jnp.argmin(logits, -1))) > 0)
 
 
@@ -157,16 +175,22 @@ def test_linf_hyperplane_projection_is_the_smallest_step():
   w = rng.normal(size=(n, d)).astype(np.float32)
   w[0, :3] = 0.0  # zero weights stay put
   b = (np.sum(w * points, -1) + rng.normal(0, 0.5, n)).astype(np.float32)
-  delta = np.asarray(fab.project_linf_hyperplane(jnp.asarray(points), jnp.asarray(w),
-                                                 jnp.asarray(b)))
+  delta = np.asarray(
+      fab.project_linf_hyperplane(jnp.asarray(points), jnp.asarray(w), jnp.asarray(b))
+  )
   assert np.all(delta[0, :3] == 0)
   for i in range(n):
     # min t s.t. w.(p + d) = b, |d_j| <= t, 0 <= p + d <= 1: variables (d, t).
     cost = np.r_[np.zeros(d), 1.0]
     a_ub = np.block([[np.eye(d), -np.ones((d, 1))], [-np.eye(d), -np.ones((d, 1))]])
-    lp = linprog(cost, A_ub=a_ub, b_ub=np.zeros(2 * d), A_eq=np.r_[w[i], 0.0][None],
-                 b_eq=[b[i] - w[i] @ points[i]],
-                 bounds=[(-p, 1 - p) for p in points[i]] + [(0, None)])
+    lp = linprog(
+        cost,
+        A_ub=a_ub,
+        b_ub=np.zeros(2 * d),
+        A_eq=np.r_[w[i], 0.0][None],
+        b_eq=[b[i] - w[i] @ points[i]],
+        bounds=[(-p, 1 - p) for p in points[i]] + [(0, None)],
+    )
     reached = points[i] + delta[i]
     assert np.all(reached >= -1e-6) and np.all(reached <= 1 + 1e-6)
     if lp.status == 0:
@@ -179,37 +203,75 @@ def test_linf_hyperplane_projection_is_the_smallest_step():
 
 
 def test_masking_check_flags_with_their_numbers():
-  clean = masking.masking_check(white_box_accuracy=50.0, square_accuracy=49.0,
-                                pgd_budget=[{"steps": 10, "restarts": 1, "accuracy": 50.5},
-                                            {"steps": 20, "restarts": 1, "accuracy": 50.0}],
-                                pgd_accuracy=50.0, apgd_accuracy=49.0,
-                                large_eps_accuracy={0.5: 3.0, 1.0: 0.0})
+  clean = masking.masking_check(
+      white_box_accuracy=50.0,
+      square_accuracy=49.0,
+      pgd_budget=[
+          {"steps": 10, "restarts": 1, "accuracy": 50.5},
+          {"steps": 20, "restarts": 1, "accuracy": 50.0},
+      ],
+      pgd_accuracy=50.0,
+      apgd_accuracy=49.0,
+      large_eps_accuracy={0.5: 3.0, 1.0: 0.0},
+  )
   assert not clean["suspicious"] and clean["flags"] == []
-  assert set(clean["checked"]) == {"square_beats_white_box", "pgd_budget",
-                                   "no_zero_at_large_eps", "pgd_apgd_disagree"}
+  assert set(clean["checked"]) == {
+      "square_beats_white_box",
+      "pgd_budget",
+      "no_zero_at_large_eps",
+      "pgd_apgd_disagree",
+  }
   bad = masking.masking_check(
-      white_box_accuracy=60.0, square_accuracy=40.0,
-      pgd_budget=masking.pgd_budget_from_result({"results": [
-          {"eps": 0.03, "steps": 10, "restarts": 5, "robust_accuracy": 50.0,
-           "restart_accuracies": [58.0, 57, 56, 55, 54]},
-          {"eps": 0.03, "steps": 20, "restarts": 5, "robust_accuracy": 40.0,
-           "restart_accuracies": [48.0, 47, 46, 45, 44]}]}),
-      pgd_accuracy=60.0, apgd_accuracy=45.0,
-      large_eps_accuracy={"eps": [0.1, 1.0], "accuracy": [30.0, 12.5]}, margin=2.0)
+      white_box_accuracy=60.0,
+      square_accuracy=40.0,
+      pgd_budget=masking.pgd_budget_from_result(
+          {
+              "results": [
+                  {
+                      "eps": 0.03,
+                      "steps": 10,
+                      "restarts": 5,
+                      "robust_accuracy": 50.0,
+                      "restart_accuracies": [58.0, 57, 56, 55, 54],
+                  },
+                  {
+                      "eps": 0.03,
+                      "steps": 20,
+                      "restarts": 5,
+                      "robust_accuracy": 40.0,
+                      "restart_accuracies": [48.0, 47, 46, 45, 44],
+                  },
+              ]
+          }
+      ),
+      pgd_accuracy=60.0,
+      apgd_accuracy=45.0,
+      large_eps_accuracy={"eps": [0.1, 1.0], "accuracy": [30.0, 12.5]},
+      margin=2.0,
+  )
   assert bad["suspicious"]
   flags = {f["name"]: f for f in bad["flags"]}
-  assert set(flags) == {"square_beats_white_box", "pgd_more_steps_help",
-                        "pgd_more_restarts_help", "no_zero_at_large_eps", "pgd_apgd_disagree"}
+  assert set(flags) == {
+      "square_beats_white_box",
+      "pgd_more_steps_help",
+      "pgd_more_restarts_help",
+      "no_zero_at_large_eps",
+      "pgd_apgd_disagree",
+  }
   assert flags["square_beats_white_box"]["values"]["square_accuracy"] == 40.0
   assert flags["pgd_more_steps_help"]["values"]["accuracy"] == [50.0, 40.0]
   assert flags["pgd_more_restarts_help"]["values"]["accuracy"] == [48.0, 40.0]
-  assert flags["no_zero_at_large_eps"]["values"] == {"eps": 1.0, "accuracy": 12.5,
-                                                     "zero_tolerance": 0.0}
+  assert flags["no_zero_at_large_eps"]["values"] == {
+      "eps": 1.0,
+      "accuracy": 12.5,
+      "zero_tolerance": 0.0,
+  }
   assert "APGD" in flags["pgd_apgd_disagree"]["message"]
   json.dumps(bad)
   # The margin is configurable.
-  assert not masking.masking_check(white_box_accuracy=60.0, square_accuracy=40.0,
-                                   square_margin=25.0)["suspicious"]
+  assert not masking.masking_check(
+      white_box_accuracy=60.0, square_accuracy=40.0, square_margin=25.0
+  )["suspicious"]
 
 
 def test_eot_averages_gradients_and_softmax():
@@ -221,10 +283,11 @@ def test_eot_averages_gradients_and_softmax():
   x = jnp.full((2, 2, 2, 1), 0.25)
   key = jax.random.key(7)
   spec = common.model_spec(None, random_fn, eot=4)
-  loss, grad, scores = common.loss_grad_scores(
-      spec, variables, x, key, lambda z: z[:, 0])
-  draws = [float(jax.random.uniform(jax.random.fold_in(key, k), (), minval=0.0, maxval=2.0))
-           for k in range(4)]
+  loss, grad, scores = common.loss_grad_scores(spec, variables, x, key, lambda z: z[:, 0])
+  draws = [
+      float(jax.random.uniform(jax.random.fold_in(key, k), (), minval=0.0, maxval=2.0))
+      for k in range(4)
+  ]
   np.testing.assert_allclose(grad, np.full(x.shape, np.mean(draws)), rtol=1e-5)
   np.testing.assert_allclose(loss, [np.mean(draws)] * 2, rtol=1e-5)  # sum(x) = 1
   probs = np.mean([jax.nn.softmax(a * np.asarray(variables)) for a in draws], 0)
@@ -236,6 +299,7 @@ def test_eot_averages_gradients_and_softmax():
 
 # ---------------------------------------------------------------------------------------------
 # Attacks on small models.
+
 
 def test_fab_finds_the_boundary_of_a_linear_classifier():
   rng = np.random.default_rng(0)
@@ -253,26 +317,37 @@ def test_fab_finds_the_boundary_of_a_linear_classifier():
         dist[i, k] = (logits[i, y[i]] - logits[i, k]) / np.abs(w[:, k] - w[:, y[i]]).sum()
   targets, nearest = np.argmin(dist, -1).astype(np.int32), dist.min(-1)
   assert nearest.max() < 0.4  # far from the box's faces
-  result = fab.fab_attack(linear_apply_fn, variables, jax.random.key(0), x, y, eps=1.0,
-                          n_iter=100, targets=targets)
+  result = fab.fab_attack(
+      linear_apply_fn, variables, jax.random.key(0), x, y, eps=1.0, n_iter=100, targets=targets
+  )
   assert np.all(result["distance"] >= nearest * (1 - 1e-4))
   assert np.all(result["distance"] <= nearest * 1.01)
   # The boundary point: x + d sign(w_t - w_y) (every pixel moved by d).
   boundary = x.reshape(BATCH, -1) + nearest[:, None] * np.sign(w[:, targets] - w[:, y]).T
-  np.testing.assert_allclose(result["adversarial"].reshape(BATCH, -1), boundary,
-                             atol=0.011 * nearest.max())
+  np.testing.assert_allclose(
+      result["adversarial"].reshape(BATCH, -1), boundary, atol=0.011 * nearest.max()
+  )
   assert np.all(np.argmax(result["adversarial"].reshape(BATCH, -1) @ w, -1) != y)
   # Within a smaller eps nothing is found and the clean image comes back.
-  small = fab.fab_attack(linear_apply_fn, variables, jax.random.key(0), x, y,
-                         eps=float(nearest.min()) * 0.9, n_iter=20, targets=targets)
+  small = fab.fab_attack(
+      linear_apply_fn,
+      variables,
+      jax.random.key(0),
+      x,
+      y,
+      eps=float(nearest.min()) * 0.9,
+      n_iter=20,
+      targets=targets,
+  )
   assert small["robust"].all() and np.array_equal(small["adversarial"], x)
 
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd_and_stays_in_the_ball():
   model, x, y = tiny()
   for eps in (4 / 255, EPS):
-    result = apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(0), x, y, eps=eps,
-                              n_iter=20)
+    result = apgd.apgd_attack(
+        model.apply_fn, model.variables, jax.random.key(0), x, y, eps=eps, n_iter=20
+    )
     assert_in_ball(result["adversarial"], x, eps)
     apgd_acc = 100.0 * result["robust"].mean()
     pgd_acc = pgd_accuracy(model.apply_fn, model.variables, x, y, eps=eps, steps=20)
@@ -282,11 +357,20 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd_and_stays_in_the_ball():
     assert np.all(pred[~result["robust"]] != y[~result["robust"]])
   assert apgd_acc < 100.0  # the attack does something at 8/255
   # The same key gives the same result; targeted DLR runs in the same compilation.
-  again = apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS,
-                           n_iter=20)
+  again = apgd.apgd_attack(
+      model.apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS, n_iter=20
+  )
   np.testing.assert_array_equal(again["adversarial"], result["adversarial"])
-  targeted = apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS,
-                              n_iter=20, loss="dlr-targeted")
+  targeted = apgd.apgd_attack(
+      model.apply_fn,
+      model.variables,
+      jax.random.key(0),
+      x,
+      y,
+      eps=EPS,
+      n_iter=20,
+      loss="dlr-targeted",
+  )
   assert_in_ball(targeted["adversarial"], x, EPS)
 
 
@@ -295,18 +379,30 @@ def test_one_compilation_per_shape():
   other = jax.tree_util.tree_map(lambda v: v * 1.01, model.variables)  # same architecture
   kwargs = dict(eps=EPS, n_iter=3)
   apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(1), x, y, **kwargs)
-  square.square_attack(model.apply_fn, model.variables, jax.random.key(1), x, y, eps=EPS,
-                       n_queries=5)
+  square.square_attack(
+      model.apply_fn, model.variables, jax.random.key(1), x, y, eps=EPS, n_queries=5
+  )
   fab.fab_attack(model.apply_fn, model.variables, jax.random.key(1), x, y, eps=EPS, n_iter=2)
   before = autoattack.core_cache_sizes()
   for variables in (model.variables, other):
     for eps, n_iter, loss in ((EPS, 4, "ce"), (2 / 255, 5, "dlr"), (EPS, 2, "dlr-targeted")):
-      apgd.apgd_attack(model.apply_fn, variables, jax.random.key(2), x, y, eps=eps,
-                       n_iter=n_iter, loss=loss, restarts=2)
-    square.square_attack(model.apply_fn, variables, jax.random.key(2), x, y, eps=2 / 255,
-                         n_queries=7)
-    fab.fab_attack(model.apply_fn, variables, jax.random.key(2), x, y, eps=2 / 255, n_iter=3,
-                   target_rank=3)
+      apgd.apgd_attack(
+          model.apply_fn,
+          variables,
+          jax.random.key(2),
+          x,
+          y,
+          eps=eps,
+          n_iter=n_iter,
+          loss=loss,
+          restarts=2,
+      )
+    square.square_attack(
+        model.apply_fn, variables, jax.random.key(2), x, y, eps=2 / 255, n_queries=7
+    )
+    fab.fab_attack(
+        model.apply_fn, variables, jax.random.key(2), x, y, eps=2 / 255, n_iter=3, target_rank=3
+    )
   assert autoattack.core_cache_sizes() == before
 
 
@@ -316,8 +412,17 @@ def test_autoattack_is_at_most_each_of_its_stages():
   key = jax.random.key(3)
   eps = 6 / 255
   result, adversarials = runner.run_autoattack(
-      model.apply_fn, model.variables, key, images, labels, eps=eps, batch_size=BATCH,
-      n_iter=10, square_queries=40, return_adversarials=True)
+      model.apply_fn,
+      model.variables,
+      key,
+      images,
+      labels,
+      eps=eps,
+      batch_size=BATCH,
+      n_iter=10,
+      square_queries=40,
+      return_adversarials=True,
+  )
   json.dumps(result)
   assert result["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
   assert result["version"] == "standard" and "standard" in result["name"]
@@ -338,27 +443,56 @@ def test_autoattack_is_at_most_each_of_its_stages():
     assert stage["broken"] == sum(b == stage["name"] for b in per["broken_by"])
     # A stage pays for the points left: its batches are padded to their next power of two.
     left = stage["attacked"]
-    assert max(stage["batch_shapes"], default=0) == (min(BATCH, 1 << (left - 1).bit_length())
-                                                     if left else 0)
+    assert max(stage["batch_shapes"], default=0) == (
+        min(BATCH, 1 << (left - 1).bit_length()) if left else 0
+    )
   assert result["square_queries"]["attacked"]["max"] <= 41
 
   # Each stage run alone with AutoAttack's key for it breaks no point AutoAttack missed.
   robust = np.array(per["robust"])
   alone = {
-      "apgd-ce": apgd.apgd_attack(model.apply_fn, model.variables,
-                                  jax.random.fold_in(key, runner.STAGE_KEYS["apgd-ce"]),
-                                  images, labels, eps=eps, n_iter=10, batch_size=BATCH),
-      "apgd-t": apgd.apgd_attack(model.apply_fn, model.variables,
-                                 jax.random.fold_in(key, runner.STAGE_KEYS["apgd-t"]),
-                                 images, labels, eps=eps, n_iter=10, loss="dlr-targeted",
-                                 batch_size=BATCH),
-      "fab-t": fab.fab_attack(model.apply_fn, model.variables,
-                              jax.random.fold_in(key, runner.STAGE_KEYS["fab-t"]), images,
-                              labels, eps=eps, n_iter=10, batch_size=BATCH),
-      "square": square.square_attack(model.apply_fn, model.variables,
-                                     jax.random.fold_in(key, runner.STAGE_KEYS["square"]),
-                                     images, labels, eps=eps, n_queries=40,
-                                     batch_size=BATCH)}
+      "apgd-ce": apgd.apgd_attack(
+          model.apply_fn,
+          model.variables,
+          jax.random.fold_in(key, runner.STAGE_KEYS["apgd-ce"]),
+          images,
+          labels,
+          eps=eps,
+          n_iter=10,
+          batch_size=BATCH,
+      ),
+      "apgd-t": apgd.apgd_attack(
+          model.apply_fn,
+          model.variables,
+          jax.random.fold_in(key, runner.STAGE_KEYS["apgd-t"]),
+          images,
+          labels,
+          eps=eps,
+          n_iter=10,
+          loss="dlr-targeted",
+          batch_size=BATCH,
+      ),
+      "fab-t": fab.fab_attack(
+          model.apply_fn,
+          model.variables,
+          jax.random.fold_in(key, runner.STAGE_KEYS["fab-t"]),
+          images,
+          labels,
+          eps=eps,
+          n_iter=10,
+          batch_size=BATCH,
+      ),
+      "square": square.square_attack(
+          model.apply_fn,
+          model.variables,
+          jax.random.fold_in(key, runner.STAGE_KEYS["square"]),
+          images,
+          labels,
+          eps=eps,
+          n_queries=40,
+          batch_size=BATCH,
+      ),
+  }
   for name, res in alone.items():
     assert not np.any(robust & ~res["robust"]), name
     assert result["robust_accuracy"] <= 100.0 * res["robust"].mean(), name
@@ -366,14 +500,33 @@ def test_autoattack_is_at_most_each_of_its_stages():
   assert result["masking_check"]["checked"] == ["square_beats_white_box"]
 
   # Fast names itself and shares the stages' keys; the same key gives the same result.
-  fast = runner.run_autoattack(model.apply_fn, model.variables, key, images, labels, eps=eps,
-                               batch_size=BATCH, n_iter=10, version="fast")
+  fast = runner.run_autoattack(
+      model.apply_fn,
+      model.variables,
+      key,
+      images,
+      labels,
+      eps=eps,
+      batch_size=BATCH,
+      n_iter=10,
+      version="fast",
+  )
   assert fast["attacks"] == ["apgd-ce", "apgd-t"] and "fast" in fast["name"]
   assert fast["square_queries"] is None and fast["masking_check"] is None
-  assert fast["robust_accuracy_after"] == {k: result["robust_accuracy_after"][k]
-                                           for k in ("apgd-ce", "apgd-t")}
-  again = runner.run_autoattack(model.apply_fn, model.variables, key, images, labels, eps=eps,
-                                batch_size=BATCH, n_iter=10, version="fast")
+  assert fast["robust_accuracy_after"] == {
+      k: result["robust_accuracy_after"][k] for k in ("apgd-ce", "apgd-t")
+  }
+  again = runner.run_autoattack(
+      model.apply_fn,
+      model.variables,
+      key,
+      images,
+      labels,
+      eps=eps,
+      batch_size=BATCH,
+      n_iter=10,
+      version="fast",
+  )
   assert again["per_example"] == fast["per_example"]
 
 
@@ -384,25 +537,42 @@ def test_gradient_masked_model_is_caught_by_square():
   clean = np.argmax(np.asarray(masked_apply_fn(model.variables, x)), -1) == y
   assert clean.all()  # still a real classifier
   pgd_acc = pgd_accuracy(masked_apply_fn, model.variables, x, y, eps=EPS, steps=10, restarts=2)
-  apgd_acc = 100.0 * apgd.apgd_attack(masked_apply_fn, model.variables, jax.random.key(0), x, y,
-                                      eps=EPS, n_iter=10)["robust"].mean()
-  sq = square.square_attack(masked_apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS,
-                            n_queries=50)
+  apgd_acc = (
+      100.0
+      * apgd.apgd_attack(
+          masked_apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS, n_iter=10
+      )["robust"].mean()
+  )
+  sq = square.square_attack(
+      masked_apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS, n_queries=50
+  )
   square_acc = 100.0 * sq["robust"].mean()
   assert pgd_acc == 100.0 and apgd_acc == 100.0
   assert square_acc <= 50.0
   assert_in_ball(sq["adversarial"], x, EPS)
   assert np.all(sq["queries"][~sq["robust"]] < 50)
-  check = masking.masking_check(white_box_accuracy=min(pgd_acc, apgd_acc),
-                                square_accuracy=square_acc, pgd_accuracy=pgd_acc,
-                                apgd_accuracy=apgd_acc)
+  check = masking.masking_check(
+      white_box_accuracy=min(pgd_acc, apgd_acc),
+      square_accuracy=square_acc,
+      pgd_accuracy=pgd_acc,
+      apgd_accuracy=apgd_acc,
+  )
   assert check["suspicious"]
   assert [f["name"] for f in check["flags"]] == ["square_beats_white_box"]
   assert check["flags"][0]["values"]["white_box_accuracy"] == 100.0
   # AutoAttack itself: only Square breaks points, and its own check says so.
-  result = runner.run_autoattack(masked_apply_fn, model.variables, jax.random.key(0), x, y,
-                                 eps=EPS, batch_size=BATCH, n_iter=5, fab_iter=5,
-                                 square_queries=50)
+  result = runner.run_autoattack(
+      masked_apply_fn,
+      model.variables,
+      jax.random.key(0),
+      x,
+      y,
+      eps=EPS,
+      batch_size=BATCH,
+      n_iter=5,
+      fab_iter=5,
+      square_queries=50,
+  )
   after = result["robust_accuracy_after"]
   assert after["apgd-ce"] == after["apgd-t"] == after["fab-t"] == 100.0
   assert after["square"] <= 50.0
@@ -416,22 +586,35 @@ def test_random_model_with_eot():
   model, x, y = tiny()
   noisy = noisy_apply_fn(model.model, 0.02)
   kwargs = dict(eps=EPS, batch_size=BATCH, n_iter=5, version="fast")
-  result = runner.run_autoattack(None, model.variables, jax.random.key(4), x, y,
-                                 random_apply_fn=noisy, eot=2, **kwargs)
+  result = runner.run_autoattack(
+      None, model.variables, jax.random.key(4), x, y, random_apply_fn=noisy, eot=2, **kwargs
+  )
   assert result["eot"] == 2 and result["random_model"]
   assert result["robust_accuracy"] <= result["clean_accuracy"]
-  again = runner.run_autoattack(None, model.variables, jax.random.key(4), x, y,
-                                random_apply_fn=noisy, eot=2, **kwargs)
+  again = runner.run_autoattack(
+      None, model.variables, jax.random.key(4), x, y, random_apply_fn=noisy, eot=2, **kwargs
+  )
   assert again["per_example"] == result["per_example"]
   # EOT is off for a deterministic model.
-  assert runner.run_autoattack(model.apply_fn, model.variables, jax.random.key(4), x, y,
-                               eot=3, **kwargs)["eot"] == 1
+  assert (
+      runner.run_autoattack(
+          model.apply_fn, model.variables, jax.random.key(4), x, y, eot=3, **kwargs
+      )["eot"]
+      == 1
+  )
 
 
 def test_bad_input_names_the_flag():
   model, x, y = tiny()
-  run = functools.partial(runner.run_autoattack, model.apply_fn, model.variables,
-                          jax.random.key(0), x, y, batch_size=BATCH)
+  run = functools.partial(
+      runner.run_autoattack,
+      model.apply_fn,
+      model.variables,
+      jax.random.key(0),
+      x,
+      y,
+      batch_size=BATCH,
+  )
   with pytest.raises(ConfigError, match="--autoattack_eps"):
     run(eps=-0.1)
   with pytest.raises(ConfigError, match="--autoattack_eps"):
@@ -448,23 +631,46 @@ def test_bad_input_names_the_flag():
     apgd.apgd_attack(model.apply_fn, model.variables, jax.random.key(0), x, y, eps=EPS, eot=0.5)
   nan_variables = {"w": np.full((48, 3), np.nan, np.float32), "b": np.zeros(3, np.float32)}
   with pytest.raises(NkdError, match="not finite"):
-    runner.run_autoattack(linear_apply_fn, nan_variables, jax.random.key(0),
-                          np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32), eps=EPS)
+    runner.run_autoattack(
+        linear_apply_fn,
+        nan_variables,
+        jax.random.key(0),
+        np.zeros((2, 4, 4, 3), np.float32),
+        np.zeros(2, np.int32),
+        eps=EPS,
+    )
 
 
 def test_suite_entry_with_pgd_cross_checks_and_side_file(tmp_path):
   from nkd.config.evaluation import EvalOptions
   from nkd.evaluation.suite import run_suite
+
   tiny_model = trained_tiny()
-  options = EvalOptions(eval_suite="pgd,autoattack", pgd_batch_size=16, pgd_restarts=2,
-                        pgd_eps=(0.031,), pgd_steps=(2, 4), pgd_eps_sweep=(0.0, 1.0),
-                        pgd_sweep_steps=3, pgd_num_examples=16, pgd_fgsm=False,
-                        autoattack_eps=(0.031,), autoattack_num_examples=16,
-                        autoattack_batch_size=16, autoattack_iterations=3,
-                        autoattack_square_queries=10)
-  out = run_suite(tiny_model.apply_fn, tiny_model.variables, key=jax.random.key(0),
-                  test_images=tiny_model.test_images, test_labels=tiny_model.test_labels,
-                  options=options, output_dir=str(tmp_path))
+  options = EvalOptions(
+      eval_suite="pgd,autoattack",
+      pgd_batch_size=16,
+      pgd_restarts=2,
+      pgd_eps=(0.031,),
+      pgd_steps=(2, 4),
+      pgd_eps_sweep=(0.0, 1.0),
+      pgd_sweep_steps=3,
+      pgd_num_examples=16,
+      pgd_fgsm=False,
+      autoattack_eps=(0.031,),
+      autoattack_num_examples=16,
+      autoattack_batch_size=16,
+      autoattack_iterations=3,
+      autoattack_square_queries=10,
+  )
+  out = run_suite(
+      tiny_model.apply_fn,
+      tiny_model.variables,
+      key=jax.random.key(0),
+      test_images=tiny_model.test_images,
+      test_labels=tiny_model.test_labels,
+      options=options,
+      output_dir=str(tmp_path),
+  )
   section = out["autoattack"]
   json.dumps(section)
   (entry,) = section["results"]
@@ -477,11 +683,16 @@ def test_suite_entry_with_pgd_cross_checks_and_side_file(tmp_path):
   assert len(per_example["0.031"]["broken_by"]) == 16
 
 
-@pytest.mark.parametrize("overrides, flag", [
-    (dict(autoattack_eps=(-0.1,)), "--autoattack_eps"),
-    (dict(autoattack_version="strong"), "--autoattack_version"),
-    (dict(attack_eot=0), "--attack_eot")])
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        (dict(autoattack_eps=(-0.1,)), "--autoattack_eps"),
+        (dict(autoattack_version="strong"), "--autoattack_version"),
+        (dict(attack_eot=0), "--attack_eot"),
+    ],
+)
 def test_autoattack_options_name_the_flag(tmp_path, overrides, flag):
   from helpers import tiny_config
+
   with pytest.raises(ConfigError, match=flag):
     tiny_config(tmp_path, eval_suite="accuracy,autoattack", **overrides)

@@ -23,9 +23,14 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
   path = tmp_path_factory.mktemp("bench") / "bench.json"
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", f"--json={path}"],
-                        cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.bench", "--quick", f"--json={path}"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc, json.loads(path.read_text())
 
@@ -62,12 +67,14 @@ def test_quick_json_is_well_formed(quick):
 
 
 def test_bad_arguments_are_one_line(capsys):
-  for argv, fragment in ((["--only=kd_step,epoch"], "unknown row 'kd_step'"),
-                         (["--steps=0"], "--steps=0: 0 is not a positive integer"),
-                         (["--quick", "--epoch_images=8"], "at least one batch"),
-                         (["--bogus"], "unknown option --bogus"),
-                         (["--quik"], "unknown option --quik (did you mean --quick?)"),
-                         (["--quick", "epoch"], "unexpected arguments epoch")):
+  for argv, fragment in (
+      (["--only=kd_step,epoch"], "unknown row 'kd_step'"),
+      (["--steps=0"], "--steps=0: 0 is not a positive integer"),
+      (["--quick", "--epoch_images=8"], "at least one batch"),
+      (["--bogus"], "unknown option --bogus"),
+      (["--quik"], "unknown option --quik (did you mean --quick?)"),
+      (["--quick", "epoch"], "unexpected arguments epoch"),
+  ):
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("benchmarks.bench: error: ")
@@ -76,7 +83,8 @@ def test_bad_arguments_are_one_line(capsys):
 
 def test_flags_make_the_settings():
   flag_values, settings, rows = bench.parse_flags(
-      ["--quick", "--only=epoch,pgd20_fp32", "--repeats=7", "--nogpu_deterministic"])
+      ["--quick", "--only=epoch,pgd20_fp32", "--repeats=7", "--nogpu_deterministic"]
+  )
   assert rows == ("epoch", "pgd20_fp32") and not flag_values.gpu_deterministic
   assert settings.quick and settings.repeats == 7 and settings.epoch_repeats == 1
   _, settings, rows = bench.parse_flags([])
@@ -87,10 +95,14 @@ def test_torch_reference_without_torch_says_so(monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
   out = bench.torch_reference(bench.Settings.quick_settings(), bench.ROWS)
   assert set(out) == {"error"} and "PyTorch is not importable" in out["error"]
-  table = bench.format_table({
-      "environment": {"device": "cpu:cpu", "device_count": 1, "versions": {"jax": "x"}},
-      "settings": {"quick": True}, "rows": {"epoch": {"img_per_s": 1.0}},
-      "torch_reference": out})
+  table = bench.format_table(
+      {
+          "environment": {"device": "cpu:cpu", "device_count": 1, "versions": {"jax": "x"}},
+          "settings": {"quick": True},
+          "rows": {"epoch": {"img_per_s": 1.0}},
+          "torch_reference": out,
+      }
+  )
   assert table.splitlines()[-1].startswith("torch reference: PyTorch is not importable")
 
 
@@ -98,9 +110,11 @@ def test_torch_reference_without_torch_says_so(monkeypatch):
 # The PyTorch reference (skipped where PyTorch is absent: it is not a requirement, so it is
 # imported inside the tests).
 
+
 def _to_torch(model, variables):
   """Copies Flax WRN variables into benchmarks.torch_reference's WideResNet."""
   import torch  # pylint: disable=import-outside-toplevel
+
   params, stats = variables["params"], variables["batch_stats"]
   state = {}
 
@@ -114,8 +128,10 @@ def _to_torch(model, variables):
     state[prefix + ".running_var"] = np.asarray(s["BatchNorm_0"]["var"])
 
   conv("conv_init", params["conv_init"])
-  blocks = sorted((k for k in params if k.startswith("group")),
-                  key=lambda k: (int(k[5]), int(k.split("block")[1])))
+  blocks = sorted(
+      (k for k in params if k.startswith("group")),
+      key=lambda k: (int(k[5]), int(k.split("block")[1])),
+  )
   for i, name in enumerate(blocks):
     p, s = params[name], stats[name]
     bn(f"blocks.{i}.bn1", p["bn1"], s["bn1"])
@@ -130,13 +146,15 @@ def _to_torch(model, variables):
   tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state.items()}
   missing, unexpected = model.load_state_dict(tensors, strict=False)
   assert not unexpected and set(missing) <= {"mean", "std"} | {
-      k for k in model.state_dict() if k.endswith("num_batches_tracked")}, missing
+      k for k in model.state_dict() if k.endswith("num_batches_tracked")
+  }, missing
   return model
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 def test_torch_wrn_has_the_papers_parameter_counts():
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+
   assert torch_reference.count_params(torch_reference.create_model("wrn-40-2")) == 2_243_546
   assert torch_reference.count_params(torch_reference.create_model("wrn-16-2")) == 691_674
 
@@ -147,6 +165,7 @@ def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
   block: with and without the 1x1 shortcut)."""
   import torch  # pylint: disable=import-outside-toplevel
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+
   ours = create_model(name)
   variables = init_variables(ours, jax.random.key(0))
   # Non-trivial BatchNorm statistics, so eval mode is tested too.
@@ -154,7 +173,8 @@ def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
   variables = dict(variables)
   variables["batch_stats"] = jax.tree.map(
       lambda v: np.asarray(v) + rng.uniform(0.1, 0.5, v.shape).astype(np.float32),
-      variables["batch_stats"])
+      variables["batch_stats"],
+  )
   theirs = _to_torch(torch_reference.create_model(name), variables)
   assert torch_reference.count_params(theirs) == count_params(variables["params"])
   x = rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
@@ -174,22 +194,44 @@ def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 def test_torch_reference_benchmark_runs():
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
-  out = torch_reference.benchmark(teacher="wrn-10-1", student="wrn-10-1", batch=8, pgd_batch=8,
-                                  pgd_steps=2, steps=1, repeats=1, warmup_s=0.0, threads=1)
-  assert set(out) == {"kd_step_fp32", "kd_step_bf16", "kd_step_fickle", "kd_step_softrand",
-                      "pgd20_fp32", "pgd20_bf16"}
+
+  out = torch_reference.benchmark(
+      teacher="wrn-10-1",
+      student="wrn-10-1",
+      batch=8,
+      pgd_batch=8,
+      pgd_steps=2,
+      steps=1,
+      repeats=1,
+      warmup_s=0.0,
+      threads=1,
+  )
+  assert set(out) == {
+      "kd_step_fp32",
+      "kd_step_bf16",
+      "kd_step_fickle",
+      "kd_step_softrand",
+      "pgd20_fp32",
+      "pgd20_bf16",
+  }
   assert all(r["img_per_s"] > 0 for r in out.values())
 
 
 # ---------------------------------------------------------------------------------------------
 # The GPU report (benchmarks/report.py): --report --quick runs every stage on a CPU.
 
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
   out = tmp_path_factory.mktemp("report") / "out"
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", f"--report={out}", "--quick"],
-                        cwd=REPO, capture_output=True, text=True, timeout=1500,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.bench", f"--report={out}", "--quick"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=1500,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc, out, json.loads((out / "report.json").read_text())
 
@@ -197,20 +239,30 @@ def quick_report(tmp_path_factory):
 def test_quick_report_runs_every_stage(quick_report):
   proc, out, report = quick_report
   from benchmarks import report as report_lib  # pylint: disable=import-outside-toplevel
+
   markdown = (out / "report.md").read_text()
   assert proc.stdout == markdown
   assert report["quick"] and report["command"] == "python -m benchmarks.bench --report=DIR --quick"
   assert report["stage_order"] == list(report_lib.STAGES)  # report.json's keys are sorted
   assert sorted(report["stages"]) == sorted(report_lib.STAGES)
-  table = [line.split("|")[1].strip() for line in markdown.split("## Stages")[1].splitlines()
-           if line.startswith("| ") and "stage" not in line]
-  assert table[:len(report_lib.STAGES)] == list(report_lib.STAGES)
+  table = [
+      line.split("|")[1].strip()
+      for line in markdown.split("## Stages")[1].splitlines()
+      if line.startswith("| ") and "stage" not in line
+  ]
+  assert table[: len(report_lib.STAGES)] == list(report_lib.STAGES)
   for name, stage in report["stages"].items():
     assert stage["status"] == "ok", (name, stage.get("error"))
     assert stage["budget_s"] > 0 and stage["wall_time_s"] > 0
     assert f"| {name} | ok | " in markdown
-  for heading in ("## Stages", "## Benchmark rows", "## Teacher, student, KD", "## Sweep: 4 KD",
-                  "## Determinism", "## bfloat16 against float32"):
+  for heading in (
+      "## Stages",
+      "## Benchmark rows",
+      "## Teacher, student, KD",
+      "## Sweep: 4 KD",
+      "## Determinism",
+      "## bfloat16 against float32",
+  ):
     assert heading in markdown
   assert report["environment"]["packages"]["jax"] and report["data"]["dataset"] == "synthetic"
   assert str(out) not in markdown  # the folder is DIR
@@ -245,7 +297,8 @@ def test_quick_report_sweep_aggregates_four_runs(quick_report):
   assert sweep["parallel"] == 4 and [r["status"] for r in sweep["runs"]] == ["ok"] * 4
   assert json.loads((out / sweep["sweep_json"]).read_text())["parallel"] == 4
   assert sweep["aggregate_img_per_s_steady"] == pytest.approx(
-      sum(r["img_per_s"] for r in sweep["runs"]))
+      sum(r["img_per_s"] for r in sweep["runs"])
+  )
   assert sweep["images"] == sum(r["steps"] * r["batch_size"] for r in sweep["runs"])
   assert sweep["speedup_over_one_run"] > 0
 
@@ -255,8 +308,10 @@ def test_quick_report_determinism_hashes_are_equal(quick_report):
   parameters are bit-identical; on a CPU the flag changes nothing, and the report says so."""
   _, out, report = quick_report
   det = report["stages"]["determinism"]["result"]
-  hashes = {name: json.loads((out / run["workdir"] / "results.json").read_text())["params_sha256"]
-            for name, run in det["runs"].items()}
+  hashes = {
+      name: json.loads((out / run["workdir"] / "results.json").read_text())["params_sha256"]
+      for name, run in det["runs"].items()
+  }
   assert len({run["workdir"] for run in det["runs"].values()}) == 3
   assert hashes["deterministic_1"] == hashes["deterministic_2"]
   assert det["deterministic_hashes_equal"]
@@ -272,7 +327,8 @@ def test_quick_report_bf16_against_fp32(quick_report):
   assert bf16["run"]["dtype"] == "bfloat16"
   assert bf16["float32_run"] == report["stages"]["student"]["result"]["run"]["workdir"]
   assert bf16["accuracy_difference"] == pytest.approx(
-      bf16["run"]["test_accuracy"] - report["stages"]["student"]["result"]["run"]["test_accuracy"])
+      bf16["run"]["test_accuracy"] - report["stages"]["student"]["result"]["run"]["test_accuracy"]
+  )
 
 
 def test_report_stages_fail_independently(tmp_path, monkeypatch):
@@ -287,24 +343,48 @@ def test_report_stages_fail_independently(tmp_path, monkeypatch):
     return {"run": report_lib.main_run(ctx, "teacher", "experiments/no_such.flags", [])}
 
   def sleeps(ctx, report):
-    proc = report_lib.run_process(ctx, "sleep", [sys.executable, "-c",
-                                                 "import time; time.sleep(120)"])
-    raise report_lib.StageFailed(report_lib._failed("sleep", proc))  # pylint: disable=protected-access
+    proc = report_lib.run_process(
+        ctx, "sleep", [sys.executable, "-c", "import time; time.sleep(120)"]
+    )
+    # pylint: disable-next=protected-access
+    raise report_lib.StageFailed(report_lib._failed("sleep", proc))
 
   def nothing(ctx, report):
     return {}
 
-  monkeypatch.setattr(report_lib, "STAGE_FUNCTIONS", {
-      "bench": crash, "teacher": bad_flagfile, "student": nothing, "kd": nothing,
-      "sweep": nothing, "determinism": sleeps, "bf16": nothing})
-  monkeypatch.setattr(report_lib, "QUICK", report_lib.dataclasses.replace(
-      report_lib.QUICK, budgets_s=tuple((n, 1 if n == "determinism" else 5)
-                                        for n in report_lib.STAGES)))
+  monkeypatch.setattr(
+      report_lib,
+      "STAGE_FUNCTIONS",
+      {
+          "bench": crash,
+          "teacher": bad_flagfile,
+          "student": nothing,
+          "kd": nothing,
+          "sweep": nothing,
+          "determinism": sleeps,
+          "bf16": nothing,
+      },
+  )
+  monkeypatch.setattr(
+      report_lib,
+      "QUICK",
+      report_lib.dataclasses.replace(
+          report_lib.QUICK,
+          budgets_s=tuple((n, 1 if n == "determinism" else 5) for n in report_lib.STAGES),
+      ),
+  )
   out = tmp_path / "out"
   report = report_lib.run_report(str(out), quick=True, time_limit_s=600)
   status = {n: s["status"] for n, s in report["stages"].items()}
-  assert status == {"bench": "failed", "teacher": "failed", "student": "ok", "kd": "skipped",
-                    "sweep": "skipped", "determinism": "timed_out", "bf16": "ok"}
+  assert status == {
+      "bench": "failed",
+      "teacher": "failed",
+      "student": "ok",
+      "kd": "skipped",
+      "sweep": "skipped",
+      "determinism": "timed_out",
+      "bf16": "ok",
+  }
   stages = report["stages"]
   assert stages["bench"]["error"] == "RuntimeError: crash"
   assert stages["teacher"]["error"].startswith("teacher: exit 2: nkd: error:")
@@ -314,8 +394,7 @@ def test_report_stages_fail_independently(tmp_path, monkeypatch):
   assert stages["determinism"]["error"].startswith("sleep: stopped at the stage's time limit")
   markdown = (out / "report.md").read_text()
   assert "| teacher | failed |" in markdown and "FAILED: teacher: exit 2: nkd: error:" in markdown
-  assert json.loads((out / "report.json").read_text())["stages"] == json.loads(
-      json.dumps(stages))
+  assert json.loads((out / "report.json").read_text())["stages"] == json.loads(json.dumps(stages))
 
 
 def test_report_bad_arguments_are_one_line(tmp_path, capsys):
@@ -325,11 +404,16 @@ def test_report_bad_arguments_are_one_line(tmp_path, capsys):
       ([f"--report={tmp_path / 'new'}"], "give --data_dir"),
       ([f"--report={tmp_path / 'full'}", "--quick"], "the folder is not empty"),
       ([f"--report={tmp_path / 'new'}", "--quick", "--json=x.json"], "--json is not used with"),
-      ([f"--report={tmp_path / 'new'}", "--quick", f"--data_dir={tmp_path / 'nope'}"],
-       "no such folder"),
-      ([f"--report={tmp_path / 'new'}", "--quick", f"--cifar10_npz={tmp_path / 'nope.npz'}"],
-       "no such file"),
-      (["--quick", "--data_dir=x"], "--data_dir is an option of --report=DIR")):
+      (
+          [f"--report={tmp_path / 'new'}", "--quick", f"--data_dir={tmp_path / 'nope'}"],
+          "no such folder",
+      ),
+      (
+          [f"--report={tmp_path / 'new'}", "--quick", f"--cifar10_npz={tmp_path / 'nope.npz'}"],
+          "no such file",
+      ),
+      (["--quick", "--data_dir=x"], "--data_dir is an option of --report=DIR"),
+  ):
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("benchmarks.bench: error: "), err
@@ -341,6 +425,7 @@ def _fake_npz(path, n_train=10, n_test=5):
   """A cifar10_jpeg.npz in the JPEG copy's layout, of random images."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   import io  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(0)
   arrays, images = {}, {}
   for split, n in (("train", n_train), ("test", n_test)):
@@ -362,14 +447,23 @@ def _fake_npz(path, n_train=10, n_test=5):
 def test_cifar10_npz_converts_to_the_official_format(tmp_path):
   from benchmarks import cifar10_npz  # pylint: disable=import-outside-toplevel
   from nkd.data import cifar10  # pylint: disable=import-outside-toplevel
+
   images = _fake_npz(tmp_path / "c.npz")
-  folder = cifar10_npz.write_python_folder(str(tmp_path / "c.npz"), str(tmp_path / "data"),
-                                           workers=1)
-  assert sorted(os.listdir(folder)) == sorted([*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH,
-                                               "batches.meta"])
+  folder = cifar10_npz.write_python_folder(
+      str(tmp_path / "c.npz"), str(tmp_path / "data"), workers=1
+  )
+  assert sorted(os.listdir(folder)) == sorted(
+      [*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH, "batches.meta"]
+  )
   data = cifar10.load_python_folder(folder)
   assert data.train_images.shape == (10, 32, 32, 3) and data.test_images.shape == (5, 32, 32, 3)
-  assert data.train_labels.tolist() == list(range(10)) and data.test_labels.tolist() == [0, 1, 2, 3, 4]
+  assert data.train_labels.tolist() == list(range(10)) and data.test_labels.tolist() == [
+      0,
+      1,
+      2,
+      3,
+      4,
+  ]
   for got, want in ((data.train_images, images["train"]), (data.test_images, images["test"])):
     assert np.abs(got.astype(int) - want).mean() < 8  # JPEG: close, not equal
   with pytest.raises(cifar10_npz.NpzError, match="no array 'train_jpeg'"):
@@ -381,10 +475,17 @@ def test_cifar10_npz_matches_the_shared_converter(cifar10_shared, tmp_path):
   """Our converter gives the same arrays as ../shared's make_cifar10_python.py."""
   from benchmarks import cifar10_npz  # pylint: disable=import-outside-toplevel
   from nkd.data import cifar10  # pylint: disable=import-outside-toplevel
-  subprocess.run([sys.executable, str(cifar10_shared / "make_cifar10_python.py"),
-                  str(tmp_path / "ref")], check=True, capture_output=True)
-  ours = cifar10.load_python_folder(cifar10_npz.write_python_folder(
-      str(cifar10_shared / "cifar10_jpeg.npz"), str(tmp_path / "ours")))
+
+  subprocess.run(
+      [sys.executable, str(cifar10_shared / "make_cifar10_python.py"), str(tmp_path / "ref")],
+      check=True,
+      capture_output=True,
+  )
+  ours = cifar10.load_python_folder(
+      cifar10_npz.write_python_folder(
+          str(cifar10_shared / "cifar10_jpeg.npz"), str(tmp_path / "ours")
+      )
+  )
   ref = cifar10.load_python_folder(str(tmp_path / "ref" / cifar10.FOLDER))
   for a, b in zip(ours[:4], ref[:4]):
     np.testing.assert_array_equal(a, b)

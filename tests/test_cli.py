@@ -25,33 +25,38 @@ def _digest(folder):
 
 def test_process_contract_one_line_exit_2_no_traceback_nothing_written(tmp_path):
   # An error found only once the devices are known: the whole path through nkd.main.
-  proc = run_cli([*tiny_flags(batch_size=31), f"--workspace={tmp_path}"],
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  proc = run_cli(
+      [*tiny_flags(batch_size=31), f"--workspace={tmp_path}"],
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )
   assert_one_line_error(proc, "--batch_size=31", "2 devices")
   assert not os.path.exists(tmp_path / "runs" / "tiny" / "seed_0" / "checkpoints")
 
 
-@pytest.mark.parametrize("flags,fragments", [
-    (["--model=resnet-18"], ["--model", "wrn-DEPTH-WIDTH"]),
-    (["--model=wrn-15-2"], ["--model", "6n+4"]),
-    (["--lr=-0.1"], ["--lr=-0.1", "positive"]),
-    (["--epochs=-1"], ["--epochs=-1"]),
-    (["--dropout=1.0"], ["--dropout"]),
-    (["--mode=kd"], ["--teacher_flagfile"]),
-    (["--input_noise_sigma=-0.1"], ["--input_noise_sigma=-0.1", ">= 0"]),
-    (["--logit_noise_sigma=-1"], ["--logit_noise_sigma=-1"]),
-    (["--logit_noise_sigma=0.1"], ["--logit_noise_sigma=0.1", "--mode=ce has no teacher"]),
-    (["--fickle_teacher"], ["--fickle_teacher", "--mode=ce has no teacher"]),
-    (["--swap_p=0.5"], ["--swap_p=0.5", "--mode=ce has no teacher"]),
-    (["--label_noise_p=1.5"], ["--label_noise_p=1.5", "[0, 1]"]),
-    (["--swap_p=-0.1"], ["--swap_p=-0.1", "[0, 1]"]),
-    (["--swap_threshold=-1"], ["--swap_threshold=-1"]),
-    (["--teacher_dropout=1.0"], ["--teacher_dropout=1.0", "[0, 1)"]),
-    (["--label_noise_p=0.1", "--label_noise_mode=S"], ["--label_noise_mode=S", "teacher"]),
-    (["--pgd_eps=-0.1"], ["--pgd_eps"]),
-    (["--pgd_steps=0"], ["--pgd_steps"]),
-    (["--pgd_restarts=0"], ["--pgd_restarts"]),
-])
+@pytest.mark.parametrize(
+    "flags,fragments",
+    [
+        (["--model=resnet-18"], ["--model", "wrn-DEPTH-WIDTH"]),
+        (["--model=wrn-15-2"], ["--model", "6n+4"]),
+        (["--lr=-0.1"], ["--lr=-0.1", "positive"]),
+        (["--epochs=-1"], ["--epochs=-1"]),
+        (["--dropout=1.0"], ["--dropout"]),
+        (["--mode=kd"], ["--teacher_flagfile"]),
+        (["--input_noise_sigma=-0.1"], ["--input_noise_sigma=-0.1", ">= 0"]),
+        (["--logit_noise_sigma=-1"], ["--logit_noise_sigma=-1"]),
+        (["--logit_noise_sigma=0.1"], ["--logit_noise_sigma=0.1", "--mode=ce has no teacher"]),
+        (["--fickle_teacher"], ["--fickle_teacher", "--mode=ce has no teacher"]),
+        (["--swap_p=0.5"], ["--swap_p=0.5", "--mode=ce has no teacher"]),
+        (["--label_noise_p=1.5"], ["--label_noise_p=1.5", "[0, 1]"]),
+        (["--swap_p=-0.1"], ["--swap_p=-0.1", "[0, 1]"]),
+        (["--swap_threshold=-1"], ["--swap_threshold=-1"]),
+        (["--teacher_dropout=1.0"], ["--teacher_dropout=1.0", "[0, 1)"]),
+        (["--label_noise_p=0.1", "--label_noise_mode=S"], ["--label_noise_mode=S", "teacher"]),
+        (["--pgd_eps=-0.1"], ["--pgd_eps"]),
+        (["--pgd_steps=0"], ["--pgd_steps"]),
+        (["--pgd_restarts=0"], ["--pgd_restarts"]),
+    ],
+)
 def test_bad_flags_name_the_flag(tmp_path, flags, fragments):
   with pytest.raises(ConfigError) as error:
     parse_flags([*tiny_flags(), f"--workspace={tmp_path}", *flags])
@@ -61,8 +66,13 @@ def test_bad_flags_name_the_flag(tmp_path, flags, fragments):
 
 
 def test_teacher_recipe_that_is_not_a_teacher(tmp_path):
-  config = parse_flags([*tiny_flags(mode="kd"), f"--workspace={tmp_path}",
-                        "--teacher_flagfile=experiments/demo.flags"])
+  config = parse_flags(
+      [
+          *tiny_flags(mode="kd"),
+          f"--workspace={tmp_path}",
+          "--teacher_flagfile=experiments/demo.flags",
+      ]
+  )
   with pytest.raises(ConfigError, match="--teacher_flagfile.*--mode=ce"):
     pipeline.run(config)
   assert not os.path.exists(tmp_path / "runs")
@@ -74,8 +84,7 @@ def test_unknown_flag_is_refused(tmp_path):
 
 
 def test_missing_cifar10_says_what_to_put_where(tmp_path):
-  config = tiny_config(tmp_path, dataset="cifar10", data_dir=f"{tmp_path}/nothing",
-                       download=False)
+  config = tiny_config(tmp_path, dataset="cifar10", data_dir=f"{tmp_path}/nothing", download=False)
   with pytest.raises(NkdError, match="cifar-10-python.tar.gz.*--data_dir|--data_dir.*cifar-10"):
     pipeline.run(config)
 
@@ -112,15 +121,17 @@ def test_teacher_checkpoint_of_another_architecture(finished_runs, tmp_path):
   _, teacher_dir, _ = finished_runs  # A wrn-10-1.
   recipe = tmp_path / "teacher.flags"
   recipe.write_text("--mode=ce\n--model=wrn-10-2\n")
-  config = tiny_config(tmp_path, mode="kd", teacher_flagfile=str(recipe),
-                       teacher_workdir=str(teacher_dir))
+  config = tiny_config(
+      tmp_path, mode="kd", teacher_flagfile=str(recipe), teacher_workdir=str(teacher_dir)
+  )
   with pytest.raises(NkdError, match="wrn-10-1.*wrn-10-2"):
     pipeline.run(config)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  config = tiny_config(tmp_path, epochs=2, lr=1e30, momentum=0.0, log_every=1,
-                       workdir=str(tmp_path / "run"))
+  config = tiny_config(
+      tmp_path, epochs=2, lr=1e30, momentum=0.0, log_every=1, workdir=str(tmp_path / "run")
+  )
   with pytest.raises(NkdError, match="non-finite loss.*checkpoint"):
     pipeline.run(config)
   assert not os.path.exists(tmp_path / "run" / "results.json")

@@ -11,8 +11,15 @@ import pytest
 from nkd.models.conv import _conv, conv2d
 
 # (size, in features, out features, kernel, stride, padding): the WRN's layers and odd ones.
-CASES = [(8, 3, 16, 3, 1, 1), (8, 4, 6, 3, 2, 1), (8, 4, 6, 1, 2, 0), (9, 3, 5, 3, 2, 1),
-         (9, 2, 3, 5, 3, 2), (7, 2, 2, 4, 2, 1), (6, 2, 3, 1, 1, 0)]
+CASES = [
+    (8, 3, 16, 3, 1, 1),
+    (8, 4, 6, 3, 2, 1),
+    (8, 4, 6, 1, 2, 0),
+    (9, 3, 5, 3, 2, 1),
+    (9, 2, 3, 5, 3, 2),
+    (7, 2, 2, 4, 2, 1),
+    (6, 2, 3, 1, 1, 0),
+]
 
 
 @pytest.mark.parametrize("size,cin,cout,k,stride,pad", CASES)
@@ -41,8 +48,9 @@ def test_in_a_loop_every_convolution_is_canonical_and_none_is_base_dilated():
     return [line for line in text.splitlines() if re.search(r"\bconvolution\(", line)]
 
   ours = convolutions(conv2d)
-  assert ours and all("dim_labels=b01f_01io->b01f" in line and "lhs_dilate" not in line
-                      for line in ours)
+  assert ours and all(
+      "dim_labels=b01f_01io->b01f" in line and "lhs_dilate" not in line for line in ours
+  )
   # What JAX's own rule gives there (what this module replaces): a base-dilated convolution
   # with the kernel's features swapped.
   assert any("lhs_dilate" in line for line in convolutions(_conv))

@@ -26,8 +26,16 @@ def write_official_folder(root, seed=0):
     labels = rng.integers(0, 10, PER_BATCH).tolist()
     data = images.transpose(0, 3, 1, 2).reshape(PER_BATCH, 3072)  # R, G, B planes.
     with open(os.path.join(folder, name), "wb") as f:
-      pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                   b"filenames": [b"x.png"] * PER_BATCH}, f, protocol=2)
+      pickle.dump(
+          {
+              b"batch_label": name.encode(),
+              b"labels": labels,
+              b"data": data,
+              b"filenames": [b"x.png"] * PER_BATCH,
+          },
+          f,
+          protocol=2,
+      )
     truth[name] = (images, np.asarray(labels, np.int32))
   with open(os.path.join(folder, "batches.meta"), "wb") as f:
     pickle.dump({b"label_names": [b"airplane"] * 10}, f)
@@ -43,9 +51,11 @@ def write_tarball(root, folder):
 
 def _check(data, truth):
   np.testing.assert_array_equal(
-      data.train_images, np.concatenate([truth[n][0] for n in cifar10.TRAIN_BATCHES]))
+      data.train_images, np.concatenate([truth[n][0] for n in cifar10.TRAIN_BATCHES])
+  )
   np.testing.assert_array_equal(
-      data.train_labels, np.concatenate([truth[n][1] for n in cifar10.TRAIN_BATCHES]))
+      data.train_labels, np.concatenate([truth[n][1] for n in cifar10.TRAIN_BATCHES])
+  )
   np.testing.assert_array_equal(data.test_images, truth[cifar10.TEST_BATCH][0])
   np.testing.assert_array_equal(data.test_labels, truth[cifar10.TEST_BATCH][1])
   assert data.train_images.dtype == np.uint8 and data.train_images.shape[1:] == (32, 32, 3)
@@ -79,8 +89,7 @@ def test_missing_data_names_the_file_to_put_where(tmp_path):
 
 def test_offline_download_fails_with_a_clear_message(tmp_path):
   with pytest.raises(DataError, match="download .* failed.*cifar-10-python.tar.gz"):
-    cifar10.download_tarball(str(tmp_path), url="http://127.0.0.1:9/cifar.tar.gz",
-                             timeout_s=2)
+    cifar10.download_tarball(str(tmp_path), url="http://127.0.0.1:9/cifar.tar.gz", timeout_s=2)
   assert not os.listdir(tmp_path)  # No partial file left behind.
 
 

@@ -41,8 +41,12 @@ def _demo(workspace, *args):
 
 
 def _results(workspace):
-  (teacher_dir,) = [os.path.join(r, d) for r, ds, _ in os.walk(workspace / "teachers")
-                    for d in ds if d.startswith("seed_")]
+  (teacher_dir,) = [
+      os.path.join(r, d)
+      for r, ds, _ in os.walk(workspace / "teachers")
+      for d in ds
+      if d.startswith("seed_")
+  ]
   teacher = json.load(open(os.path.join(teacher_dir, "results.json")))
   student = json.load(open(workspace / "runs" / "demo" / "seed_0" / "results.json"))
   return teacher, student
@@ -75,10 +79,16 @@ def test_demo_end_to_end_and_teacher_reuse(tmp_path):
     assert os.path.exists(tmp_path / "runs" / "demo" / "seed_0" / name)
 
   # Another student seed reuses the teacher; the finished run is not redone.
-  again = run_cli([DEMO, f"--workspace={tmp_path}", "--seed=1", "--epochs=1",
-                  "--eval_suite=accuracy"], check=True)
+  again = run_cli(
+      [DEMO, f"--workspace={tmp_path}", "--seed=1", "--epochs=1", "--eval_suite=accuracy"],
+      check=True,
+  )
   assert "No teacher" not in again.stderr
-  assert json.load(open(tmp_path / "runs" / "demo" / "seed_1" / "results.json"))[
-      "teacher"]["params_sha256"] == teacher["params_sha256"]
+  assert (
+      json.load(open(tmp_path / "runs" / "demo" / "seed_1" / "results.json"))["teacher"][
+          "params_sha256"
+      ]
+      == teacher["params_sha256"]
+  )
   rerun = run_cli([DEMO, f"--workspace={tmp_path}"], check=True)
   assert "not redone" in rerun.stderr

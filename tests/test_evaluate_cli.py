@@ -11,9 +11,15 @@ from nkd import cli
 from nkd import pipeline
 from nkd.errors import NkdError
 
-SMALL_SUITE = ["--eval_suite=accuracy,calibration,pgd", "--pgd_num_examples=32",
-               "--pgd_steps=2", "--pgd_restarts=1", "--pgd_eps_sweep=0,1",
-               "--pgd_sweep_num_examples=32", "--pgd_batch_size=32"]
+SMALL_SUITE = [
+    "--eval_suite=accuracy,calibration,pgd",
+    "--pgd_num_examples=32",
+    "--pgd_steps=2",
+    "--pgd_restarts=1",
+    "--pgd_eps_sweep=0,1",
+    "--pgd_sweep_num_examples=32",
+    "--pgd_batch_size=32",
+]
 
 
 def evaluate_cli(args):
@@ -48,9 +54,10 @@ def test_cifar10c_folder_with_wrong_shapes_is_named(student_run, tmp_path):
   np.save(tmp_path / "gaussian_noise.npy", np.zeros((10, 16, 16, 3), np.uint8))
   np.save(tmp_path / "labels.npy", np.zeros(10, np.uint8))
   with pytest.raises(NkdError, match="gaussian_noise.npy"):
-    pipeline.evaluate_run(str(student_run), {"eval_suite": "cifar10c",
-                                             "cifar10c_source": "official",
-                                             "cifar10c_dir": str(tmp_path)})
+    pipeline.evaluate_run(
+        str(student_run),
+        {"eval_suite": "cifar10c", "cifar10c_source": "official", "cifar10c_dir": str(tmp_path)},
+    )
 
 
 def test_not_a_run_folder(tmp_path):
@@ -74,8 +81,10 @@ def test_absent_cinic_is_reported_as_skipped(student_run):
 
 def test_a_bug_keeps_its_traceback(student_run, monkeypatch):
   """Only input errors become one-line messages: an evaluator's internal error propagates."""
+
   def broken(*args, **kwargs):
     raise ValueError("a bug, not bad input")
+
   monkeypatch.setattr(pipeline, "run_suite", broken)
   with pytest.raises(ValueError, match="a bug"):
     pipeline.evaluate_run(str(student_run), {"eval_suite": "accuracy"})

@@ -29,9 +29,18 @@ def pgd_result(trained):
   """One evaluate_pgd over 4 eps x 2 step counts x 2 restarts + FGSM, and its trace count."""
   apply_fn, variables, x, y = trained
   before = pgd.pgd_core_cache_size()
-  result = pgd.evaluate_pgd(apply_fn, variables, jax.random.key(7), x, y,
-                            eps_list=[0.0, 0.01, 0.03, 0.1], steps_list=[2, 5],
-                            step_size=0.01, restarts=2, batch_size=24)
+  result = pgd.evaluate_pgd(
+      apply_fn,
+      variables,
+      jax.random.key(7),
+      x,
+      y,
+      eps_list=[0.0, 0.01, 0.03, 0.1],
+      steps_list=[2, 5],
+      step_size=0.01,
+      restarts=2,
+      batch_size=24,
+  )
   return result, pgd.pgd_core_cache_size() - before
 
 
@@ -65,8 +74,17 @@ def test_worst_case_is_below_every_restart(pgd_result):
     assert len(r["restart_accuracies"]) == r["restarts"] == 2
     assert r["worst_restart_accuracy"] == min(r["restart_accuracies"])
     assert r["robust_accuracy"] <= r["worst_restart_accuracy"]
-    assert set(r) >= {"eps", "step_size", "steps", "restarts", "loss", "clean_accuracy",
-                      "robust_accuracy", "worst_restart_accuracy", "restart_accuracies"}
+    assert set(r) >= {
+        "eps",
+        "step_size",
+        "steps",
+        "restarts",
+        "loss",
+        "clean_accuracy",
+        "robust_accuracy",
+        "worst_restart_accuracy",
+        "restart_accuracies",
+    }
   json.dumps(result)
 
 
@@ -85,15 +103,24 @@ def test_pgd_core_compiled_once_for_all_eps_steps_restarts(pgd_result, trained):
   assert compiled <= 1  # 0 if an earlier test compiled this shape already
   apply_fn, variables, x, y = trained
   before = pgd.pgd_core_cache_size()
-  pgd.correct_under_attack(apply_fn, variables, jax.random.key(1), x, y, eps=0.05,
-                           step_size=0.02, steps=4, batch_size=24)
+  pgd.correct_under_attack(
+      apply_fn, variables, jax.random.key(1), x, y, eps=0.05, step_size=0.02, steps=4, batch_size=24
+  )
   assert pgd.pgd_core_cache_size() == before
 
 
 def test_eps_sweep_reaches_zero_at_eps_one(trained):
   apply_fn, variables, x, y = trained
-  sweep = pgd.eps_sweep(apply_fn, variables, jax.random.key(3), x, y, eps_values=(0.0, 0.03, 0.3, 1.0),
-                        steps=5, batch_size=24)
+  sweep = pgd.eps_sweep(
+      apply_fn,
+      variables,
+      jax.random.key(3),
+      x,
+      y,
+      eps_values=(0.0, 0.03, 0.3, 1.0),
+      steps=5,
+      batch_size=24,
+  )
   assert sweep["accuracy"][0] == 100.0
   assert sweep["accuracy"][-1] == 0.0
   assert sweep["accuracy"] == sorted(sweep["accuracy"], reverse=True)
@@ -114,10 +141,12 @@ def test_same_key_same_result_and_attack_stays_in_ball(trained):
   chex.assert_shape(a, xf.shape)
   assert np.all(np.abs(np.asarray(a) - xf) <= 0.03 + 1e-6)
   assert np.asarray(a).min() >= 0.0 and np.asarray(a).max() <= 1.0
-  r1 = pgd.correct_under_attack(apply_fn, variables, jax.random.key(5), x, y, batch_size=24,
-                                **kwargs)
-  r2 = pgd.correct_under_attack(apply_fn, variables, jax.random.key(5), x, y, batch_size=24,
-                                **kwargs)
+  r1 = pgd.correct_under_attack(
+      apply_fn, variables, jax.random.key(5), x, y, batch_size=24, **kwargs
+  )
+  r2 = pgd.correct_under_attack(
+      apply_fn, variables, jax.random.key(5), x, y, batch_size=24, **kwargs
+  )
   np.testing.assert_array_equal(r1, r2)
 
 
@@ -141,12 +170,15 @@ def _first_pixel(variables, images):
   return images[:, 0, 0, :]
 
 
-@pytest.mark.parametrize("kwargs, option", [
-    (dict(eps_list=[-0.1], steps_list=[5], step_size=0.01), "eps"),
-    (dict(eps_list=[0.03], steps_list=[0], step_size=0.01), "steps"),
-    (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, restarts=0), "restarts"),
-    (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, loss="l2"), "loss"),
-])
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [
+        (dict(eps_list=[-0.1], steps_list=[5], step_size=0.01), "eps"),
+        (dict(eps_list=[0.03], steps_list=[0], step_size=0.01), "steps"),
+        (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, restarts=0), "restarts"),
+        (dict(eps_list=[0.03], steps_list=[5], step_size=0.01, loss="l2"), "loss"),
+    ],
+)
 def test_bad_attack_options_name_the_option(kwargs, option):
   x = np.zeros((2, 32, 32, 3), np.uint8)
   with pytest.raises(ValueError, match=f"^{option} "):
@@ -155,11 +187,26 @@ def test_bad_attack_options_name_the_option(kwargs, option):
 
 def test_run_suite_end_to_end(trained, tmp_path):
   apply_fn, variables, x, y = trained
-  options = EvalOptions(eval_batch_size=24, pgd_batch_size=24, pgd_restarts=2,
-                        pgd_steps=(2,), pgd_eps_sweep=(0.0, 1.0), pgd_sweep_steps=5,
-                        cifar10c_source="auto", cifar10c_severities=(1, 5))
-  result = run_suite(apply_fn, variables, key=jax.random.key(0), test_images=x, test_labels=y,
-                     options=options, cache_dir=str(tmp_path), teacher=(apply_fn, variables))
+  options = EvalOptions(
+      eval_batch_size=24,
+      pgd_batch_size=24,
+      pgd_restarts=2,
+      pgd_steps=(2,),
+      pgd_eps_sweep=(0.0, 1.0),
+      pgd_sweep_steps=5,
+      cifar10c_source="auto",
+      cifar10c_severities=(1, 5),
+  )
+  result = run_suite(
+      apply_fn,
+      variables,
+      key=jax.random.key(0),
+      test_images=x,
+      test_labels=y,
+      options=options,
+      cache_dir=str(tmp_path),
+      teacher=(apply_fn, variables),
+  )
   json.dumps(result)
   assert set(result) == {"clean", "calibration", "pgd", "cifar10_c", "cinic_imagenet"}
   assert result["clean"]["accuracy"] == 100.0
@@ -180,16 +227,29 @@ def test_run_suite_end_to_end(trained, tmp_path):
   # are arguments of every jitted core, not constants baked into it.
   other = init_variables(trained_tiny().model, jax.random.key(99))
   before = (predict.logits_core_cache_size(), pgd.pgd_core_cache_size())
-  only_pgd = run_suite(apply_fn, other, key=jax.random.key(0), test_images=x, test_labels=y,
-                       options=EvalOptions(eval_suite="accuracy,pgd", pgd_batch_size=24,
-                                           eval_batch_size=24, pgd_restarts=1,
-                                           pgd_steps=(2,), pgd_eps_sweep=(), pgd_fgsm=False))
+  only_pgd = run_suite(
+      apply_fn,
+      other,
+      key=jax.random.key(0),
+      test_images=x,
+      test_labels=y,
+      options=EvalOptions(
+          eval_suite="accuracy,pgd",
+          pgd_batch_size=24,
+          eval_batch_size=24,
+          pgd_restarts=1,
+          pgd_steps=(2,),
+          pgd_eps_sweep=(),
+          pgd_fgsm=False,
+      ),
+  )
   assert (predict.logits_core_cache_size(), pgd.pgd_core_cache_size()) == before
   assert set(only_pgd) == {"clean", "pgd"} and "eps_sweep" not in only_pgd["pgd"]
 
 
 def test_bucket_sizes_are_powers_of_two_up_to_the_batch_size():
   from nkd.evaluation import batching  # pylint: disable=g-import-not-at-top
+
   assert [batching.bucket_size(n, 8) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 8]
   assert batching.bucket_size(5, 6) == 6 and batching.bucket_size(0, 6) == 1
 
@@ -198,6 +258,7 @@ def test_registry_covers_every_suite_item_and_section_in_order():
   from nkd import run_files  # pylint: disable=g-import-not-at-top
   from nkd.config.evaluation import SUITE_ITEMS  # pylint: disable=g-import-not-at-top
   from nkd.evaluation.suite import EVALUATORS  # pylint: disable=g-import-not-at-top
+
   assert set(EVALUATORS) == set(SUITE_ITEMS)
   # results.json's sections come out in SECTIONS order, whatever order --eval_suite lists.
   assert tuple(e.section for e in EVALUATORS.values()) == run_files.SECTIONS
@@ -206,8 +267,9 @@ def test_registry_covers_every_suite_item_and_section_in_order():
 def test_suite_order_is_the_registry_order_and_the_loop_times_each_section(trained):
   apply_fn, variables, x, y = trained
   options = EvalOptions(eval_suite="calibration,accuracy", eval_batch_size=24)
-  result = run_suite(apply_fn, variables, key=jax.random.key(0), test_images=x, test_labels=y,
-                     options=options)
+  result = run_suite(
+      apply_fn, variables, key=jax.random.key(0), test_images=x, test_labels=y, options=options
+  )
   assert list(result) == ["clean", "calibration"]
   assert list(result["clean"]) == ["accuracy", "num_examples", "time_s"]
   assert result["calibration"]["accuracy"] == result["clean"]["accuracy"]

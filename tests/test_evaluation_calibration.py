@@ -40,15 +40,18 @@ def test_ece_zero_when_calibrated_and_one_bin_pools_everything():
   logits = np.concatenate([_two_class_logits(0.6, 5), _two_class_logits(0.9, 5)])
   labels = np.array([0] * 5 + [0, 0, 0, 1, 1])  # 0.6 -> 100%, 0.9 -> 60%
   assert calibration.expected_calibration_error(logits, labels, num_bins=1) == pytest.approx(
-      abs(0.8 - 0.75))
+      abs(0.8 - 0.75)
+  )
   assert calibration.expected_calibration_error(logits, labels) == pytest.approx(
-      0.5 * 0.4 + 0.5 * 0.3)
+      0.5 * 0.4 + 0.5 * 0.3
+  )
 
 
 def test_nll_agreement_and_kl():
   logits = np.zeros((3, 10))
   assert calibration.negative_log_likelihood(logits, np.array([0, 1, 2])) == pytest.approx(
-      np.log(10))
+      np.log(10)
+  )
   teacher = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
   student = np.log(np.array([[0.25, 0.75], [0.9, 0.1]]))
   kl = 0.5 * (0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75))
@@ -75,16 +78,24 @@ def test_every_option_has_help_and_a_flag_type():
   assert common == {"eps": (8 / 255,), "step_size": 2 / 255, "steps": (7,)}
 
 
-@pytest.mark.parametrize("overrides, flag", [
-    ({"pgd_eps": (-0.1,)}, "--pgd_eps"), ({"pgd_steps": (0,)}, "--pgd_steps"),
-    ({"pgd_restarts": 0}, "--pgd_restarts"), ({"pgd_loss": "l2"}, "--pgd_loss"),
-    ({"pgd_preset": "strong"}, "--pgd_preset"), ({"eval_suite": "pgd,speed"}, "--eval_suite"),
-    ({"cifar10c_source": "web"}, "--cifar10c_source"),
-    ({"cifar10c_source": "official"}, "--cifar10c_dir"),
-    ({"cifar10c_corruptions": "fog,rain"}, "--cifar10c_corruptions"),
-    ({"cifar10c_severities": (0,)}, "--cifar10c_severities"), ({"ece_bins": 0}, "--ece_bins"),
-    ({"pgd_batch_size": 0}, "--pgd_batch_size"), ({"pgd_step_size": -1.0}, "--pgd_step_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        ({"pgd_eps": (-0.1,)}, "--pgd_eps"),
+        ({"pgd_steps": (0,)}, "--pgd_steps"),
+        ({"pgd_restarts": 0}, "--pgd_restarts"),
+        ({"pgd_loss": "l2"}, "--pgd_loss"),
+        ({"pgd_preset": "strong"}, "--pgd_preset"),
+        ({"eval_suite": "pgd,speed"}, "--eval_suite"),
+        ({"cifar10c_source": "web"}, "--cifar10c_source"),
+        ({"cifar10c_source": "official"}, "--cifar10c_dir"),
+        ({"cifar10c_corruptions": "fog,rain"}, "--cifar10c_corruptions"),
+        ({"cifar10c_severities": (0,)}, "--cifar10c_severities"),
+        ({"ece_bins": 0}, "--ece_bins"),
+        ({"pgd_batch_size": 0}, "--pgd_batch_size"),
+        ({"pgd_step_size": -1.0}, "--pgd_step_size"),
+    ],
+)
 def test_validate_names_the_flag(overrides, flag):
   with pytest.raises(ConfigError, match=flag):
     EvalOptions(**overrides).validate()

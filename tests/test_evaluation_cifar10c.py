@@ -42,7 +42,7 @@ def test_reads_severity_blocks_and_evaluates(tmp_path):
   assert len(data.missing) == 16 and "not found" in data.missing["contrast"]
   images, labels = data.severity("fog", 3)
   assert images.shape == (N, 32, 32, 3)
-  np.testing.assert_array_equal(images, np.load(tmp_path / "fog.npy")[2 * N:3 * N])
+  np.testing.assert_array_equal(images, np.load(tmp_path / "fog.npy")[2 * N : 3 * N])
   result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, {}, data, batch_size=4)
   assert result["accuracy"]["fog"] == {"1": 100.0, "2": 80.0, "3": 60.0, "4": 40.0, "5": 20.0}
   assert result["mean_per_corruption"]["snow"] == pytest.approx(60.0)
@@ -66,9 +66,16 @@ def test_means_over_all_corruptions_and_one_compiled_core(tmp_path):
   assert partial["mean_15"] is None  # RobustBench's mean needs all five severities
 
 
-@pytest.mark.parametrize("problem, match", [
-    ("float", "fog.npy"), ("shape", "fog.npy"), ("no_labels", "labels.npy"),
-    ("labels_not_5n", "labels.npy"), ("none", "none of the corruption files")])
+@pytest.mark.parametrize(
+    "problem, match",
+    [
+        ("float", "fog.npy"),
+        ("shape", "fog.npy"),
+        ("no_labels", "labels.npy"),
+        ("labels_not_5n", "labels.npy"),
+        ("none", "none of the corruption files"),
+    ],
+)
 def test_malformed_folders_raise_naming_the_file(tmp_path, problem, match):
   _write_official(tmp_path, ["fog"])
   if problem == "float":
@@ -105,14 +112,24 @@ def test_auto_prefers_the_folder_then_falls_back_to_regeneration(tmp_path):
   _write_official(tmp_path / "official", ["fog"])
   clean = np.random.default_rng(0).integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
   labels = np.arange(N) % 10
-  data = cifar10c.load_cifar10c("auto", folder=str(tmp_path / "official"), corruptions=["fog"],
-                                clean_images=clean, clean_labels=labels,
-                                cache_dir=str(tmp_path / "cache"))
+  data = cifar10c.load_cifar10c(
+      "auto",
+      folder=str(tmp_path / "official"),
+      corruptions=["fog"],
+      clean_images=clean,
+      clean_labels=labels,
+      cache_dir=str(tmp_path / "cache"),
+  )
   assert data.source == "official"
-  data = cifar10c.load_cifar10c("auto", folder=str(tmp_path / "absent"), corruptions=["fog"],
-                                clean_images=clean, clean_labels=labels,
-                                cache_dir=str(tmp_path / "cache"),
-                                tfds_data_dir=str(tmp_path / "no_tfds"))
+  data = cifar10c.load_cifar10c(
+      "auto",
+      folder=str(tmp_path / "absent"),
+      corruptions=["fog"],
+      clean_images=clean,
+      clean_labels=labels,
+      cache_dir=str(tmp_path / "cache"),
+      tfds_data_dir=str(tmp_path / "no_tfds"),
+  )
   assert data.source == "regenerated"
   assert "absent" in data.details["fallbacks"][0] and "tfds" in data.details["fallbacks"][1]
   result = cifar10c.evaluate_cifar10c(_classify_by_first_pixel, {}, data, batch_size=N)

@@ -30,13 +30,13 @@ def cinic_dir(tmp_path):
     rgb[0, 0] = (label, 7, 9)
     if label % 2:
       Image.fromarray(np.dstack([rgb, np.full((32, 32), 128, np.uint8)]), "RGBA").save(
-          folder / f"n0{label}_1.png")
+          folder / f"n0{label}_1.png"
+      )
     else:
       gray = np.full((32, 32), label, np.uint8)
       Image.fromarray(gray, "L").save(folder / f"n0{label}_1.png")
     Image.fromarray(np.full((40, 40, 3), label, np.uint8)).save(folder / f"n0{label}_2.png")
-    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(
-        folder / f"cifar10-train-{label}.png")
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(folder / f"cifar10-train-{label}.png")
   (tmp_path / "train").mkdir()
   return tmp_path
 
@@ -60,8 +60,9 @@ def test_reads_only_imagenet_files_as_rgb(cinic_dir, tmp_path):
 
 
 def test_evaluate_ok(cinic_dir, tmp_path):
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, str(cinic_dir), str(tmp_path / "c"),
-                                batch_size=8)
+  result = cinic.evaluate_cinic(
+      _classify_by_first_pixel, {}, str(cinic_dir), str(tmp_path / "c"), batch_size=8
+  )
   assert result["status"] == "ok" and result["num_images"] == 20
   assert result["accuracy"] == 100.0
   assert result["source"]["dir"] == str(cinic_dir)
@@ -76,14 +77,21 @@ def test_missing_class_folder_raises_naming_it(cinic_dir):
 
 
 def test_absent_data_is_skipped_with_a_reason(tmp_path):
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, str(tmp_path / "nowhere"),
-                                str(tmp_path / "cache"))
+  result = cinic.evaluate_cinic(
+      _classify_by_first_pixel, {}, str(tmp_path / "nowhere"), str(tmp_path / "cache")
+  )
   assert result == {"status": "skipped", "reason": result["reason"]}
   assert "nowhere" in result["reason"] and "download is off" in result["reason"]
   # Online download attempted but refused (the discard port on this machine): still a skip.
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, None, str(tmp_path / "cache"),
-                                download=True, url="http://127.0.0.1:9/CINIC-10.tar.gz",
-                                timeout_s=5)
+  result = cinic.evaluate_cinic(
+      _classify_by_first_pixel,
+      {},
+      None,
+      str(tmp_path / "cache"),
+      download=True,
+      url="http://127.0.0.1:9/CINIC-10.tar.gz",
+      timeout_s=5,
+  )
   assert result["status"] == "skipped"
   assert "download from http://127.0.0.1:9/CINIC-10.tar.gz failed" in result["reason"]
 
@@ -94,22 +102,30 @@ def test_download_records_the_archives_sha256_and_extracts_the_test_split(cinic_
   with tarfile.open(served, "w:gz") as tar:
     tar.add(cinic_dir / "test", arcname="test")
   cache = tmp_path / "cache"
-  result = cinic.evaluate_cinic(_classify_by_first_pixel, {}, None, str(cache), batch_size=8,
-                                download=True, url=served.as_uri())
+  result = cinic.evaluate_cinic(
+      _classify_by_first_pixel,
+      {},
+      None,
+      str(cache),
+      batch_size=8,
+      download=True,
+      url=served.as_uri(),
+  )
   assert result["status"] == "ok" and result["accuracy"] == 100.0
   sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
   assert result["source"]["archive_sha256"] == sha256
   archive = cache / "cinic10" / "CINIC-10.tar.gz"
   assert (cache / "cinic10" / "CINIC-10.tar.gz.sha256").read_text() == sha256 + "\n"
-  assert sorted(os.listdir(archive.parent)) == ["CINIC-10.tar.gz", "CINIC-10.tar.gz.sha256",
-                                                "test"]
+  assert sorted(os.listdir(archive.parent)) == ["CINIC-10.tar.gz", "CINIC-10.tar.gz.sha256", "test"]
 
 
 def test_a_download_that_differs_from_a_published_sha256_is_refused(tmp_path, monkeypatch):
   served = tmp_path / "CINIC-10.tar.gz"
   served.write_bytes(b"not CINIC-10")
   monkeypatch.setattr(cinic, "PUBLISHED_SHA256", "0" * 64)
-  with pytest.raises(DataError, match=r"download from .*CINIC-10.tar.gz: sha256 \w+ does not "
-                                      r"match the expected 0+$"):
+  with pytest.raises(
+      DataError,
+      match=r"download from .*CINIC-10.tar.gz: sha256 \w+ does not " r"match the expected 0+$",
+  ):
     cinic.download_cinic(str(tmp_path / "dest"), url=served.as_uri())
   assert not os.listdir(tmp_path / "dest")

@@ -29,8 +29,11 @@ def _textured(n: int, seed: int = 0) -> np.ndarray:
   images = []
   for _ in range(n):
     a, p = rng.uniform(0, 6, 3), rng.uniform(0, 6, 3)
-    images.append(np.stack([0.5 + 0.3 * np.sin(a[c] * 6 * xx + p[c]) * np.cos(a[c] * 4 * yy)
-                            for c in range(3)], -1))
+    images.append(
+        np.stack(
+            [0.5 + 0.3 * np.sin(a[c] * 6 * xx + p[c]) * np.cos(a[c] * 4 * yy) for c in range(3)], -1
+        )
+    )
   images = np.stack(images) + rng.normal(0, 0.03, (n, 32, 32, 3))
   return (np.clip(images, 0, 1) * 255).astype(np.uint8)
 
@@ -52,8 +55,9 @@ def frost_dir(tmp_path_factory):
 
 
 def _distortion(name, images, severity, frost_images=None):
-  out = C.corrupt(name, images, severity, rng=np.random.default_rng([1, severity]),
-                  frost_images=frost_images)
+  out = C.corrupt(
+      name, images, severity, rng=np.random.default_rng([1, severity]), frost_images=frost_images
+  )
   assert out.shape == images.shape and out.dtype == np.uint8, name
   return float(np.mean(np.abs(out.astype(np.float64) - images)))
 
@@ -66,9 +70,20 @@ def test_each_corruption_changes_the_image_and_keeps_shape_and_dtype(name, image
 
 
 # Corruptions whose official constants grow with severity at every step.
-MONOTONE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
-            "defocus_blur", "zoom_blur", "fog", "brightness", "contrast", "pixelate",
-            "jpeg_compression")
+MONOTONE = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "gaussian_blur",
+    "defocus_blur",
+    "zoom_blur",
+    "fog",
+    "brightness",
+    "contrast",
+    "pixelate",
+    "jpeg_compression",
+)
 # Constants that grow overall but not at every step (motion blur 3 -> 4 only lengthens a kernel
 # whose extra taps weigh ~1e-8; snow and glass blur change several constants at once).
 GROWS_OVERALL = ("motion_blur", "snow", "glass_blur")
@@ -107,6 +122,7 @@ def test_bad_input_and_unknown_names_raise(images):
 
 # ----- image operations against the libraries they replace ------------------------------------
 
+
 def test_zoom_matches_scipy_including_its_edge_rule():
   rng = np.random.default_rng(0)
   x = rng.random((2, 24, 24, 3)).astype(np.float32)
@@ -142,8 +158,9 @@ def test_distance_transform_chamfer_weights():
   image = np.full((1, 9, 9), 255, np.uint8)
   image[0, 4, 4] = 0
   d = ops.distance_transform_l2_5(image)[0]
-  np.testing.assert_allclose([d[4, 4], d[4, 5], d[5, 5], d[6, 5], d[4, 6]],
-                             [0, 1, 1.4, 2.1969, 2], rtol=1e-6)
+  np.testing.assert_allclose(
+      [d[4, 4], d[4, 5], d[5, 5], d[6, 5], d[4, 6]], [0, 1, 1.4, 2.1969, 2], rtol=1e-6
+  )
 
 
 def test_equalize_hist_matches_opencv():
@@ -160,18 +177,24 @@ def test_motion_blur_matches_imagemagick():
 def test_warp_affine_matches_opencv():
   image = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
   src = np.float32([[26, 26], [26, 6], [6, 6]])
-  dst = src + np.float32([[[1.5, -2.0], [0.25, 2.5], [-1.75, 0.5]],
-                          [[-2.5, 1.0], [2.0, -0.5], [0.75, -2.25]]])
-  out = ops.warp_affine_reflect101(image, ops.affine_from_points(np.broadcast_to(src, dst.shape),
-                                                                 dst))
+  dst = src + np.float32(
+      [[[1.5, -2.0], [0.25, 2.5], [-1.75, 0.5]], [[-2.5, 1.0], [2.0, -0.5], [0.75, -2.25]]]
+  )
+  out = ops.warp_affine_reflect101(
+      image, ops.affine_from_points(np.broadcast_to(src, dst.shape), dst)
+  )
   # cv2.warpAffine(img, cv2.getAffineTransform(src, dst), (32, 32), BORDER_REFLECT_101)
   assert abs(float(out.astype(np.float64).sum()) - 3040.864924020134) < 1e-3
-  np.testing.assert_allclose(out[0, 0, :4, 0], [0.616130530834198, 0.4888353645801544,
-                                                 0.2136470079421997, 0.4255867600440979],
-                             atol=1e-6)
-  np.testing.assert_allclose(out[1, 31, -4:, 2], [0.11610663682222366, 0.21628467738628387,
-                                                   0.4461444020271301, 0.3510608971118927],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      out[0, 0, :4, 0],
+      [0.616130530834198, 0.4888353645801544, 0.2136470079421997, 0.4255867600440979],
+      atol=1e-6,
+  )
+  np.testing.assert_allclose(
+      out[1, 31, -4:, 2],
+      [0.11610663682222366, 0.21628467738628387, 0.4461444020271301, 0.3510608971118927],
+      atol=1e-6,
+  )
 
 
 def test_plasma_fractal_spans_zero_to_one():
@@ -183,36 +206,47 @@ def test_plasma_fractal_spans_zero_to_one():
 
 # ----- regeneration and its cache --------------------------------------------------------------
 
+
 def test_regenerate_caches_seeds_and_records_missing_frost(tmp_path, images):
   labels = np.arange(len(images)) % 10
   names = ("gaussian_noise", "contrast", "frost")
-  data = cifar10c.regenerate_cifar10c(images, labels, cache_dir=str(tmp_path), seed=3,
-                                      corruptions=names)
+  data = cifar10c.regenerate_cifar10c(
+      images, labels, cache_dir=str(tmp_path), seed=3, corruptions=names
+  )
   assert data.source == "regenerated" and data.num_per_severity == len(images)
   assert set(data.images) == {"gaussian_noise", "contrast"}
   assert "frost_dir" in data.missing["frost"]
   assert data.details["seed"] == 3 and "gaussian_noise" in data.details["fidelity"]
   block, block_labels = data.severity("contrast", 2)
-  np.testing.assert_array_equal(block, C.corrupt("contrast", images, 2,
-                                                 rng=np.random.default_rng(0)))
+  np.testing.assert_array_equal(
+      block, C.corrupt("contrast", images, 2, rng=np.random.default_rng(0))
+  )
   np.testing.assert_array_equal(block_labels, labels)
   path = os.path.join(data.details["folder"], "gaussian_noise.npy")
   mtime = os.path.getmtime(path)
-  again = cifar10c.regenerate_cifar10c(images, labels, cache_dir=str(tmp_path), seed=3,
-                                       corruptions=names)
+  again = cifar10c.regenerate_cifar10c(
+      images, labels, cache_dir=str(tmp_path), seed=3, corruptions=names
+  )
   assert os.path.getmtime(path) == mtime  # read from the cache, not made again
   np.testing.assert_array_equal(again.images["gaussian_noise"], data.images["gaussian_noise"])
   with open(os.path.join(data.details["folder"], "manifest.json")) as f:
     assert json.load(f)["source"] == "regenerated"
-  other = cifar10c.regenerate_cifar10c(images, labels, cache_dir=str(tmp_path), seed=4,
-                                       corruptions=("gaussian_noise",))
+  other = cifar10c.regenerate_cifar10c(
+      images, labels, cache_dir=str(tmp_path), seed=4, corruptions=("gaussian_noise",)
+  )
   assert other.details["folder"] != data.details["folder"]
   assert not np.array_equal(other.images["gaussian_noise"], data.images["gaussian_noise"])
 
 
 def test_regenerate_frost_with_photographs(tmp_path, images, frost_dir):
-  data = cifar10c.regenerate_cifar10c(images[:5], np.zeros(5, int), cache_dir=str(tmp_path),
-                                      seed=0, corruptions=("frost",), frost_dir=frost_dir)
+  data = cifar10c.regenerate_cifar10c(
+      images[:5],
+      np.zeros(5, int),
+      cache_dir=str(tmp_path),
+      seed=0,
+      corruptions=("frost",),
+      frost_dir=frost_dir,
+  )
   assert data.images["frost"].shape == (25, 32, 32, 3) and not data.missing
 
 

@@ -62,8 +62,10 @@ def server(tmp_path_factory):
 def test_download_checks_the_digest_before_renaming(server, tmp_path):
   dest = str(tmp_path / "file.bin")
   digests = fileio.download(server, dest, md5=hashlib.md5(PAYLOAD).hexdigest())
-  assert digests == {"md5": hashlib.md5(PAYLOAD).hexdigest(),
-                     "sha256": hashlib.sha256(PAYLOAD).hexdigest()}
+  assert digests == {
+      "md5": hashlib.md5(PAYLOAD).hexdigest(),
+      "sha256": hashlib.sha256(PAYLOAD).hexdigest(),
+  }
   assert open(dest, "rb").read() == PAYLOAD and os.listdir(tmp_path) == ["file.bin"]
   other = str(tmp_path / "other.bin")
   with pytest.raises(DataError, match=f"download from {server}: sha256 .* does not match"):

@@ -18,8 +18,15 @@ def test_nkd_main_help_lists_its_options_by_area():
   out = proc.stdout
   areas = [out.index(f"\n{area}:\n") for area in cli.GROUPS]
   assert areas == sorted(areas), "the areas in their order"
-  for option in ("--seed=0 ", "--model=wrn-16-2 ", "--epochs=200 ", "--alpha=0.9 ",
-                 "--input_noise_sigma=0.0 ", "--pgd_preset=paper ", "--tensorboard=true "):
+  for option in (
+      "--seed=0 ",
+      "--model=wrn-16-2 ",
+      "--epochs=200 ",
+      "--alpha=0.9 ",
+      "--input_noise_sigma=0.0 ",
+      "--pgd_preset=paper ",
+      "--tensorboard=true ",
+  ):
     assert option in out, option
   assert out.index("--model=") < areas[2] < out.index("--tau=") < areas[3]
   assert "--verbosity" not in out and "--helpfull" in out  # absl's flags: --helpfull only
@@ -34,11 +41,14 @@ def test_nkd_evaluate_help_lists_the_evaluation_options():
   assert "--pgd_restarts=5 " in proc.stdout and "--seed=" not in proc.stdout
 
 
-@pytest.mark.parametrize("main,options", [
-    (sweep.main, ("--flagfile ", "--grid=", "--parallel=1 ", "--task_index ")),
-    (report_cli.main, ("--out ", "--no-figures=false ")),
-    (bench.main, ("--quick=false ", "--only=", "--json=", "--gpu_deterministic=true ")),
-])
+@pytest.mark.parametrize(
+    "main,options",
+    [
+        (sweep.main, ("--flagfile ", "--grid=", "--parallel=1 ", "--task_index ")),
+        (report_cli.main, ("--out ", "--no-figures=false ")),
+        (bench.main, ("--quick=false ", "--only=", "--json=", "--gpu_deterministic=true ")),
+    ],
+)
 def test_own_flag_programs_list_their_options(capsys, main, options):
   assert main(["--help"]) == 0
   out = capsys.readouterr().out
@@ -50,27 +60,41 @@ def test_own_flag_programs_list_their_options(capsys, main, options):
 
 def test_an_option_left_out_of_the_areas_is_still_listed():
   flag_values = flags.FlagValues()
-  flags.DEFINE_integer("listed", 1, "Listed. More text.", flag_values=flag_values,
-                       module_name="nkd.x")
-  flags.DEFINE_string("forgotten", "a", "Forgotten.", flag_values=flag_values,
-                      module_name="nkd.x")
-  flags.DEFINE_bool("libraries", False, "A library's.", flag_values=flag_values,
-                    module_name="absl.logging")
+  flags.DEFINE_integer(
+      "listed", 1, "Listed. More text.", flag_values=flag_values, module_name="nkd.x"
+  )
+  flags.DEFINE_string("forgotten", "a", "Forgotten.", flag_values=flag_values, module_name="nkd.x")
+  flags.DEFINE_bool(
+      "libraries", False, "A library's.", flag_values=flag_values, module_name="absl.logging"
+  )
   out = cli.help_text("doc", flag_values, [("area", ["listed"])])
-  assert out.splitlines()[2:6] == ["area:", "  --listed=1".ljust(32) + "Listed.", "",
-                                   "other options:"]
+  assert out.splitlines()[2:6] == [
+      "area:",
+      "  --listed=1".ljust(32) + "Listed.",
+      "",
+      "other options:",
+  ]
   assert "--forgotten=a " in out and "--libraries" not in out
   full = cli.help_text("doc", flag_values, [("area", ["listed"])], full=True)
   assert "Listed. More text." in full and "--[no]libraries" in full
 
 
-@pytest.mark.parametrize("module,args,line", [
-    ("nkd.main", ["--epoch=3"], "nkd: error: unknown option --epoch (did you mean --epochs?)"),
-    ("nkd.main", ["--noaugmnt"],
-     "nkd: error: unknown option --noaugmnt (did you mean --noaugment?)"),
-    ("nkd.evaluate", ["--pgd_step=3"],
-     "nkd: error: unknown option --pgd_step (did you mean --pgd_steps?)"),
-])
+@pytest.mark.parametrize(
+    "module,args,line",
+    [
+        ("nkd.main", ["--epoch=3"], "nkd: error: unknown option --epoch (did you mean --epochs?)"),
+        (
+            "nkd.main",
+            ["--noaugmnt"],
+            "nkd: error: unknown option --noaugmnt (did you mean --noaugment?)",
+        ),
+        (
+            "nkd.evaluate",
+            ["--pgd_step=3"],
+            "nkd: error: unknown option --pgd_step (did you mean --pgd_steps?)",
+        ),
+    ],
+)
 def test_an_unknown_option_gets_a_did_you_mean(module, args, line):
   proc = run_module(module, args)
   assert proc.returncode == 2

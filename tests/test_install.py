@@ -13,18 +13,41 @@ import pytest
 
 from helpers import REPO, tiny_flags
 
-SCRIPTS = {"nkd-train": "nkd.main:", "nkd-evaluate": "nkd.evaluate:", "nkd-sweep": "nkd.sweep",
-           "nkd-report": "--out", "nkd-bench": "--quick"}
+SCRIPTS = {
+    "nkd-train": "nkd.main:",
+    "nkd-evaluate": "nkd.evaluate:",
+    "nkd-sweep": "nkd.sweep",
+    "nkd-report": "--out",
+    "nkd-bench": "--quick",
+}
 # Left out of the copy besides what git ignores (where there is no git: the same by name).
-_NOT_COPIED = (".git", ".venv", "workspace", "runs", ".data", ".whl", "__pycache__", "build",
-               "*.egg-info", ".pytest_cache")
+_NOT_COPIED = (
+    ".git",
+    ".venv",
+    "workspace",
+    "runs",
+    ".data",
+    ".whl",
+    "__pycache__",
+    "build",
+    "*.egg-info",
+    ".pytest_cache",
+)
 
 
 def clean_copy(dest) -> None:
   """The repository's files without build outputs, caches and run folders."""
   try:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
   except (OSError, subprocess.CalledProcessError):
     shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(*_NOT_COPIED))
     return
@@ -35,12 +58,21 @@ def clean_copy(dest) -> None:
 
 
 def pip(python, *args, cwd):
-  proc = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                         *args], cwd=cwd, capture_output=True, text=True, timeout=1800)
+  proc = subprocess.run(
+      [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+      cwd=cwd,
+      capture_output=True,
+      text=True,
+      timeout=1800,
+  )
   if proc.returncode:
     log = proc.stdout + proc.stderr
-    offline = ("(from versions: none)", "Failed to establish a new connection",
-               "Temporary failure in name resolution", "Network is unreachable")
+    offline = (
+        "(from versions: none)",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+    )
     if any(sign in log for sign in offline):
       pytest.skip(f"no package index reachable: {log.strip().splitlines()[-1]}")
     raise AssertionError(f"pip install {' '.join(args)} failed:\n{log[-4000:]}")
@@ -57,27 +89,57 @@ def test_installs_into_a_fresh_venv_and_runs_away_from_the_repository(tmp_path):
 
   # Every console script at once (each imports JAX), from a folder that is not the repository.
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-  procs = {name: subprocess.Popen([str(bin_dir / name), "--help"], cwd=away, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-           for name in SCRIPTS}
+  procs = {
+      name: subprocess.Popen(
+          [str(bin_dir / name), "--help"],
+          cwd=away,
+          env=env,
+          text=True,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+      )
+      for name in SCRIPTS
+  }
   for name, proc in procs.items():
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, (name, err[-3000:])
     assert SCRIPTS[name] in out, (name, out[:500])
-  where = subprocess.run([python, "-c", "import nkd; print(nkd.__file__)"], cwd=away, env=env,
-                         capture_output=True, text=True, check=True).stdout
+  where = subprocess.run(
+      [python, "-c", "import nkd; print(nkd.__file__)"],
+      cwd=away,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
   assert str(env_dir) in where  # installed, not found in a checkout
 
   # The installed package trains a run in an empty folder, with nothing of the repository.
-  run = subprocess.run([str(bin_dir / "nkd-train"), *tiny_flags(epochs=1), "--name=away"],
-                       cwd=away, env=env, capture_output=True, text=True, timeout=600)
+  run = subprocess.run(
+      [str(bin_dir / "nkd-train"), *tiny_flags(epochs=1), "--name=away"],
+      cwd=away,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   assert (away / "workspace" / "runs" / "away" / "seed_0" / "results.json").exists()
 
   # Editable: the same environment now imports the copy itself.
   pip(python, "--no-deps", "-e", str(source), cwd=away)
-  where = subprocess.run([python, "-c", "import nkd; print(nkd.__file__)"], cwd=away, env=env,
-                         capture_output=True, text=True, check=True).stdout
+  where = subprocess.run(
+      [python, "-c", "import nkd; print(nkd.__file__)"],
+      cwd=away,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
   assert where.strip() == str(source / "nkd" / "__init__.py")
-  assert subprocess.run([str(bin_dir / "nkd-report"), "--help"], cwd=away, env=env,
-                        capture_output=True).returncode == 0
+  assert (
+      subprocess.run(
+          [str(bin_dir / "nkd-report"), "--help"], cwd=away, env=env, capture_output=True
+      ).returncode
+      == 0
+  )

@@ -20,20 +20,26 @@ def test_the_table_has_the_teachers_row_then_the_students(finished_runs, capsys)
   assert student_row.split()[0] == "student" and student_row.endswith(str(student_dir))
   assert f"{student.test_accuracy:.2f}%" in student_row
 
-  selection = {"rule": "test", "metric": "test_accuracy", "chosen_seed": 1,
-               "chosen_workdir": str(teacher_dir),
-               "candidates": [{"seed": 0, "test_accuracy": 10.0},
-                              {"seed": 1, "test_accuracy": 20.0}]}
+  selection = {
+      "rule": "test",
+      "metric": "test_accuracy",
+      "chosen_seed": 1,
+      "chosen_workdir": str(teacher_dir),
+      "candidates": [{"seed": 0, "test_accuracy": 10.0}, {"seed": 1, "test_accuracy": 20.0}],
+  }
   main.print_results(config, dataclasses.replace(student, teacher_selection=selection))
   assert capsys.readouterr().out.splitlines()[-1] == (
-      "teacher selection (test_accuracy): seed 0 10.00%, seed 1 20.00% -> seed 1")
+      "teacher selection (test_accuracy): seed 0 10.00%, seed 1 20.00% -> seed 1"
+  )
 
 
 def test_a_run_without_a_teacher_is_one_row_named_by_the_run_with_its_evaluation(
-    finished_runs, capsys):
+    finished_runs, capsys
+):
   _, teacher_dir, _ = finished_runs
   teacher = run_files.read_results(teacher_dir).with_sections(
-      {"calibration": {"ece": 3.5, "nll": 1.25}})
+      {"calibration": {"ece": 3.5, "nll": 1.25}}
+  )
   main.print_results(config_lib.Config(name="teacher", workdir=str(teacher_dir)), teacher)
   lines = capsys.readouterr().out.splitlines()
   assert lines[2].split()[0] == "teacher" and len(lines) == 6

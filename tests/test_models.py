@@ -9,8 +9,9 @@ from nkd.models.wrn import count_params, create_model, init_variables, parse_mod
 @pytest.mark.parametrize("name,expected", [("wrn-40-2", 2_243_546), ("wrn-16-2", 691_674)])
 def test_parameter_counts_match_the_paper(name, expected):
   model = create_model(name)
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  )
   assert count_params(variables["params"]) == expected
 
 
@@ -26,8 +27,14 @@ def test_train_and_deterministic_are_separate_switches():
   x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3))
 
   def fickle(key):  # Dropout on, BatchNorm frozen (running statistics, not updated).
-    return model.apply(variables, x, train=False, deterministic=False,
-                       rngs={"dropout": key}, mutable=["batch_stats"])
+    return model.apply(
+        variables,
+        x,
+        train=False,
+        deterministic=False,
+        rngs={"dropout": key},
+        mutable=["batch_stats"],
+    )
 
   (a, sa), (b, sb) = fickle(jax.random.key(2)), fickle(jax.random.key(3))
   assert not jnp.allclose(a, b)
@@ -38,8 +45,10 @@ def test_train_and_deterministic_are_separate_switches():
   chex.assert_trees_all_equal(eval_a, eval_b)
   # Train mode updates the statistics even with dropout off.
   _, updated = model.apply(variables, x, train=True, deterministic=True, mutable=["batch_stats"])
-  assert not jnp.allclose(updated["batch_stats"]["bn_final"]["BatchNorm_0"]["mean"],
-                          variables["batch_stats"]["bn_final"]["BatchNorm_0"]["mean"])
+  assert not jnp.allclose(
+      updated["batch_stats"]["bn_final"]["BatchNorm_0"]["mean"],
+      variables["batch_stats"]["bn_final"]["BatchNorm_0"]["mean"],
+  )
 
 
 def test_bfloat16_compute_returns_float32_logits_close_to_float32():

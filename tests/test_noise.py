@@ -54,22 +54,36 @@ def _ref_swap_row(row, eligible, threshold, mode):
 CASES = {
     "signal_noise": (noise.signal_noise, _logits, dict(sigma=0.3), dict(sigma=0.0)),
     "signal_noise_per_sample": (
-        noise.signal_noise, _logits, dict(sigma=0.3, per_sample=True),
-        dict(sigma=0, per_sample=True)),
-    "gaussian_input_noise": (
-        noise.gaussian_input_noise, _images, dict(sigma=0.1), dict(sigma=0)),
+        noise.signal_noise,
+        _logits,
+        dict(sigma=0.3, per_sample=True),
+        dict(sigma=0, per_sample=True),
+    ),
+    "gaussian_input_noise": (noise.gaussian_input_noise, _images, dict(sigma=0.1), dict(sigma=0)),
     "gaussian_input_noise_clip": (
-        noise.gaussian_input_noise, _images, dict(sigma=0.1, clip=True),
-        dict(sigma=0.0, clip=True)),
+        noise.gaussian_input_noise,
+        _images,
+        dict(sigma=0.1, clip=True),
+        dict(sigma=0.0, clip=True),
+    ),
     "corrupt_labels": (
-        noise.corrupt_labels, _labels, dict(p=0.3, num_classes=10),
-        dict(p=0, num_classes=10)),
+        noise.corrupt_labels,
+        _labels,
+        dict(p=0.3, num_classes=10),
+        dict(p=0, num_classes=10),
+    ),
     "swap_top2": (
-        noise.swap_probs, functools.partial(_probs, scale=0.3),
-        dict(p=0.5, threshold=0.05, mode="top2"), dict(p=0, threshold=0.05, mode="top2")),
+        noise.swap_probs,
+        functools.partial(_probs, scale=0.3),
+        dict(p=0.5, threshold=0.05, mode="top2"),
+        dict(p=0, threshold=0.05, mode="top2"),
+    ),
     "swap_all": (
-        noise.swap_probs, functools.partial(_probs, scale=0.3),
-        dict(p=0.5, threshold=0.05, mode="all"), dict(p=0.0, threshold=0.05, mode="all")),
+        noise.swap_probs,
+        functools.partial(_probs, scale=0.3),
+        dict(p=0.5, threshold=0.05, mode="all"),
+        dict(p=0.0, threshold=0.05, mode="all"),
+    ),
 }
 
 
@@ -334,37 +348,43 @@ def test_swap_difference_equal_to_threshold_does_not_swap(mode):
 
 
 def test_swap_all_walks_pairs_in_turn_on_current_values():
-  probs = np.array([[0.5, 0.3, 0.2],     # huge threshold: 0.5 travels to the bottom
-                    [0.2, 0.5, 0.3],     # same, unsorted input
-                    [0.45, 0.4, 0.15]],  # 0.45<->0.4 swaps; then 0.45-0.15 >= 0.1: stop
-                   np.float32)
+  probs = np.array(
+      [
+          [0.5, 0.3, 0.2],  # huge threshold: 0.5 travels to the bottom
+          [0.2, 0.5, 0.3],  # same, unsorted input
+          [0.45, 0.4, 0.15],
+      ],  # 0.45<->0.4 swaps; then 0.45-0.15 >= 0.1: stop
+      np.float32,
+  )
   out = noise.swap_probs(KEY, probs[:2], p=1.0, threshold=10.0, mode="all")
   np.testing.assert_array_equal(out, np.array([[0.3, 0.2, 0.5], [0.5, 0.3, 0.2]], np.float32))
   out = noise.swap_probs(KEY, probs[2:], p=1.0, threshold=0.1, mode="all")
   np.testing.assert_array_equal(out, np.array([[0.4, 0.45, 0.15]], np.float32))
   # Current values, not the original ones: .3 .25 .2 with threshold .07 swaps ranks 0 and 1,
   # then compares .3 - .2 (no swap); comparing the original .25 - .2 would swap ranks 1 and 2.
-  out = noise.swap_probs(KEY, np.array([[0.3, 0.25, 0.2]], np.float32), p=1.0,
-                         threshold=0.07, mode="all")
+  out = noise.swap_probs(
+      KEY, np.array([[0.3, 0.25, 0.2]], np.float32), p=1.0, threshold=0.07, mode="all"
+  )
   np.testing.assert_array_equal(out, np.array([[0.25, 0.3, 0.2]], np.float32))
 
 
 def test_swap_ties_are_deterministic():
-  probs = np.array([[0.3, 0.2, 0.3, 0.2],
-                    [0.25, 0.25, 0.25, 0.25],
-                    [0.4, 0.4, 0.2, 0.0]], np.float32)
+  probs = np.array(
+      [[0.3, 0.2, 0.3, 0.2], [0.25, 0.25, 0.25, 0.25], [0.4, 0.4, 0.2, 0.0]], np.float32
+  )
   out_all = noise.swap_probs(KEY, probs, p=1.0, threshold=1.0, mode="all")
   # Stable order of row 0 is indices 0, 2, 1, 3 -> .3 .3 .2 .2 -> walk -> .3 .2 .2 .3.
-  expected = np.array([[0.3, 0.2, 0.2, 0.3],
-                       [0.25, 0.25, 0.25, 0.25],
-                       [0.4, 0.2, 0.0, 0.4]], np.float32)
+  expected = np.array(
+      [[0.3, 0.2, 0.2, 0.3], [0.25, 0.25, 0.25, 0.25], [0.4, 0.2, 0.0, 0.4]], np.float32
+  )
   np.testing.assert_array_equal(out_all, expected)
   out_top2 = noise.swap_probs(KEY, probs, p=1.0, threshold=1.0, mode="top2")
   np.testing.assert_array_equal(out_top2, probs)  # swapping tied top values is a no-op
   for seed in range(3):
     np.testing.assert_array_equal(
         noise.swap_probs(jax.random.PRNGKey(seed), probs, p=1.0, threshold=1.0, mode="all"),
-        expected)
+        expected,
+    )
 
 
 @pytest.mark.parametrize("p", [0.25, 0.5])
@@ -388,25 +408,33 @@ def test_swap_keeps_dtype():
 # Argument checks.
 
 
-@pytest.mark.parametrize("call, argname", [
-    (lambda: noise.signal_noise(KEY, _logits(), sigma=-1), "sigma"),
-    (lambda: noise.signal_noise(KEY, _logits(), sigma=float("nan")), "sigma"),
-    (lambda: noise.signal_noise(KEY, jnp.ones((2, 3), jnp.int32), sigma=0.1), "logits"),
-    (lambda: noise.gaussian_input_noise(KEY, _images(), sigma=-0.1), "sigma"),
-    (lambda: noise.gaussian_input_noise(KEY, jnp.ones((1, 2, 2, 3), jnp.uint8), sigma=0.1),
-     "images"),
-    (lambda: noise.corrupt_labels(KEY, _labels(), p=-0.1, num_classes=10), "p"),
-    (lambda: noise.corrupt_labels(KEY, _labels(), p=1.5, num_classes=10), "p"),
-    (lambda: noise.corrupt_labels(KEY, _labels(), p=0.1, num_classes=1), "num_classes"),
-    (lambda: noise.corrupt_labels(KEY, _labels(), p=0.1, num_classes=2.5), "num_classes"),
-    (lambda: noise.corrupt_labels(KEY, jnp.ones(3), p=0.1, num_classes=10), "labels"),
-    (lambda: noise.swap_probs(KEY, _probs(), p=-0.5, threshold=0.1, mode="top2"), "p"),
-    (lambda: noise.swap_probs(KEY, _probs(), p=2, threshold=0.1, mode="all"), "p"),
-    (lambda: noise.swap_probs(KEY, _probs(), p=0.5, threshold=-0.1, mode="top2"), "threshold"),
-    (lambda: noise.swap_probs(KEY, _probs(), p=0.5, threshold=0.1, mode="top3"), "mode"),
-    (lambda: noise.swap_probs(KEY, _probs()[0], p=0.5, threshold=0.1, mode="all"), "probs"),
-    (lambda: noise.swap_probs(KEY, jnp.ones((4, 1)), p=0.5, threshold=0.1, mode="all"), "probs"),
-])
+@pytest.mark.parametrize(
+    "call, argname",
+    [
+        (lambda: noise.signal_noise(KEY, _logits(), sigma=-1), "sigma"),
+        (lambda: noise.signal_noise(KEY, _logits(), sigma=float("nan")), "sigma"),
+        (lambda: noise.signal_noise(KEY, jnp.ones((2, 3), jnp.int32), sigma=0.1), "logits"),
+        (lambda: noise.gaussian_input_noise(KEY, _images(), sigma=-0.1), "sigma"),
+        (
+            lambda: noise.gaussian_input_noise(KEY, jnp.ones((1, 2, 2, 3), jnp.uint8), sigma=0.1),
+            "images",
+        ),
+        (lambda: noise.corrupt_labels(KEY, _labels(), p=-0.1, num_classes=10), "p"),
+        (lambda: noise.corrupt_labels(KEY, _labels(), p=1.5, num_classes=10), "p"),
+        (lambda: noise.corrupt_labels(KEY, _labels(), p=0.1, num_classes=1), "num_classes"),
+        (lambda: noise.corrupt_labels(KEY, _labels(), p=0.1, num_classes=2.5), "num_classes"),
+        (lambda: noise.corrupt_labels(KEY, jnp.ones(3), p=0.1, num_classes=10), "labels"),
+        (lambda: noise.swap_probs(KEY, _probs(), p=-0.5, threshold=0.1, mode="top2"), "p"),
+        (lambda: noise.swap_probs(KEY, _probs(), p=2, threshold=0.1, mode="all"), "p"),
+        (lambda: noise.swap_probs(KEY, _probs(), p=0.5, threshold=-0.1, mode="top2"), "threshold"),
+        (lambda: noise.swap_probs(KEY, _probs(), p=0.5, threshold=0.1, mode="top3"), "mode"),
+        (lambda: noise.swap_probs(KEY, _probs()[0], p=0.5, threshold=0.1, mode="all"), "probs"),
+        (
+            lambda: noise.swap_probs(KEY, jnp.ones((4, 1)), p=0.5, threshold=0.1, mode="all"),
+            "probs",
+        ),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(call, argname):
   with pytest.raises(ValueError, match=rf"^{argname} "):
     call()
@@ -430,7 +458,8 @@ def test_step_keys_are_fold_in_and_streams_differ():
   for name, tag in keys.STEP_KEY_TAGS.items():
     k = keys.step_key_for(step_key, name)
     np.testing.assert_array_equal(
-        jax.random.key_data(k), jax.random.key_data(jax.random.fold_in(step_key, tag)))
+        jax.random.key_data(k), jax.random.key_data(jax.random.fold_in(step_key, tag))
+    )
     streams[name] = np.asarray(jax.random.key_data(k)).tobytes()
   assert len(set(streams.values())) == len(streams)
   assert np.asarray(step_key).tobytes() not in streams.values()

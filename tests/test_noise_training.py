@@ -26,8 +26,9 @@ N, B = 64, 16
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  config = tiny_config(tmp_path_factory.mktemp("ws"), mode="kd", teacher_workdir="unused",
-                       batch_size=B)
+  config = tiny_config(
+      tmp_path_factory.mktemp("ws"), mode="kd", teacher_workdir="unused", batch_size=B
+  )
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, N).astype(np.int32)
@@ -41,6 +42,7 @@ def setup(tmp_path_factory):
 
 def _plain_hinton_step(student, teacher, spec):
   """Hinton KD written out directly, as the reference."""
+
   def step(state, teacher_variables, images, labels, order, train_key):
     idx = jax.lax.dynamic_slice_in_dim(order, (state.step % spec.steps_per_epoch) * B, B)
     x, y = jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0)
@@ -49,13 +51,19 @@ def _plain_hinton_step(student, teacher, spec):
     t = jax.lax.stop_gradient(teacher.apply(teacher_variables, x, train=False))
 
     def loss_fn(params):
-      logits, upd = student.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                  train=True, deterministic=False,
-                                  rngs={"dropout": noise_key(step_key, "dropout")},
-                                  mutable=["batch_stats"])
+      logits, upd = student.apply(
+          {"params": params, "batch_stats": state.batch_stats},
+          x,
+          train=True,
+          deterministic=False,
+          rngs={"dropout": noise_key(step_key, "dropout")},
+          mutable=["batch_stats"],
+      )
       return losses.hinton_kd_loss(logits, t, y, alpha=spec.alpha, tau=spec.tau), upd
+
     (loss, upd), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     return state.apply_gradients(grads=grads, batch_stats=upd["batch_stats"]), loss
+
   return jax.jit(step)
 
 
@@ -75,10 +83,11 @@ def _fresh(mesh, *trees):
 def test_all_noise_off_is_plain_hinton_kd_bitwise(setup):
   config, mesh, student, teacher, state, teacher_vars, images, labels = setup
   spec = StepSpec.from_config(config, N // B)
-  ours = _run(make_train_step(student, spec, mesh, teacher),
-              *_fresh(mesh, state, teacher_vars, images, labels))
-  reference = _run(_plain_hinton_step(student, teacher, spec), state, teacher_vars, images,
-                   labels)
+  ours = _run(
+      make_train_step(student, spec, mesh, teacher),
+      *_fresh(mesh, state, teacher_vars, images, labels)
+  )
+  reference = _run(_plain_hinton_step(student, teacher, spec), state, teacher_vars, images, labels)
   chex.assert_trees_all_equal(ours, reference)
 
 
@@ -87,14 +96,24 @@ def _with_noise(spec: StepSpec, **changes) -> StepSpec:
   return dataclasses.replace(spec, noise=dataclasses.replace(spec.noise, **changes))
 
 
-@pytest.mark.parametrize("change", [
-    {"input_noise_sigma": 0.1}, {"logit_noise_sigma": 0.2}, {"fickle_teacher": True},
-    {"swap_p": 1.0, "swap_threshold": 1.0}, {"teacher_bn_mode": "batch"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_noise_sigma": 0.1},
+        {"logit_noise_sigma": 0.2},
+        {"fickle_teacher": True},
+        {"swap_p": 1.0, "swap_threshold": 1.0},
+        {"teacher_bn_mode": "batch"},
+    ],
+)
 def test_each_noise_source_changes_the_step(setup, change):
   config, mesh, student, teacher, state, teacher_vars, images, labels = setup
   base = StepSpec.from_config(config, N // B)
-  plain = _run(make_train_step(student, base, mesh, teacher),
-               *_fresh(mesh, state, teacher_vars, images, labels), n=1)
+  plain = _run(
+      make_train_step(student, base, mesh, teacher),
+      *_fresh(mesh, state, teacher_vars, images, labels),
+      n=1
+  )
   args = _fresh(mesh, state, teacher_vars, images, labels)
   noisy = _run(make_train_step(student, _with_noise(base, **change), mesh, teacher), *args, n=1)
   assert not np.array_equal(jax.tree.leaves(plain[0])[0], jax.tree.leaves(noisy[0])[0])
@@ -107,14 +126,14 @@ def test_fickle_teacher_varies_with_the_key_and_keeps_batchnorm_frozen(setup):
   a = teacher_forward(teacher, teacher_vars, x, spec, jax.random.key(1))
   b = teacher_forward(teacher, teacher_vars, x, spec, jax.random.key(2))
   assert not np.allclose(a, b)
-  chex.assert_trees_all_equal(a, teacher_forward(teacher, teacher_vars, x, spec,
-                                                 jax.random.key(1)))
+  chex.assert_trees_all_equal(a, teacher_forward(teacher, teacher_vars, x, spec, jax.random.key(1)))
   # The frozen teacher's eval-mode statistics give the BatchNorm output: with dropout off the
   # Fickle forward equals the plain eval forward.
   eval_spec = _with_noise(spec, fickle_teacher=False)
   chex.assert_trees_all_equal(
       teacher_forward(teacher, teacher_vars, x, eval_spec, jax.random.key(1)),
-      teacher.apply(teacher_vars, x, train=False, deterministic=True))
+      teacher.apply(teacher_vars, x, train=False, deterministic=True),
+  )
 
 
 def test_label_corruption_is_redrawn_per_epoch_or_fixed(setup, tmp_path):
@@ -129,6 +148,7 @@ def test_label_corruption_is_redrawn_per_epoch_or_fixed(setup, tmp_path):
   f0, f1 = (np.asarray(epoch_training_labels(fixed, key, labels, e, 10, mesh)) for e in (0, 1))
   np.testing.assert_array_equal(f0, f1)
   # A distilling student with mode T keeps clean labels (the teacher was corrupted).
-  teacher_mode = tiny_config(tmp_path, mode="kd", teacher_workdir="x", label_noise_p=0.25,
-                             label_noise_mode="T")
+  teacher_mode = tiny_config(
+      tmp_path, mode="kd", teacher_workdir="x", label_noise_p=0.25, label_noise_mode="T"
+  )
   assert epoch_training_labels(teacher_mode, key, labels, 0, 10, mesh) is labels

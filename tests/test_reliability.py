@@ -34,8 +34,14 @@ def _args(workdir, *extra):
 
 def _start(workdir, *extra):
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-  return subprocess.Popen([sys.executable, "-m", "nkd.main", *_args(workdir, *extra)], cwd=REPO,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+      [sys.executable, "-m", "nkd.main", *_args(workdir, *extra)],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
 def _wait_for_line(proc, pattern, timeout=300):
@@ -57,17 +63,25 @@ def _error_lines(stderr, prefix="nkd: "):
 
 def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   from nkd import runtime
+
   monkeypatch.setattr(runtime, "is_x86", lambda: True)
   monkeypatch.setattr(runtime, "_backend_started", lambda: False)  # as in a fresh process
   monkeypatch.setattr(runtime, "_pinned", {})  # This process's record stays as it was.
-  for name in ("XLA_FLAGS", "NKD_CPU_PINS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-               "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"):
+  for name in (
+      "XLA_FLAGS",
+      "NKD_CPU_PINS",
+      "ONEDNN_MAX_CPU_ISA",
+      "DNNL_MAX_CPU_ISA",
+      "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL",
+  ):
     monkeypatch.delenv(name, raising=False)
-  fixed = ("--xla_cpu_enable_platform_dependent_math=false "
-           "--xla_cpu_experimental_ynn_fusion_type=")
+  fixed = (
+      "--xla_cpu_enable_platform_dependent_math=false " "--xla_cpu_experimental_ynn_fusion_type="
+  )
   assert runtime.pin_cpu("AVX2") == []
   assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(
-      f"{fixed} --xla_cpu_max_isa=AVX2".split())
+      f"{fixed} --xla_cpu_max_isa=AVX2".split()
+  )
   assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
   assert os.environ["TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"] == "false"
   runtime.pin_cpu("AVX512")  # nkd's own settings (a sweep's child inherits them) are nkd's,
@@ -96,8 +110,10 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
 
 def test_an_unknown_xla_flag_is_never_set(monkeypatch):
   from nkd import runtime
+
   assert runtime.known_xla_flags(("--xla_cpu_max_isa", "--xla_no_such_flag_here")) == {
-      "--xla_cpu_max_isa"}
+      "--xla_cpu_max_isa"
+  }
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +238,7 @@ def test_corrupted_bytes_are_caught_by_the_recorded_hash(tmp_path):
   from nkd.training.checkpoint import Checkpointer
 
   class State:  # The fields the Checkpointer saves.
+
     def __init__(self, params, step):
       self.params, self.batch_stats, self.opt_state, self.step = params, {}, {}, step
 
@@ -245,15 +262,25 @@ def test_corrupted_bytes_are_caught_by_the_recorded_hash(tmp_path):
 
 def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
   from nkd.training import runlock
+
   workdir = str(tmp_path / "run")
   # A lock file left by a process killed with SIGKILL while it held the lock.
-  holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+  holder = subprocess.Popen(
+      [
+          sys.executable,
+          "-c",
+          textwrap.dedent(f"""
       import sys, time
       from nkd.training import runlock
       with runlock.hold({workdir!r}):
         print("held", flush=True)
         time.sleep(600)
-      """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+      """),
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(runlock.WorkdirBusyError, match=f"process {holder.pid} on"):
@@ -303,6 +330,7 @@ def test_lock_without_flock_uses_the_file_and_takes_over_a_dead_process(tmp_path
 def test_results_json_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
   from nkd import fileio
   from nkd.errors import DiskFullError
+
   path = tmp_path / "results.json"
   path.write_text('{"previous": true}\n')
 
@@ -331,8 +359,9 @@ def test_metrics_line_cut_short_is_dropped_and_written_again(reference, tmp_path
 def _unshare_works():
   if not shutil.which("unshare"):
     return False
-  probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                         capture_output=True)
+  probe = subprocess.run(
+      ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True
+  )
   return probe.returncode == 0
 
 
@@ -352,8 +381,9 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
       {cmd} 2> {tmp_path}/second.err; echo "second=$?"
       cp {workdir}/results.json {tmp_path}/results.json
       """)
-  proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(
+      ["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600
+  )
   first_err = (tmp_path / "first.err").read_text()
   assert "first=2" in proc.stdout, first_err[-3000:]
   assert "Traceback" not in first_err
@@ -364,4 +394,5 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
   assert (tmp_path / "after_first.txt").read_text().split() == ["32"]
   assert "second=0" in proc.stdout, (tmp_path / "second.err").read_text()[-3000:]
   assert json.load(open(tmp_path / "results.json"))["params_sha256"] == (
-      reference[1]["params_sha256"])
+      reference[1]["params_sha256"]
+  )

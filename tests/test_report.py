@@ -20,51 +20,131 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(root, rel, *, experiment, seed, level=None, level_name=None, test_accuracy=None,
-              epochs=200, dataset="cifar10", options=None, pgd=None, cifar10_c=None,
-              cinic=None, ece=None, certified=None, autoattack=None, results=True):
+def write_run(
+    root,
+    rel,
+    *,
+    experiment,
+    seed,
+    level=None,
+    level_name=None,
+    test_accuracy=None,
+    epochs=200,
+    dataset="cifar10",
+    options=None,
+    pgd=None,
+    cifar10_c=None,
+    cinic=None,
+    ece=None,
+    certified=None,
+    autoattack=None,
+    results=True,
+):
   """Writes a run folder as the training code does; returns its path."""
   path = os.path.join(str(root), rel)
-  opts = {"name": experiment, "seed": seed, "epochs": epochs, "dataset": dataset, "mode": "kd",
-          "model": "wrn-16-2", **(options or {})}
+  opts = {
+      "name": experiment,
+      "seed": seed,
+      "epochs": epochs,
+      "dataset": dataset,
+      "mode": "kd",
+      "model": "wrn-16-2",
+      **(options or {}),
+  }
   config = config_lib.Config.from_options(opts)
-  run_files.write_json(os.path.join(path, run_files.CONFIG),
-                         {"options": config.to_dict(), "versions": {"jax": "0"}, "device": "cpu"})
+  run_files.write_json(
+      os.path.join(path, run_files.CONFIG),
+      {"options": config.to_dict(), "versions": {"jax": "0"}, "device": "cpu"},
+  )
   if not results:
     return path
   sections = {}
   if pgd is not None:
-    sections["pgd"] = {"attack": "pgd", "num_examples": 10000, "clean_accuracy": test_accuracy,
-                       "results": [
-        {"eps": eps, "step_size": 0.003, "steps": steps, "restarts": 5, "loss": "ce",
-         "clean_accuracy": test_accuracy, "robust_accuracy": robust,
-         "worst_restart_accuracy": worst, "restart_accuracies": [worst] * 5}
-        for steps, eps, robust, worst in pgd]}
+    sections["pgd"] = {
+        "attack": "pgd",
+        "num_examples": 10000,
+        "clean_accuracy": test_accuracy,
+        "results": [
+            {
+                "eps": eps,
+                "step_size": 0.003,
+                "steps": steps,
+                "restarts": 5,
+                "loss": "ce",
+                "clean_accuracy": test_accuracy,
+                "robust_accuracy": robust,
+                "worst_restart_accuracy": worst,
+                "restart_accuracies": [worst] * 5,
+            }
+            for steps, eps, robust, worst in pgd
+        ],
+    }
   if cifar10_c is not None:
     sections["cifar10_c"] = {
-        "source": "official", "num_per_severity": 10000, "severities": [1, 2, 3, 4, 5],
-        "accuracy": {name: {str(s): value for s in range(1, 6)}
-                     for name, value in cifar10_c.items()},
-        "mean_per_corruption": dict(cifar10_c)}
+        "source": "official",
+        "num_per_severity": 10000,
+        "severities": [1, 2, 3, 4, 5],
+        "accuracy": {
+            name: {str(s): value for s in range(1, 6)} for name, value in cifar10_c.items()
+        },
+        "mean_per_corruption": dict(cifar10_c),
+    }
   if cinic is not None:
     sections["cinic_imagenet"] = {"status": "ok", "accuracy": cinic, "num_images": 70000}
   else:
     sections["cinic_imagenet"] = {"status": "skipped", "reason": "no data"}
   if ece is not None:
-    sections["calibration"] = {"accuracy": test_accuracy, "ece": ece, "ece_num_bins": 15,
-                               "ece_units": "percent", "nll": 0.2, "num_examples": 10000}
+    sections["calibration"] = {
+        "accuracy": test_accuracy,
+        "ece": ece,
+        "ece_num_bins": 15,
+        "ece_units": "percent",
+        "nll": 0.2,
+        "num_examples": 10000,
+    }
   if autoattack is not None:
-    sections["autoattack"] = {"version": "standard", "eps": [0.031], "results": [
-        {"eps": 0.031, "version": "standard", "robust_accuracy": autoattack,
-         "clean_accuracy": test_accuracy, "masking_check": {"suspicious": False, "flags": []}}]}
+    sections["autoattack"] = {
+        "version": "standard",
+        "eps": [0.031],
+        "results": [
+            {
+                "eps": 0.031,
+                "version": "standard",
+                "robust_accuracy": autoattack,
+                "clean_accuracy": test_accuracy,
+                "masking_check": {"suspicious": False, "flags": []},
+            }
+        ],
+    }
   if certified is not None:
-    sections["smoothing"] = {"method": "certify", "sigma": 0.25, "n0": 100, "n": 100000,
-                             "alpha": 0.001, "certified_accuracy": dict(certified),
-                             "abstain_rate": 10.0, "mean_radius_correct": 0.4}
-  run_files.write_results(path, run_files.RunResults(
-      experiment=experiment, seed=seed, mode=config.mode, model=config.model, dataset=dataset,
-      epochs=epochs, steps=epochs * 391, test_accuracy=test_accuracy, params_sha256="x",
-      wall_time_s=1.0, level_name=level_name, level=level, **sections))
+    sections["smoothing"] = {
+        "method": "certify",
+        "sigma": 0.25,
+        "n0": 100,
+        "n": 100000,
+        "alpha": 0.001,
+        "certified_accuracy": dict(certified),
+        "abstain_rate": 10.0,
+        "mean_radius_correct": 0.4,
+    }
+  run_files.write_results(
+      path,
+      run_files.RunResults(
+          experiment=experiment,
+          seed=seed,
+          mode=config.mode,
+          model=config.model,
+          dataset=dataset,
+          epochs=epochs,
+          steps=epochs * 391,
+          test_accuracy=test_accuracy,
+          params_sha256="x",
+          wall_time_s=1.0,
+          level_name=level_name,
+          level=level,
+          **sections,
+      ),
+  )
   return path
 
 
@@ -80,13 +160,27 @@ def read(out, name):
 
 def run_cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run([sys.executable, "-m", "nkd.report", *args], capture_output=True,
-                        text=True, env=env, cwd=REPO_ROOT, timeout=120)
+  return subprocess.run(
+      [sys.executable, "-m", "nkd.report", *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=REPO_ROOT,
+      timeout=120,
+  )
 
 
 def softrand(root, rel, seed, level, acc, **kwargs):
-  return write_run(root, rel, experiment="softrand", seed=seed, level=level,
-                   level_name="input_noise_sigma", test_accuracy=acc, **kwargs)
+  return write_run(
+      root,
+      rel,
+      experiment="softrand",
+      seed=seed,
+      level=level,
+      level_name="input_noise_sigma",
+      test_accuracy=acc,
+      **kwargs,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,10 +198,17 @@ def test_mean_std_is_the_sample_std():
 
 def test_summary_aggregates_hand_computed_values(tmp_path):
   runs = tmp_path / "runs"
-  for seed, acc, cinic, ece in ((0, 93.0, 69.0, 2.0), (10, 94.0, 70.0, 3.0),
-                                (20, 95.5, 71.5, 5.0)):
-    softrand(runs, f"s{seed}", seed, 0.05, acc, cinic=cinic, ece=ece,
-             pgd=[(20, 0.031, 30.0 + seed / 10, 31.0)])
+  for seed, acc, cinic, ece in ((0, 93.0, 69.0, 2.0), (10, 94.0, 70.0, 3.0), (20, 95.5, 71.5, 5.0)):
+    softrand(
+        runs,
+        f"s{seed}",
+        seed,
+        0.05,
+        acc,
+        cinic=cinic,
+        ece=ece,
+        pgd=[(20, 0.031, 30.0 + seed / 10, 31.0)],
+    )
   out = str(tmp_path / "out")
   assert report_cli.main([str(runs), f"--out={out}", "--no-figures"]) == 0
   (row,) = read_csv(out)
@@ -116,8 +217,9 @@ def test_summary_aggregates_hand_computed_values(tmp_path):
   assert row["test_accuracy_mean"] == "94.166667"
   assert row["test_accuracy_std"] == "1.258306"
   assert row["cinic_accuracy_mean"] == "70.166667"
-  assert float(row["cinic_accuracy_std"]) == pytest.approx(math.sqrt((1.36111 + 0.02778
-                                                                      + 1.77778) / 2), abs=1e-4)
+  assert float(row["cinic_accuracy_std"]) == pytest.approx(
+      math.sqrt((1.36111 + 0.02778 + 1.77778) / 2), abs=1e-4
+  )
   assert row["pgd20_eps0.031_robust_mean"] == "31.000000"  # (30 + 31 + 32) / 3
   assert row["pgd20_eps0.031_robust_std"] == "1.000000"
   assert row["ece_mean"] == "3.333333" and row["ece_n"] == "3"
@@ -138,9 +240,11 @@ def test_groups_by_experiment_and_level_in_sorted_order(tmp_path):
   out = str(tmp_path / "out")
   assert report_cli.main([str(runs), "--out", out, "--no-figures"]) == 0
   rows = [(r["experiment"], r["level"], r["n"], r["test_accuracy_mean"]) for r in read_csv(out)]
-  assert rows == [("hinton", "", "1", "94.500000"),
-                  ("softrand", "0.05", "2", "93.000000"),
-                  ("softrand", "0.1", "1", "90.000000")]
+  assert rows == [
+      ("hinton", "", "1", "94.500000"),
+      ("softrand", "0.05", "2", "93.000000"),
+      ("softrand", "0.1", "1", "90.000000"),
+  ]
 
 
 def test_one_seed_has_no_std(tmp_path):
@@ -236,24 +340,54 @@ def full_fixture(root):
   """Runs with data for every figure."""
   cifar10_c = {name: 60.0 + i for i, name in enumerate(CORRUPTIONS)}
   for seed in (0, 10):
-    write_run(root, f"hinton/s{seed}", experiment="hinton", seed=seed, test_accuracy=94.5,
-              cinic=69.5, pgd=[(5, 0.031, 3.0, 3.3), (20, 0.031, 0.1, 0.2)],
-              cifar10_c=cifar10_c, ece=0.03)
+    write_run(
+        root,
+        f"hinton/s{seed}",
+        experiment="hinton",
+        seed=seed,
+        test_accuracy=94.5,
+        cinic=69.5,
+        pgd=[(5, 0.031, 3.0, 3.3), (20, 0.031, 0.1, 0.2)],
+        cifar10_c=cifar10_c,
+        ece=0.03,
+    )
     for level in (0.05, 0.1):
-      softrand(root, f"softrand/{level}/s{seed}", seed, level, 93.0 - level * 10 + seed / 100,
-               cinic=68.0, pgd=[(5, 0.031, 30.0, 32.0), (20, 0.031, 20.0, 22.0)],
-               cifar10_c=cifar10_c, ece=0.02)
+      softrand(
+          root,
+          f"softrand/{level}/s{seed}",
+          seed,
+          level,
+          93.0 - level * 10 + seed / 100,
+          cinic=68.0,
+          pgd=[(5, 0.031, 30.0, 32.0), (20, 0.031, 20.0, 22.0)],
+          cifar10_c=cifar10_c,
+          ece=0.02,
+      )
     for mode in ("T", "S", "TS"):
       for fixed in (False, True):
         for p in (0.05, 0.1):
-          write_run(root, f"ln_{mode}_{fixed}/{p}/s{seed}", experiment=f"label_noise_{mode}",
-                    seed=seed, level=p, level_name="label_noise_p",
-                    test_accuracy=94.0 - p * 10, options={"label_noise_mode": mode,
-                                                          "label_noise_fixed": fixed})
+          write_run(
+              root,
+              f"ln_{mode}_{fixed}/{p}/s{seed}",
+              experiment=f"label_noise_{mode}",
+              seed=seed,
+              level=p,
+              level_name="label_noise_p",
+              test_accuracy=94.0 - p * 10,
+              options={"label_noise_mode": mode, "label_noise_fixed": fixed},
+          )
     for swap in ("top2", "all"):
       for p in (0.25, 0.5):
-        write_run(root, f"swap_{swap}/{p}/s{seed}", experiment="swap", seed=seed, level=p,
-                  level_name="swap_p", test_accuracy=94.0 - p, options={"swap_mode": swap})
+        write_run(
+            root,
+            f"swap_{swap}/{p}/s{seed}",
+            experiment="swap",
+            seed=seed,
+            level=p,
+            level_name="swap_p",
+            test_accuracy=94.0 - p,
+            options={"swap_mode": swap},
+        )
 
 
 def check_png(path):
@@ -279,21 +413,29 @@ def full_report(tmp_path_factory):
 
 def test_every_figure_is_written_as_png_and_pdf(full_report):
   _, out, written = full_report
-  expected = ["fig_accuracy_softrand", "fig_accuracy_label_noise_T", "fig_accuracy_swap",
-              "fig_pgd_softrand", "fig_pgd_hinton", "fig_cifar10_c_softrand",
-              "fig_cifar10_c_hinton", "fig_cifar10_c_relative_hinton", "fig_label_corruption",
-              "fig_label_corruption_fixed",
-              "fig_swap"]
+  expected = [
+      "fig_accuracy_softrand",
+      "fig_accuracy_label_noise_T",
+      "fig_accuracy_swap",
+      "fig_pgd_softrand",
+      "fig_pgd_hinton",
+      "fig_cifar10_c_softrand",
+      "fig_cifar10_c_hinton",
+      "fig_cifar10_c_relative_hinton",
+      "fig_label_corruption",
+      "fig_label_corruption_fixed",
+      "fig_swap",
+  ]
   for stem in expected:
     check_png(os.path.join(out, stem + ".png"))
     check_pdf(os.path.join(out, stem + ".pdf"))
     assert stem + ".png" in written and stem + ".pdf" in written
   # No data, no figure: hinton has no noise level; the label-noise runs have no PGD or C10-C.
-  for stem in ("fig_accuracy_hinton", "fig_pgd_label_noise_T",
-               "fig_cifar10_c_swap__swap_mode_all"):
+  for stem in ("fig_accuracy_hinton", "fig_pgd_label_noise_T", "fig_cifar10_c_swap__swap_mode_all"):
     assert not os.path.exists(os.path.join(out, stem + ".png")), stem
   assert sorted(f for f in os.listdir(out) if f.startswith("fig_")) == sorted(
-      f for f in written if f.startswith("fig_"))
+      f for f in written if f.startswith("fig_")
+  )
 
 
 def test_figures_need_their_data(tmp_path):
@@ -301,8 +443,10 @@ def test_figures_need_their_data(tmp_path):
   softrand(runs, "s0", 0, 0.05, 93.0)  # no PGD, no CIFAR-10-C, no label noise, no swaps
   out = str(tmp_path / "out")
   written = report.write_report([str(runs)], out)
-  assert [f for f in written if f.startswith("fig_")] == ["fig_accuracy_softrand.png",
-                                                          "fig_accuracy_softrand.pdf"]
+  assert [f for f in written if f.startswith("fig_")] == [
+      "fig_accuracy_softrand.png",
+      "fig_accuracy_softrand.pdf",
+  ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +457,7 @@ def test_outputs_are_byte_identical_for_the_same_inputs(full_report, tmp_path):
   runs, out1, written1 = full_report
   out2 = str(tmp_path / "out2")
   # Same runs, given in another order and through their parent folders.
-  written2 = report.write_report([str(runs / "swap_all"), str(runs / "softrand"), str(runs)],
-                                 out2)
+  written2 = report.write_report([str(runs / "swap_all"), str(runs / "softrand"), str(runs)], out2)
   assert written1 == written2
   for name in ("summary.md", "summary.csv", "paper_comparison.md"):
     with open(os.path.join(out1, name), "rb") as f1, open(os.path.join(out2, name), "rb") as f2:
@@ -336,15 +479,22 @@ def test_paper_values_follow_their_schema():
   assert paper_values.PAPER_VALUES["hinton_pgd20"]["value"] == 0.20
   assert paper_values.PAPER_VALUES["hinton_test_accuracy"]["value"] == (94.0, 95.0)
   with pytest.raises(ValueError):
-    paper_values.validate({"bad": {"quantity": "q", "value": (2.0, 1.0), "metric": "pgd",
-                                   "match": [], "source": "s"}})
+    paper_values.validate(
+        {"bad": {"quantity": "q", "value": (2.0, 1.0), "metric": "pgd", "match": [], "source": "s"}}
+    )
 
 
 def test_paper_comparison_lists_only_what_we_have(tmp_path):
   runs = tmp_path / "runs"
   for seed, acc in ((0, 95.0), (10, 96.0)):
-    write_run(runs, f"h{seed}", experiment="hinton", seed=seed, test_accuracy=acc,
-              pgd=[(20, 0.031, 0.5, 0.6 + seed / 100)])
+    write_run(
+        runs,
+        f"h{seed}",
+        experiment="hinton",
+        seed=seed,
+        test_accuracy=acc,
+        pgd=[(20, 0.031, 0.5, 0.6 + seed / 100)],
+    )
   out = str(tmp_path / "out")
   report_cli.main([str(runs), "--out", out, "--no-figures"])
   md = read(out, "paper_comparison.md")
@@ -453,9 +603,11 @@ def test_incompatible_epochs_warn_naming_runs_and_split(tmp_path, capsys):
   assert "epochs=100: short20" in line and "epochs=200: long0, long10" in line
   rows = [(r["variant"], r["level"], r["n"], r["test_accuracy_mean"]) for r in read_csv(out)]
   # Every group of the experiment carries the label, so the figure lines stay consistent.
-  assert rows == [("epochs=100", "0.05", "1", "80.000000"),
-                  ("epochs=200", "0.05", "2", "93.500000"),
-                  ("epochs=200", "0.1", "1", "90.000000")]
+  assert rows == [
+      ("epochs=100", "0.05", "1", "80.000000"),
+      ("epochs=200", "0.05", "2", "93.500000"),
+      ("epochs=200", "0.1", "1", "90.000000"),
+  ]
   assert "runs differ in epochs" in read(out, "summary.md")
 
 
@@ -480,12 +632,28 @@ def test_certified_accuracy_figure_alone_and_distilled(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "out"
   curve = lambda top: {"0.0": top, "0.25": top - 20, "0.5": top - 40}  # noqa: E731
   for seed, top in ((0, 70.0), (1, 72.0)):
-    write_run(runs, f"a{seed}", experiment="smoothing_alone", seed=seed, level=0.25,
-              level_name="input_noise_sigma", test_accuracy=80.0, certified=curve(top),
-              options={"mode": "ce", "input_noise_sigma": 0.25})
-    write_run(runs, f"d{seed}", experiment="smoothing", seed=seed, level=0.25,
-              level_name="input_noise_sigma", test_accuracy=82.0, certified=curve(top + 4),
-              options={"input_noise_sigma": 0.25, "teacher_flagfile": "t.flags"})
+    write_run(
+        runs,
+        f"a{seed}",
+        experiment="smoothing_alone",
+        seed=seed,
+        level=0.25,
+        level_name="input_noise_sigma",
+        test_accuracy=80.0,
+        certified=curve(top),
+        options={"mode": "ce", "input_noise_sigma": 0.25},
+    )
+    write_run(
+        runs,
+        f"d{seed}",
+        experiment="smoothing",
+        seed=seed,
+        level=0.25,
+        level_name="input_noise_sigma",
+        test_accuracy=82.0,
+        certified=curve(top + 4),
+        options={"input_noise_sigma": 0.25, "teacher_flagfile": "t.flags"},
+    )
   written = report.write_report([str(runs)], str(out))
   assert "fig_certified.png" in written and "fig_certified.pdf" in written
   groups, _ = grouping.group_runs(loading.load_runs([str(runs)]))
@@ -497,9 +665,17 @@ def test_autoattack_beside_pgd_in_the_table_and_a_figure(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "out"
   for seed in (0, 1):
     for level, pgd_robust, aa in ((0.05, 30.0, 20.0), (0.1, 40.0, 25.0)):
-      write_run(runs, f"s{level}_{seed}", experiment="softrand", seed=seed, level=level,
-                level_name="input_noise_sigma", test_accuracy=90.0,
-                pgd=[(20, 0.031, pgd_robust + seed, pgd_robust + seed)], autoattack=aa + seed)
+      write_run(
+          runs,
+          f"s{level}_{seed}",
+          experiment="softrand",
+          seed=seed,
+          level=level,
+          level_name="input_noise_sigma",
+          test_accuracy=90.0,
+          pgd=[(20, 0.031, pgd_robust + seed, pgd_robust + seed)],
+          autoattack=aa + seed,
+      )
   written = report.write_report([str(runs)], str(out))
   assert "fig_robustness_softrand.png" in written
   header = read(out, "summary.md").splitlines()

@@ -12,8 +12,9 @@ import pytest
 
 from helpers import REPO, run_cli, tiny_flags
 
-FLAGS = tiny_flags(epochs=5, synthetic_train_size=512, lr_schedule="step",
-                   lr_milestones=(2, 4), checkpoint_every=1)
+FLAGS = tiny_flags(
+    epochs=5, synthetic_train_size=512, lr_schedule="step", lr_milestones=(2, 4), checkpoint_every=1
+)
 STEPS_PER_EPOCH = 512 // 32
 
 
@@ -36,15 +37,20 @@ def test_same_seed_same_hash_across_processes(uninterrupted, tmp_path):
 
 
 def test_another_seed_another_hash(uninterrupted, tmp_path):
-  run_cli([*FLAGS, "--seed=1", f"--workspace={tmp_path}", f"--workdir={tmp_path}/c"],
-          check=True)
+  run_cli([*FLAGS, "--seed=1", f"--workspace={tmp_path}", f"--workdir={tmp_path}/c"], check=True)
   assert _results(tmp_path / "c")["params_sha256"] != uninterrupted["params_sha256"]
 
 
 def test_sigkill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
   workdir = tmp_path / "killed"
-  args = [sys.executable, "-m", "nkd.main", *FLAGS, f"--workspace={tmp_path}",
-          f"--workdir={workdir}"]
+  args = [
+      sys.executable,
+      "-m",
+      "nkd.main",
+      *FLAGS,
+      f"--workspace={tmp_path}",
+      f"--workdir={workdir}",
+  ]
   proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt = workdir / "checkpoints" / str(STEPS_PER_EPOCH)
   deadline = time.time() + 300

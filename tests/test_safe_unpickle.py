@@ -73,25 +73,27 @@ def _payloads(marker):
       ("os.system", _Reduce(os.system, command), f"{os.system.__module__}.system"),
       ("builtins.exec", _Reduce(builtins.exec, code), "builtins.exec"),
       ("builtins.eval", _Reduce(builtins.eval, code), "builtins.eval"),
-      ("subprocess.Popen", _Reduce(subprocess.Popen, ["touch", str(marker)]),
-       "subprocess.Popen"),
+      ("subprocess.Popen", _Reduce(subprocess.Popen, ["touch", str(marker)]), "subprocess.Popen"),
       ("reduce of a user function", _Reduce(_touch, str(marker)), f"{__name__}._touch"),
       ("setstate of a user class", _SetState(str(marker)), f"{__name__}._SetState"),
-      ("object array", np.array([_Reduce(os.system, command)], dtype=object),
-       "numpy dtype 'O8'"),
-      ("dtype flagged as holding objects",
-       _Array((1, (8,), _Dtype((3, "|", None, None, None, -1, -1, 1)), False, b"\0" * 8)),
-       "numpy dtype state"),
+      ("object array", np.array([_Reduce(os.system, command)], dtype=object), "numpy dtype 'O8'"),
+      (
+          "dtype flagged as holding objects",
+          _Array((1, (8,), _Dtype((3, "|", None, None, None, -1, -1, 1)), False, b"\0" * 8)),
+          "numpy dtype state",
+      ),
   ]
 
 
 def _batch(images=4, seed=0):
   """A small batch dict as the official files hold it (Python 2 keys as bytes)."""
   rng = np.random.default_rng(seed)
-  return {b"batch_label": b"training batch 1 of 5",
-          b"labels": rng.integers(0, 10, images).tolist(),
-          b"data": rng.integers(0, 256, (images, 3072), dtype=np.uint8),
-          b"filenames": [b"x_%d.png" % i for i in range(images)]}
+  return {
+      b"batch_label": b"training batch 1 of 5",
+      b"labels": rng.integers(0, 10, images).tolist(),
+      b"data": rng.integers(0, 256, (images, 3072), dtype=np.uint8),
+      b"filenames": [b"x_%d.png" % i for i in range(images)],
+  }
 
 
 def _hand_written_posix_system(marker) -> bytes:
@@ -105,8 +107,11 @@ def official(tmp_path_factory):
   if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
     pytest.skip("../shared/data/cifar10 is not present")
   out = tmp_path_factory.mktemp("official")
-  subprocess.run([sys.executable, str(SHARED_CIFAR10 / "make_cifar10_python.py"), str(out),
-                  "--tar"], check=True, capture_output=True)
+  subprocess.run(
+      [sys.executable, str(SHARED_CIFAR10 / "make_cifar10_python.py"), str(out), "--tar"],
+      check=True,
+      capture_output=True,
+  )
   return out
 
 
@@ -129,8 +134,9 @@ def test_official_batches_load_as_pickle_loads_gives_them(official):
 
 
 def test_official_folder_and_tarball_through_the_loaders(official, tmp_path):
-  folder_data = cifar10.load_cifar10(str(official), cache_dir=str(tmp_path / "unused"),
-                                     download=False)
+  folder_data = cifar10.load_cifar10(
+      str(official), cache_dir=str(tmp_path / "unused"), download=False
+  )
   assert folder_data.train_images.shape == (50000, 32, 32, 3)
   assert folder_data.test_images.shape == (10000, 32, 32, 3)
   tarball = official / cifar10.TARBALL
@@ -145,8 +151,9 @@ def test_official_folder_and_tarball_through_the_loaders(official, tmp_path):
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
-@pytest.mark.parametrize("case", range(len(_payloads("m"))),
-                         ids=[name for name, _, _ in _payloads("m")])
+@pytest.mark.parametrize(
+    "case", range(len(_payloads("m"))), ids=[name for name, _, _ in _payloads("m")]
+)
 def test_a_batch_that_would_run_code_is_refused(tmp_path, case, protocol):
   marker = tmp_path / "marker"
   _, payload, refused = _payloads(marker)[case]
@@ -163,18 +170,24 @@ def test_a_batch_that_would_run_code_is_refused(tmp_path, case, protocol):
 
 def test_a_hand_written_posix_system_is_refused(tmp_path):
   marker = tmp_path / "marker"
-  with pytest.raises(DataError, match=r"^batch: refused to unpickle global 'posix.system' \(a "
-                     r"CIFAR-10 batch holds only numpy arrays, bytes, str, int, list and dict\)$"):
+  with pytest.raises(
+      DataError,
+      match=r"^batch: refused to unpickle global 'posix.system' \(a "
+      r"CIFAR-10 batch holds only numpy arrays, bytes, str, int, list and dict\)$",
+  ):
     safe_pickle.loads(_hand_written_posix_system(marker), "batch")
   assert not marker.exists()
 
 
-@pytest.mark.parametrize("payload, refused", [
-    (np.zeros(2, dtype=[("a", "i4")]), "numpy dtype 'V4'"),
-    (_Dtype((3, "|", ("a",), None, None, -1, -1, 0)), "numpy dtype state"),
-    (_Reduce(_RECONSTRUCT, np.ndarray, (1 << 40,), b"b"), "numpy _reconstruct"),
-    (_Reduce(np.load, "x.npy"), "global 'numpy.load'"),
-])
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        (np.zeros(2, dtype=[("a", "i4")]), "numpy dtype 'V4'"),
+        (_Dtype((3, "|", ("a",), None, None, -1, -1, 0)), "numpy dtype state"),
+        (_Reduce(_RECONSTRUCT, np.ndarray, (1 << 40,), b"b"), "numpy _reconstruct"),
+        (_Reduce(np.load, "x.npy"), "global 'numpy.load'"),
+    ],
+)
 def test_numpy_beyond_plain_arrays_is_refused(payload, refused):
   with pytest.raises(DataError, match="refused to unpickle") as error:
     safe_pickle.loads(pickle.dumps(payload), "f")
@@ -212,10 +225,21 @@ def test_the_command_line_refuses_in_one_line(tmp_path):
   folder = tmp_path / "data" / cifar10.FOLDER
   folder.mkdir(parents=True)
   (folder / "data_batch_1").write_bytes(
-      pickle.dumps({**_batch(), b"data": _Reduce(os.system, f"touch {marker}")}, protocol=2))
-  proc = run_cli(["--dataset=cifar10", f"--data_dir={tmp_path / 'data'}", "--nodownload",
-                  "--model=wrn-10-1", "--epochs=1", "--batch_size=32",
-                  f"--workspace={tmp_path / 'ws'}", "--name=refused"], timeout=300)
+      pickle.dumps({**_batch(), b"data": _Reduce(os.system, f"touch {marker}")}, protocol=2)
+  )
+  proc = run_cli(
+      [
+          "--dataset=cifar10",
+          f"--data_dir={tmp_path / 'data'}",
+          "--nodownload",
+          "--model=wrn-10-1",
+          "--epochs=1",
+          "--batch_size=32",
+          f"--workspace={tmp_path / 'ws'}",
+          "--name=refused",
+      ],
+      timeout=300,
+  )
   assert_one_line_error(proc, "data_batch_1: refused to unpickle global 'posix.system'")
   assert not marker.exists()
   assert not (tmp_path / "ws" / "cache").exists() or not os.listdir(tmp_path / "ws" / "cache")
@@ -226,11 +250,17 @@ def test_the_command_line_refuses_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_plain_data_and_numeric_arrays_load(protocol):
-  value = {**_batch(), b"empty": [], "text": "é", 3: (1, 2.5, None, True),
-           b"big-endian": np.arange(6, dtype=">i4").reshape(2, 3),
-           b"fortran": np.asfortranarray(np.ones((2, 3), np.float32)),
-           b"complex": np.zeros(2, np.complex64), b"bool": np.array([True, False]),
-           b"scalars": [np.int64(7), np.float32(2.5), np.bool_(True)]}
+  value = {
+      **_batch(),
+      b"empty": [],
+      "text": "é",
+      3: (1, 2.5, None, True),
+      b"big-endian": np.arange(6, dtype=">i4").reshape(2, 3),
+      b"fortran": np.asfortranarray(np.ones((2, 3), np.float32)),
+      b"complex": np.zeros(2, np.complex64),
+      b"bool": np.array([True, False]),
+      b"scalars": [np.int64(7), np.float32(2.5), np.bool_(True)],
+  }
   blob = pickle.dumps(value, protocol=protocol)
   ours, plain = safe_pickle.loads(blob, "f"), pickle.loads(blob, encoding="bytes")
   assert ours.keys() == plain.keys()
@@ -248,10 +278,12 @@ def test_plain_data_and_numeric_arrays_load(protocol):
 
 def test_python2_pickles_as_the_official_files_are_written():
   # Protocol 2 as Python 2 wrote it: str (BINSTRING) arguments, numpy 1's module name.
-  blob = (b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\n"
-          b"ndarray\nq\x03K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x05U\x02"
-          b"u1K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U"
-          b"\x06\x00\x01\x02\x03\x04\x05tbU\x06labelsq\x07]q\x08(K\x01K\x02eu.")
+  blob = (
+      b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\n"
+      b"ndarray\nq\x03K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02K\x03\x86cnumpy\ndtype\nq\x05U\x02"
+      b"u1K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U"
+      b"\x06\x00\x01\x02\x03\x04\x05tbU\x06labelsq\x07]q\x08(K\x01K\x02eu."
+  )
   plain = pickle.loads(blob, encoding="bytes")
   ours = safe_pickle.loads(blob, "f")
   np.testing.assert_array_equal(ours[b"data"], np.arange(6, dtype=np.uint8).reshape(2, 3))

@@ -27,8 +27,16 @@ def _run_check(overrides, sizes, tmp_path):
   """Three steps of the KD train step on meshes of each size in `sizes`: parameters,
   BatchNorm statistics, losses, where the parameters live and what the compiled program does."""
   jax.config.update("jax_threefry_partitionable", True)  # as nkd.pipeline.setup_jax does
-  config = tiny_config(tmp_path, synthetic_train_size=128, synthetic_test_size=16,
-                       batch_size=32, epochs=1, mode="kd", teacher_workdir="unused", **overrides)
+  config = tiny_config(
+      tmp_path,
+      synthetic_train_size=128,
+      synthetic_test_size=16,
+      batch_size=32,
+      epochs=1,
+      mode="kd",
+      teacher_workdir="unused",
+      **overrides,
+  )
   data = load_dataset(config)
   steps_per_epoch = len(data.train_images) // config.batch_size
   model = create_model(config.model, dropout_rate=config.dropout)
@@ -42,28 +50,40 @@ def _run_check(overrides, sizes, tmp_path):
     mesh = mesh_of(k)
     state = create_train_state(model, keys["init"], make_optimizer(config, steps_per_epoch))
     state, tvars, images, labels = replicate(
-        (state, teacher_vars, data.train_images, data.train_labels), mesh)
+        (state, teacher_vars, data.train_images, data.train_labels), mesh
+    )
     # Compiled ahead of time, and that executable run: one compilation per mesh.
-    step = make_train_step(model, spec, mesh, teacher).lower(
-        state, tvars, images, labels, order, keys["train"]).compile()
+    step = (
+        make_train_step(model, spec, mesh, teacher)
+        .lower(state, tvars, images, labels, order, keys["train"])
+        .compile()
+    )
     hlo = step.as_text()
     losses = []
     for _ in range(3):
       state, metrics = step(state, tvars, images, labels, order, keys["train"])
       losses.append(float(metrics["loss"]))
     leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
-    out[k] = {"leaves": [np.asarray(leaf) for leaf in leaves], "losses": losses,
-              "devices": sorted(d.id for d in state.params["fc"]["kernel"].sharding.device_set),
-              # The per-device program: a conv over a 1/k slice of the batch, and all-reduces.
-              "local_batch_conv": f"f32[{32 // k},32,32,16]" in hlo,
-              "all_reduce": "all-reduce" in hlo}
+    out[k] = {
+        "leaves": [np.asarray(leaf) for leaf in leaves],
+        "losses": losses,
+        "devices": sorted(d.id for d in state.params["fc"]["kernel"].sharding.device_set),
+        # The per-device program: a conv over a 1/k slice of the batch, and all-reduces.
+        "local_batch_conv": f"f32[{32 // k},32,32,16]" in hlo,
+        "all_reduce": "all-reduce" in hlo,
+    }
   return out
 
 
 # Every source of randomness on (augmentation, input noise, student dropout, Fickle-teacher
 # dropout, logit noise): their streams must not depend on how the batch is split.
-ALL_NOISE = {"dropout": 0.1, "fickle_teacher": True, "teacher_dropout": 0.3,
-             "input_noise_sigma": 0.05, "logit_noise_sigma": 0.1}
+ALL_NOISE = {
+    "dropout": 0.1,
+    "fickle_teacher": True,
+    "teacher_dropout": 0.3,
+    "input_noise_sigma": 0.05,
+    "logit_noise_sigma": 0.1,
+}
 
 
 @pytest.fixture(scope="module")

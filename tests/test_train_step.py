@@ -24,29 +24,32 @@ def test_train_step_compiles_once_and_changes_parameters(tmp_path, mode):
   teacher_vars = init_variables(teacher, jax.random.key(1)) if teacher else None
   mesh = mesh_of(1)  # bit-for-bit comparisons with unsharded references
   chex.clear_trace_counter()  # The counter is keyed by the function's code, shared by params.
-  step = make_train_step(model, StepSpec.from_config(config, steps_per_epoch), mesh, teacher,
-                         jit=False)
+  step = make_train_step(
+      model, StepSpec.from_config(config, steps_per_epoch), mesh, teacher, jit=False
+  )
   step = jit_train_step(chex.assert_max_traces(step, n=1), mesh)
   keys = keys_lib.run_keys(0)
   order = keys_lib.epoch_permutation(keys["data"], 0, len(data.train_images))
   state, teacher_vars = replicate((state, teacher_vars), mesh)
   before = jax.device_get(state.params)
   for _ in range(3):
-    state, metrics = step(state, teacher_vars, data.train_images, data.train_labels, order,
-                          keys["train"])
+    state, metrics = step(
+        state, teacher_vars, data.train_images, data.train_labels, order, keys["train"]
+    )
   assert int(state.step) == 3
   assert np.isfinite(float(metrics["loss"]))
-  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                         jax.device_get(state.params))
+  changed = jax.tree.map(
+      lambda a, b: not np.array_equal(a, b), before, jax.device_get(state.params)
+  )
   assert all(jax.tree.leaves(changed))
 
 
 def test_step_schedule_drops_by_lr_decay_at_milestones(tmp_path):
-  config = tiny_config(tmp_path, lr_schedule="step", epochs=10, lr_milestones=(3, 6),
-                       lr_decay=0.2)
+  config = tiny_config(tmp_path, lr_schedule="step", epochs=10, lr_milestones=(3, 6), lr_decay=0.2)
   schedule = learning_rate_schedule(config, steps_per_epoch=5)
-  np.testing.assert_allclose([schedule(0), schedule(14), schedule(15), schedule(30)],
-                             [0.1, 0.1, 0.02, 0.004], rtol=1e-6)
+  np.testing.assert_allclose(
+      [schedule(0), schedule(14), schedule(15), schedule(30)], [0.1, 0.1, 0.02, 0.004], rtol=1e-6
+  )
 
 
 def test_epoch_order_is_a_permutation_that_changes_each_epoch():

@@ -36,8 +36,9 @@ def parse_model_name(name: str) -> tuple[int, int]:
     raise ValueError(f"unknown model {name!r}: expected 'wrn-DEPTH-WIDTH', e.g. 'wrn-16-2'")
   depth, width = int(m.group(1)), int(m.group(2))
   if depth < 10 or (depth - 4) % 6:
-    raise ValueError(f"model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), "
-                     f"got {depth}")
+    raise ValueError(
+        f"model {name!r}: WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), " f"got {depth}"
+    )
   if width < 1:
     raise ValueError(f"model {name!r}: widen factor must be >= 1, got {width}")
   return depth, width
@@ -60,50 +61,84 @@ class TrainOptions:
   """Options of one training run (teacher, student alone, or distilled student)."""
 
   # Run identity and places.
-  name: str = _opt("", "Experiment name; default: the stem of the last --flagfile, or 'run'.",
-                   bookkeeping=True)
-  workdir: str = _opt("", "Run folder (config.json, metrics.jsonl, checkpoints/, results.json); "
-                      "default: WORKSPACE/runs/NAME/seed_SEED.", bookkeeping=True)
-  workspace: str = _opt("workspace", "Root for data caches, shared teachers and default run "
-                        "folders (see WORKSPACE.md).", bookkeeping=True, teacher_inherits=True)
+  name: str = _opt(
+      "", "Experiment name; default: the stem of the last --flagfile, or 'run'.", bookkeeping=True
+  )
+  workdir: str = _opt(
+      "",
+      "Run folder (config.json, metrics.jsonl, checkpoints/, results.json); "
+      "default: WORKSPACE/runs/NAME/seed_SEED.",
+      bookkeeping=True,
+  )
+  workspace: str = _opt(
+      "workspace",
+      "Root for data caches, shared teachers and default run " "folders (see WORKSPACE.md).",
+      bookkeeping=True,
+      teacher_inherits=True,
+  )
   seed: int = _opt(0, "Root seed of the run; every random stream derives from it.")
-  mode: str = _opt("ce", "'ce': cross-entropy training (teacher, or student alone); 'kd': Hinton "
-                   "distillation from a teacher.", choices=("ce", "kd"))
+  mode: str = _opt(
+      "ce",
+      "'ce': cross-entropy training (teacher, or student alone); 'kd': Hinton "
+      "distillation from a teacher.",
+      choices=("ce", "kd"),
+  )
 
   # Model.
   model: str = _model_opt("wrn-16-2", "Model, 'wrn-DEPTH-WIDTH' with DEPTH = 6n+4.")
-  dropout: float = _model_opt(0.0, "Dropout rate between the two convolutions of each WRN "
-                              "block.", level=6)
-  dtype: str = _model_opt("float32", "Compute dtype (parameters stay float32).",
-                    choices=("float32", "bfloat16"))
+  dropout: float = _model_opt(
+      0.0, "Dropout rate between the two convolutions of each WRN " "block.", level=6
+  )
+  dtype: str = _model_opt(
+      "float32", "Compute dtype (parameters stay float32).", choices=("float32", "bfloat16")
+  )
 
   # Data.
   dataset: str = _opt("cifar10", "Data set.", choices=("cifar10", "synthetic"), data=True)
-  data_dir: str = _opt("", "Folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz "
-                       "(or a TFDS data dir); default: WORKSPACE/data.",
-                       bookkeeping=True, data=True)
-  data_source: str = _opt("auto", "Where CIFAR-10 comes from: 'auto' tries the official Python "
-                          "folder, the tarball, TFDS, then a download.",
-                          choices=("auto", "python", "tfds"), data=True)
-  download: bool = _opt(True, "Download CIFAR-10 into --data_dir when it is absent (needs a "
-                        "network).", bookkeeping=True, teacher_inherits=True)
+  data_dir: str = _opt(
+      "",
+      "Folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz "
+      "(or a TFDS data dir); default: WORKSPACE/data.",
+      bookkeeping=True,
+      data=True,
+  )
+  data_source: str = _opt(
+      "auto",
+      "Where CIFAR-10 comes from: 'auto' tries the official Python "
+      "folder, the tarball, TFDS, then a download.",
+      choices=("auto", "python", "tfds"),
+      data=True,
+  )
+  download: bool = _opt(
+      True,
+      "Download CIFAR-10 into --data_dir when it is absent (needs a " "network).",
+      bookkeeping=True,
+      teacher_inherits=True,
+  )
   train_subset: int = _opt(0, "Use only the first N training images (0: all).", data=True)
-  validation_size: int = _opt(0, "Hold out the last N training images as a validation split.",
-                              data=True)
+  validation_size: int = _opt(
+      0, "Hold out the last N training images as a validation split.", data=True
+  )
   synthetic_train_size: int = _opt(4096, "Training images of the synthetic data set.", data=True)
   synthetic_test_size: int = _opt(1024, "Test images of the synthetic data set.", data=True)
-  synthetic_seed: int = _opt(0, "Seed of the synthetic data set (fixed across run seeds).",
-                             data=True)
+  synthetic_seed: int = _opt(
+      0, "Seed of the synthetic data set (fixed across run seeds).", data=True
+  )
   augment: bool = _opt(True, "Random crop (pad 4) and horizontal flip, on device.")
 
   # Optimisation.
   epochs: int = _model_opt(200, "Training epochs.")
   batch_size: int = _model_opt(128, "Global batch size (split over the devices).")
   lr: float = _model_opt(0.1, "Peak learning rate.")
-  lr_schedule: str = _model_opt("step", "'step': multiply by --lr_decay at --lr_milestones; 'cosine': "
-                          "cosine decay to 0 over the run.", choices=("step", "cosine"))
-  lr_milestones: tuple = _model_opt((60, 120, 160), "Epochs at which the step schedule decays.",
-                              element=int)
+  lr_schedule: str = _model_opt(
+      "step",
+      "'step': multiply by --lr_decay at --lr_milestones; 'cosine': "
+      "cosine decay to 0 over the run.",
+      choices=("step", "cosine"),
+  )
+  lr_milestones: tuple = _model_opt(
+      (60, 120, 160), "Epochs at which the step schedule decays.", element=int
+  )
   lr_decay: float = _model_opt(0.2, "Factor of each step-schedule decay.")
   momentum: float = _model_opt(0.9, "SGD momentum.")
   nesterov: bool = _model_opt(False, "Nesterov momentum.")
@@ -112,53 +147,93 @@ class TrainOptions:
   # Distillation.
   alpha: float = _kd_opt(0.9, "Weight of the KD term; (1 - alpha) weighs the cross-entropy.")
   tau: float = _kd_opt(4.0, "Distillation temperature.")
-  teacher_flagfile: str = _kd_opt("", "Flagfile of the teacher's recipe (mode=kd). Its teacher "
-                                  "is trained once per recipe and seed, then reused.",
-                                  teacher_side=True)
+  teacher_flagfile: str = _kd_opt(
+      "",
+      "Flagfile of the teacher's recipe (mode=kd). Its teacher "
+      "is trained once per recipe and seed, then reused.",
+      teacher_side=True,
+  )
   teacher_seed: int = _kd_opt(0, "Seed of the teacher run to distil from.")
-  teacher_seeds: tuple = _kd_opt((), "Teacher selection: train (or reuse) the teacher recipe "
-                                 "with each of these seeds and distil from the best by "
-                                 "--teacher_select, e.g. 0,10,20,30,40 as the paper; empty: the "
-                                 "one --teacher_seed.", element=int, teacher_side=True,
-                                 omit_default=True, nonempty=True)
-  teacher_select: str = _kd_opt("test", "How --teacher_seeds picks the teacher: 'test', the "
-                                "highest test accuracy (the paper); 'val', the highest accuracy "
-                                "on the --validation_size split held out of the training set.",
-                                choices=("test", "val"), teacher_side=True, omit_default=True)
-  teacher_flags: tuple = _kd_opt((), "Extra flags for the teacher recipe, e.g. "
-                                 "--teacher_flags=--epochs=15 (repeatable).", multi=True,
-                                 teacher_side=True)
-  teacher_workdir: str = _kd_opt("", "Use the finished teacher run in this folder instead of "
-                                 "the recipe's shared teacher.", teacher_side=True,
-                                 bookkeeping=True)
+  teacher_seeds: tuple = _kd_opt(
+      (),
+      "Teacher selection: train (or reuse) the teacher recipe "
+      "with each of these seeds and distil from the best by "
+      "--teacher_select, e.g. 0,10,20,30,40 as the paper; empty: the "
+      "one --teacher_seed.",
+      element=int,
+      teacher_side=True,
+      omit_default=True,
+      nonempty=True,
+  )
+  teacher_select: str = _kd_opt(
+      "test",
+      "How --teacher_seeds picks the teacher: 'test', the "
+      "highest test accuracy (the paper); 'val', the highest accuracy "
+      "on the --validation_size split held out of the training set.",
+      choices=("test", "val"),
+      teacher_side=True,
+      omit_default=True,
+  )
+  teacher_flags: tuple = _kd_opt(
+      (),
+      "Extra flags for the teacher recipe, e.g. " "--teacher_flags=--epochs=15 (repeatable).",
+      multi=True,
+      teacher_side=True,
+  )
+  teacher_workdir: str = _kd_opt(
+      "",
+      "Use the finished teacher run in this folder instead of " "the recipe's shared teacher.",
+      teacher_side=True,
+      bookkeeping=True,
+  )
 
-  level_flag: str = _opt("", "The option that is this experiment's noise level (recorded in "
-                         "results.json for sweeps and reports); default: the active noise option.",
-                         bookkeeping=True)
+  level_flag: str = _opt(
+      "",
+      "The option that is this experiment's noise level (recorded in "
+      "results.json for sweeps and reports); default: the active noise option.",
+      bookkeeping=True,
+  )
 
   # Cadence and bookkeeping (do not change the result).
   log_every: int = _opt(100, "Log progress every N steps.", bookkeeping=True)
-  eval_every: int = _opt(1, "Evaluate the test set every N epochs (and at the end).",
-                         bookkeeping=True)
+  eval_every: int = _opt(
+      1, "Evaluate the test set every N epochs (and at the end).", bookkeeping=True
+  )
   checkpoint_every: int = _opt(1, "Checkpoint every N epochs (and at the end).", bookkeeping=True)
   keep_checkpoints: int = _opt(3, "Checkpoints kept.", bookkeeping=True)
-  tensorboard: bool = _opt(True, "Write TensorBoard event files into the run folder. Train "
-                           "loss, accuracy, lr and img/s every --log_every window, test "
-                           "accuracy, the final evaluation's headline numbers (nkd/tensorboard"
-                           ".py); `tensorboard --logdir WORKSPACE` shows every run side by side.",
-                           bookkeeping=True, teacher_inherits=True)
-  distributed: bool = _opt(False, "Multi-host: call jax.distributed.initialize() first (it reads "
-                           "SLURM / Cloud TPU settings from the environment).", bookkeeping=True)
-  gpu_deterministic: bool = _opt(True, "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
-                                 "reproduces a run bit-exactly; false trades that for speed.",
-                                 bookkeeping=True, teacher_inherits=True)
-  cpu_isa: str = _opt(runtime.DEFAULT_CPU_ISA, "On x86 CPUs, the newest instruction set XLA "
-                       "and oneDNN may use (--xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA): AVX2 gives "
-                       "the same numbers on x86-64 CPUs with AVX2, the same core count and L1d "
-                       "size (WORKSPACE.md); 'native' uses this CPU's (other numbers). Your own "
-                       "XLA_FLAGS or ONEDNN_MAX_CPU_ISA wins.",
-                       choices=(runtime.NATIVE, *runtime.CPU_ISAS), bookkeeping=True,
-                       teacher_inherits=True)
+  tensorboard: bool = _opt(
+      True,
+      "Write TensorBoard event files into the run folder. Train "
+      "loss, accuracy, lr and img/s every --log_every window, test "
+      "accuracy, the final evaluation's headline numbers (nkd/tensorboard"
+      ".py); `tensorboard --logdir WORKSPACE` shows every run side by side.",
+      bookkeeping=True,
+      teacher_inherits=True,
+  )
+  distributed: bool = _opt(
+      False,
+      "Multi-host: call jax.distributed.initialize() first (it reads "
+      "SLURM / Cloud TPU settings from the environment).",
+      bookkeeping=True,
+  )
+  gpu_deterministic: bool = _opt(
+      True,
+      "On GPU, set --xla_gpu_deterministic_ops=true so a seed "
+      "reproduces a run bit-exactly; false trades that for speed.",
+      bookkeeping=True,
+      teacher_inherits=True,
+  )
+  cpu_isa: str = _opt(
+      runtime.DEFAULT_CPU_ISA,
+      "On x86 CPUs, the newest instruction set XLA "
+      "and oneDNN may use (--xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA): AVX2 gives "
+      "the same numbers on x86-64 CPUs with AVX2, the same core count and L1d "
+      "size (WORKSPACE.md); 'native' uses this CPU's (other numbers). Your own "
+      "XLA_FLAGS or ONEDNN_MAX_CPU_ISA wins.",
+      choices=(runtime.NATIVE, *runtime.CPU_ISAS),
+      bookkeeping=True,
+      teacher_inherits=True,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +251,11 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
     fields = cls.fields_by_name()
     values = {k: fields_lib.from_value(fields[k], v) for k, v in options.items() if k in fields}
     if options.get("logit_noise_after_tau"):
-      logging.warning("these stored options set logit_noise_after_tau, since removed: that run "
-                      "put the logit noise on z / tau, equal to this version's (1 + d) z / tau "
-                      "up to float rounding")
+      logging.warning(
+          "these stored options set logit_noise_after_tau, since removed: that run "
+          "put the logit noise on z / tau, equal to this version's (1 + d) z / tau "
+          "up to float rounding"
+      )
     return cls(**{**values, **overrides})
 
   def to_dict(self) -> dict[str, Any]:
@@ -200,8 +277,14 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
     """The options that determine the trained parameters; an `omit_default` option only where
     it is set (so recipes from before it existed keep their hash)."""
     fields = self.fields_by_name()
-    return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING and not (
-        fields[k].metadata.get("omit_default") and v == fields_lib.jsonable(fields[k].default))}
+    return {
+        k: v
+        for k, v in self.to_dict().items()
+        if k not in BOOKKEEPING
+        and not (
+            fields[k].metadata.get("omit_default") and v == fields_lib.jsonable(fields[k].default)
+        )
+    }
 
   def differing_options(self, stored_options: dict[str, Any]) -> list[str]:
     """The semantic options whose value differs from a run's stored config.json options (an
@@ -210,12 +293,17 @@ class Config(TrainOptions, NoiseOptions, EvalOptions):
     missing = object()
 
     def stored(name):
-      default = (fields_lib.jsonable(fields[name].default)
-                 if fields[name].metadata.get("omit_default") else missing)
+      default = (
+          fields_lib.jsonable(fields[name].default)
+          if fields[name].metadata.get("omit_default")
+          else missing
+      )
       return stored_options.get(name, default)
 
-    return sorted([k for k, v in ours.items() if k not in BOOKKEEPING and stored(k) != v] +
-                  [k for k, v in RETIRED.items() if stored_options.get(k, v) != v])
+    return sorted(
+        [k for k, v in ours.items() if k not in BOOKKEEPING and stored(k) != v]
+        + [k for k, v in RETIRED.items() if stored_options.get(k, v) != v]
+    )
 
   def recipe_hash(self) -> str:
     """Names a recipe: its semantic options except the seed (one recipe, many seeds)."""
@@ -240,13 +328,17 @@ DATA_OPTIONS = tuple(f.name for f in _with_metadata("data"))
 RETIRED = {"logit_noise_after_tau": False}
 # Options a distillation run passes to its teacher's recipe: the teacher sees the same data, in
 # the same places, computed the same way.
-INHERITED_BY_TEACHER = tuple(f.name for f in dataclasses.fields(Config)
-                             if f.metadata.get("data") or f.metadata.get("teacher_inherits"))
+INHERITED_BY_TEACHER = tuple(
+    f.name
+    for f in dataclasses.fields(Config)
+    if f.metadata.get("data") or f.metadata.get("teacher_inherits")
+)
 # Options that only a distillation run uses.
 TEACHER_OPTIONS = tuple(f.name for f in _with_metadata("teacher_side"))
 # The options that can be an experiment's noise level, in the order `noise_level` looks.
-NOISE_LEVELS = tuple(f.name for f in sorted(_with_metadata("level"),
-                                            key=lambda f: f.metadata["level"]))
+NOISE_LEVELS = tuple(
+    f.name for f in sorted(_with_metadata("level"), key=lambda f: f.metadata["level"])
+)
 
 
 def option_names() -> list[str]:
@@ -257,8 +349,11 @@ def as_flag(name: str, value: Any) -> str:
   return fields_lib.as_flag(name, value)
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names: Sequence[str] | None = None,
-                 module_name: str | None = None) -> None:
+def define_flags(
+    flag_values: flags.FlagValues = flags.FLAGS,
+    names: Sequence[str] | None = None,
+    module_name: str | None = None,
+) -> None:
   """Defines one absl flag per `Config` field (or per field in `names`)."""
   fields = dataclasses.fields(Config)
   if names is not None:
@@ -292,8 +387,11 @@ def parse_flagfile(path: str, extra_flags: Sequence[str] = ()) -> Config:
 
 
 def _flagfile_stem(argv: Sequence[str]) -> str:
-  stems = [os.path.splitext(os.path.basename(a.split("=", 1)[1]))[0]
-           for a in argv if a.startswith("--flagfile=")]
+  stems = [
+      os.path.splitext(os.path.basename(a.split("=", 1)[1]))[0]
+      for a in argv
+      if a.startswith("--flagfile=")
+  ]
   return stems[-1] if stems else ""
 
 
@@ -303,8 +401,7 @@ def resolve(config: Config) -> Config:
   if not config.data_dir:
     changes["data_dir"] = os.path.join(config.workspace, "data")
   if not config.workdir:
-    changes["workdir"] = os.path.join(config.workspace, "runs", config.name,
-                                      f"seed_{config.seed}")
+    changes["workdir"] = os.path.join(config.workspace, "runs", config.name, f"seed_{config.seed}")
   if not config.label_noise_mode:
     changes["label_noise_mode"] = "S" if config.mode == "kd" else "T"
   if config.fickle_schedule and config.mode == "kd":
@@ -340,6 +437,7 @@ def noise_level(config) -> tuple[str | None, float | None]:
 
 def validate(config: Config) -> None:
   """Raises ConfigError naming the first bad flag."""
+
   def check(ok, flag, expected):
     if not ok:
       raise ConfigError(f"--{flag}={_show(getattr(config, flag))}: expected {expected}")
@@ -358,31 +456,48 @@ def validate(config: Config) -> None:
   check(config.lr_decay > 0, "lr_decay", "a positive factor")
   check(0 <= config.momentum < 1, "momentum", "a value in [0, 1)")
   check(config.weight_decay >= 0, "weight_decay", "a value >= 0")
-  check(all(0 < m for m in config.lr_milestones) and
-        list(config.lr_milestones) == sorted(config.lr_milestones),
-        "lr_milestones", "increasing positive epochs")
+  check(
+      all(0 < m for m in config.lr_milestones)
+      and list(config.lr_milestones) == sorted(config.lr_milestones),
+      "lr_milestones",
+      "increasing positive epochs",
+  )
   check(0 <= config.alpha <= 1, "alpha", "a weight in [0, 1]")
   check(config.tau > 0, "tau", "a positive temperature")
   check(config.train_subset >= 0, "train_subset", "a count >= 0")
   check(config.validation_size >= 0, "validation_size", "a count >= 0")
   check(config.synthetic_train_size >= 1, "synthetic_train_size", "a positive count")
   check(config.synthetic_test_size >= 1, "synthetic_test_size", "a positive count")
-  for flag in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-               "eval_batch_size"):
+  for flag in (
+      "log_every",
+      "eval_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+      "eval_batch_size",
+  ):
     check(getattr(config, flag) >= 1, flag, "a positive integer")
   for ok, flag, expected in config.noise.checks():
     check(ok, flag, expected)
   if config.mode == "kd":
-    check(config.teacher_flagfile or config.teacher_workdir, "teacher_flagfile",
-          "a teacher recipe (or --teacher_workdir) for --mode=kd")
+    check(
+        config.teacher_flagfile or config.teacher_workdir,
+        "teacher_flagfile",
+        "a teacher recipe (or --teacher_workdir) for --mode=kd",
+    )
     _validate_teacher_selection(config, check)
   else:
     for flag in TEACHER_OPTIONS:
       default = Config.__dataclass_fields__[flag].default
-      check(getattr(config, flag) == default, flag,
-            f"{_show(default) if default != '' else 'nothing'}: --mode=ce has no teacher")
-    check(config.label_noise_mode in ("", "T"), "label_noise_mode",
-          "T in --mode=ce (S and TS corrupt a distilling student's labels: they need a teacher)")
+      check(
+          getattr(config, flag) == default,
+          flag,
+          f"{_show(default) if default != '' else 'nothing'}: --mode=ce has no teacher",
+      )
+    check(
+        config.label_noise_mode in ("", "T"),
+        "label_noise_mode",
+        "T in --mode=ce (S and TS corrupt a distilling student's labels: they need a teacher)",
+    )
   if config.level_flag:
     check(config.level_flag in NOISE_LEVELS, "level_flag", f"one of {', '.join(NOISE_LEVELS)}")
 
@@ -392,18 +507,30 @@ def _validate_teacher_selection(config, check) -> None:
   seeds = config.teacher_seeds
   check(len(set(seeds)) == len(seeds), "teacher_seeds", "distinct seeds")
   if seeds:
-    check(not config.teacher_workdir, "teacher_workdir",
-          "nothing with --teacher_seeds (each candidate is trained from --teacher_flagfile)")
-    check(config.teacher_seed == Config.__dataclass_fields__["teacher_seed"].default,
-          "teacher_seed", "its default with --teacher_seeds (give one or the other)")
+    check(
+        not config.teacher_workdir,
+        "teacher_workdir",
+        "nothing with --teacher_seeds (each candidate is trained from --teacher_flagfile)",
+    )
+    check(
+        config.teacher_seed == Config.__dataclass_fields__["teacher_seed"].default,
+        "teacher_seed",
+        "its default with --teacher_seeds (give one or the other)",
+    )
   if config.teacher_select != "test":
     check(seeds, "teacher_select", "--teacher_seeds, the candidates to select from")
-    check(teacher_validation_size(config) > 0, "teacher_select",
-          "--validation_size > 0 for 'val' (a split held out of the training set to select on)")
+    check(
+        teacher_validation_size(config) > 0,
+        "teacher_select",
+        "--validation_size > 0 for 'val' (a split held out of the training set to select on)",
+    )
   if config.label_noise_shared:
-    check(config.label_noise_p > 0 and config.label_noise_mode == "TS", "label_noise_shared",
-          "--label_noise_mode=TS and --label_noise_p > 0 (only then is the teacher trained on "
-          "corrupted labels to share)")
+    check(
+        config.label_noise_p > 0 and config.label_noise_mode == "TS",
+        "label_noise_shared",
+        "--label_noise_mode=TS and --label_noise_p > 0 (only then is the teacher trained on "
+        "corrupted labels to share)",
+    )
 
 
 def teacher_validation_size(config) -> int:
@@ -420,8 +547,9 @@ def teacher_validation_size(config) -> int:
 
 def corrupts_own_labels(config) -> bool:
   """Whether this run's own cross-entropy labels are corrupted."""
-  return config.label_noise_p > 0 and (config.mode == "ce" or
-                                       config.label_noise_mode in ("S", "TS"))
+  return config.label_noise_p > 0 and (
+      config.mode == "ce" or config.label_noise_mode in ("S", "TS")
+  )
 
 
 def _show(value):

@@ -64,13 +64,18 @@ def from_value(f: dataclasses.Field, value: Any) -> Any:
     try:
       return tuple(element(v) for v in (value or ()))
     except ValueError:
-      raise ConfigError(f"--{f.name} expects a comma-separated list of {element.__name__}, "
-                        f"got {','.join(map(str, value))!r}") from None
+      raise ConfigError(
+          f"--{f.name} expects a comma-separated list of {element.__name__}, "
+          f"got {','.join(map(str, value))!r}"
+      ) from None
   return value
 
 
-def define(fields: Iterable[dataclasses.Field], flag_values: flags.FlagValues,
-           module_name: str | None = None) -> None:
+def define(
+    fields: Iterable[dataclasses.Field],
+    flag_values: flags.FlagValues,
+    module_name: str | None = None,
+) -> None:
   """Defines one absl flag per field, attributed to `module_name` (for `--help`)."""
   for f in fields:
     meta, default = f.metadata, f.default
@@ -94,8 +99,12 @@ def define(fields: Iterable[dataclasses.Field], flag_values: flags.FlagValues,
       flags.DEFINE_string(f.name, default, help_text, **kwargs)
 
 
-def values_from_flags(fields: Sequence[dataclasses.Field], flag_values: flags.FlagValues,
-                      only_present: bool = False) -> dict[str, Any]:
+def values_from_flags(
+    fields: Sequence[dataclasses.Field], flag_values: flags.FlagValues, only_present: bool = False
+) -> dict[str, Any]:
   """{name: typed value} of the parsed flags of `fields` (only those given, if asked)."""
-  return {f.name: from_value(f, flag_values[f.name].value) for f in fields
-          if not only_present or flag_values[f.name].present}
+  return {
+      f.name: from_value(f, flag_values[f.name].value)
+      for f in fields
+      if not only_present or flag_values[f.name].present
+  }

@@ -14,10 +14,14 @@ __all__ = ["Dataset", "load_dataset"]
 def load_dataset(config) -> Dataset:
   """Loads `config.dataset`, then applies --train_subset and --validation_size."""
   if config.dataset == "synthetic":
-    data = synthetic.make_synthetic(config.synthetic_seed, config.synthetic_train_size,
-                                    config.synthetic_test_size)
+    data = synthetic.make_synthetic(
+        config.synthetic_seed, config.synthetic_train_size, config.synthetic_test_size
+    )
   else:
-    data = cifar10.load_cifar10(config.data_dir, source=config.data_source,
-                                download=config.download,
-                                cache_dir=os.path.join(config.workspace, "cache"))
+    data = cifar10.load_cifar10(
+        config.data_dir,
+        source=config.data_source,
+        download=config.download,
+        cache_dir=os.path.join(config.workspace, "cache"),
+    )
   return split(data, train_subset=config.train_subset, validation_size=config.validation_size)

@@ -12,7 +12,8 @@ def random_crop(key: jax.Array, images: jax.Array, *, pad: int = 4) -> jax.Array
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
   crop = lambda im, off: jax.lax.dynamic_slice(  # noqa: E731
-      im, (off[0], off[1], 0), (h, w, im.shape[-1]))
+      im, (off[0], off[1], 0), (h, w, im.shape[-1])
+  )
   return jax.vmap(crop)(padded, offsets)
 
 

@@ -34,15 +34,19 @@ def split(data: Dataset, *, train_subset: int, validation_size: int) -> Dataset:
   images, labels = data.train_images, data.train_labels
   if train_subset:
     if train_subset > len(images):
-      raise ConfigError(f"--train_subset={train_subset}: the training set has only "
-                        f"{len(images)} images")
+      raise ConfigError(
+          f"--train_subset={train_subset}: the training set has only " f"{len(images)} images"
+      )
     images, labels = images[:train_subset], labels[:train_subset]
   val_images = val_labels = None
   if validation_size:
     if validation_size >= len(images):
-      raise ConfigError(f"--validation_size={validation_size}: expected fewer than the "
-                        f"{len(images)} training images")
+      raise ConfigError(
+          f"--validation_size={validation_size}: expected fewer than the "
+          f"{len(images)} training images"
+      )
     val_images, val_labels = images[-validation_size:], labels[-validation_size:]
     images, labels = images[:-validation_size], labels[:-validation_size]
-  return data._replace(train_images=images, train_labels=labels, val_images=val_images,
-                       val_labels=val_labels)
+  return data._replace(
+      train_images=images, train_labels=labels, val_images=val_images, val_labels=val_labels
+  )

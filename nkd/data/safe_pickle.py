@@ -49,6 +49,7 @@ _FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
 
 class _NdarrayMarker:
   """Stands for numpy.ndarray in a pickle: accepted by `_reconstruct`, nothing else."""
+
   __slots__ = ()
 
 
@@ -83,8 +84,9 @@ def _short(*values) -> str:
 
 
 def _is_shape(value) -> bool:
-  return (isinstance(value, tuple) and
-          all(type(n) is int and n >= 0 for n in value))  # pylint: disable=unidiomatic-typecheck
+  return isinstance(value, tuple) and all(
+      type(n) is int and n >= 0 for n in value
+  )  # pylint: disable=unidiomatic-typecheck
 
 
 class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
@@ -109,8 +111,14 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
     if not isinstance(dtype, np.dtype):
       raise self.refused(f"an array or scalar whose dtype is {type(dtype).__name__}")
     fresh = np.dtype(dtype.str)
-    if (dtype.kind not in _NUMERIC_KINDS or dtype.hasobject or dtype.fields is not None
-        or dtype.subdtype is not None or dtype.flags != fresh.flags or dtype != fresh):
+    if (
+        dtype.kind not in _NUMERIC_KINDS
+        or dtype.hasobject
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.flags != fresh.flags
+        or dtype != fresh
+    ):
       raise self.refused(f"numpy dtype {dtype.str!r}")
     return dtype
 
@@ -123,10 +131,17 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
       probe = np.dtype(text)
     except (TypeError, ValueError):
       raise self.refused(f"numpy dtype {_short(text)}") from None
-    if (probe.kind not in _NUMERIC_KINDS or probe.hasobject or probe.fields is not None
-        or probe.subdtype is not None):
-      raise self.refused(f"numpy dtype {_short(text)}", "a CIFAR-10 batch holds only numeric numpy "
-                         "arrays: an object array would carry pickled objects")
+    if (
+        probe.kind not in _NUMERIC_KINDS
+        or probe.hasobject
+        or probe.fields is not None
+        or probe.subdtype is not None
+    ):
+      raise self.refused(
+          f"numpy dtype {_short(text)}",
+          "a CIFAR-10 batch holds only numeric numpy "
+          "arrays: an object array would carry pickled objects",
+      )
     dtype = np.dtype(text, bool(align), True)
     self._unbuilt[id(dtype)] = dtype
     return dtype
@@ -147,8 +162,11 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
   def _frombuffer(self, buffer, dtype, shape, order):
     dtype = self._numeric(dtype)
     order = _text(order)
-    if (not isinstance(buffer, (bytes, bytearray)) or not _is_shape(shape)
-        or order not in ("C", "F")):
+    if (
+        not isinstance(buffer, (bytes, bytearray))
+        or not _is_shape(shape)
+        or order not in ("C", "F")
+    ):
       raise self.refused(f"numpy _frombuffer({_short(buffer, dtype, shape, order)})")
     return _FROMBUFFER(buffer, dtype, shape, order)
 
@@ -161,23 +179,37 @@ class _Unpickler(pickle._Unpickler):  # pylint: disable=protected-access
     state = self.stack.pop()
     inst = self.stack[-1]
     if self._unbuilt.pop(id(inst), None) is not inst:
-      raise self.refused(f"a state for {type(inst).__name__}", "only the numpy arrays and "
-                         "dtypes a CIFAR-10 batch makes get a state, once")
+      raise self.refused(
+          f"a state for {type(inst).__name__}",
+          "only the numpy arrays and " "dtypes a CIFAR-10 batch makes get a state, once",
+      )
     if isinstance(inst, np.dtype):
       fresh = np.dtype(inst.str)
       # (version, byteorder, subarray, names, fields, elsize, alignment, flags); numpy ignores
       # elsize and alignment for numeric dtypes.
-      if (not isinstance(state, tuple) or len(state) != 8 or state[0] != 3
-          or _text(state[1]) not in _BYTEORDERS or state[2:5] != (None, None, None)
-          or not all(isinstance(n, int) for n in state[5:7]) or state[7] != fresh.flags):
+      if (
+          not isinstance(state, tuple)
+          or len(state) != 8
+          or state[0] != 3
+          or _text(state[1]) not in _BYTEORDERS
+          or state[2:5] != (None, None, None)
+          or not all(isinstance(n, int) for n in state[5:7])
+          or state[7] != fresh.flags
+      ):
         raise self.refused(f"numpy dtype state {_short(state)}")
       inst.__setstate__((3, _text(state[1]), *state[2:]))
       self._numeric(inst)
       return
     # (version, shape, dtype, is_fortran, data).
-    if (not isinstance(state, tuple) or len(state) != 5 or state[0] != 1
-        or not _is_shape(state[1]) or not isinstance(state[3], int) or state[3] not in (0, 1)
-        or not isinstance(state[4], (bytes, bytearray, str))):
+    if (
+        not isinstance(state, tuple)
+        or len(state) != 5
+        or state[0] != 1
+        or not _is_shape(state[1])
+        or not isinstance(state[3], int)
+        or state[3] not in (0, 1)
+        or not isinstance(state[4], (bytes, bytearray, str))
+    ):
       raise self.refused(f"numpy array state {_short(state)}")
     self._numeric(state[2])
     inst.__setstate__(state)

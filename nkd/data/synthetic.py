@@ -26,8 +26,9 @@ def _smooth_fields(rng: np.random.Generator, n: int, grid: int = 4) -> np.ndarra
   return fine
 
 
-def make_synthetic(seed: int, num_train: int, num_test: int, num_classes: int = 10,
-                   *, noise: float = 1.2) -> Dataset:
+def make_synthetic(
+    seed: int, num_train: int, num_test: int, num_classes: int = 10, *, noise: float = 1.2
+) -> Dataset:
   rng = np.random.Generator(np.random.PCG64(seed))
   prototypes = _smooth_fields(rng, num_classes)
 
@@ -42,5 +43,13 @@ def make_synthetic(seed: int, num_train: int, num_test: int, num_classes: int = 
 
   train_images, train_labels = draw(num_train)
   test_images, test_labels = draw(num_test)
-  return Dataset(train_images, train_labels, test_images, test_labels, None, None, num_classes,
-                 f"synthetic(seed={seed})")
+  return Dataset(
+      train_images,
+      train_labels,
+      test_images,
+      test_labels,
+      None,
+      None,
+      num_classes,
+      f"synthetic(seed={seed})",
+  )

@@ -30,8 +30,9 @@ def _check(logits: np.ndarray, labels: np.ndarray | None = None) -> None:
     raise ValueError(f"labels must be ({len(logits)},), got shape {np.shape(labels)}")
 
 
-def expected_calibration_error(logits: np.ndarray, labels: np.ndarray,
-                               num_bins: int = NUM_BINS) -> float:
+def expected_calibration_error(
+    logits: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS
+) -> float:
   """ECE as a fraction in [0, 1] (equal-width bins on max-softmax confidence)."""
   _check(logits, labels)
   if int(num_bins) < 1:
@@ -57,8 +58,10 @@ def top1_agreement(student_logits: np.ndarray, teacher_logits: np.ndarray) -> fl
   """Fraction of examples where student and teacher predict the same class."""
   _check(student_logits)
   if np.shape(student_logits) != np.shape(teacher_logits):
-    raise ValueError(f"student and teacher logits differ in shape: {np.shape(student_logits)} "
-                     f"vs {np.shape(teacher_logits)}")
+    raise ValueError(
+        f"student and teacher logits differ in shape: {np.shape(student_logits)} "
+        f"vs {np.shape(teacher_logits)}"
+    )
   return float(np.mean(np.argmax(student_logits, -1) == np.argmax(teacher_logits, -1)))
 
 
@@ -66,21 +69,31 @@ def mean_kl(teacher_logits: np.ndarray, student_logits: np.ndarray) -> float:
   """Mean over examples of KL(softmax(teacher) || softmax(student)), nats, temperature 1."""
   _check(teacher_logits)
   if np.shape(student_logits) != np.shape(teacher_logits):
-    raise ValueError(f"student and teacher logits differ in shape: {np.shape(student_logits)} "
-                     f"vs {np.shape(teacher_logits)}")
+    raise ValueError(
+        f"student and teacher logits differ in shape: {np.shape(student_logits)} "
+        f"vs {np.shape(teacher_logits)}"
+    )
   log_t, log_s = _log_softmax(teacher_logits), _log_softmax(student_logits)
   return float(np.mean(np.sum(np.exp(log_t) * (log_t - log_s), axis=-1)))
 
 
-def evaluate_calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: int = NUM_BINS,
-                         teacher_logits: np.ndarray | None = None) -> dict:
+def evaluate_calibration(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_bins: int = NUM_BINS,
+    teacher_logits: np.ndarray | None = None,
+) -> dict:
   """{"accuracy" %, "ece" %, "ece_num_bins", "nll" nats, "num_examples"} and, with teacher
   logits, "teacher_agreement" % and "kl_teacher_student" nats."""
-  out = {"num_examples": int(len(logits)),
-         "accuracy": 100.0 * float(np.mean(np.argmax(logits, -1) == np.asarray(labels))),
-         "ece": 100.0 * expected_calibration_error(logits, labels, num_bins),
-         "ece_num_bins": int(num_bins), "ece_units": "percent",
-         "nll": negative_log_likelihood(logits, labels)}
+  out = {
+      "num_examples": int(len(logits)),
+      "accuracy": 100.0 * float(np.mean(np.argmax(logits, -1) == np.asarray(labels))),
+      "ece": 100.0 * expected_calibration_error(logits, labels, num_bins),
+      "ece_num_bins": int(num_bins),
+      "ece_units": "percent",
+      "nll": negative_log_likelihood(logits, labels),
+  }
   if teacher_logits is not None:
     out["teacher_agreement"] = 100.0 * top1_agreement(logits, teacher_logits)
     out["kl_teacher_student"] = mean_kl(teacher_logits, logits)
@@ -93,7 +106,11 @@ def run(model: Model, data: EvalData, options) -> dict:
   teacher_logits = None
   if model.teacher is not None:
     teacher_logits = predict.compute_logits(*model.teacher, data.images, options.eval_batch_size)
-  section = evaluate_calibration(data.clean_logits(model, options.eval_batch_size), data.labels,
-                                 num_bins=options.ece_bins, teacher_logits=teacher_logits)
+  section = evaluate_calibration(
+      data.clean_logits(model, options.eval_batch_size),
+      data.labels,
+      num_bins=options.ece_bins,
+      teacher_logits=teacher_logits,
+  )
   logging.info("Calibration: %s", section)
   return section

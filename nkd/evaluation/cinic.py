@@ -23,8 +23,7 @@ from nkd.evaluation import batching, predict
 from nkd.evaluation.evaluator import EvalData, Model
 from nkd.evaluation.predict import ApplyFn
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck")
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CINIC_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz"
 PUBLISHED_SHA256 = None  # none published; see the module docstring
 SELECTION = "ImageNet-derived test images only (file names without 'cifar')"
@@ -35,10 +34,15 @@ def _image_files(test_dir: str) -> list[tuple[str, int]]:
   for label, name in enumerate(CLASSES):
     folder = os.path.join(test_dir, name)
     if not os.path.isdir(folder):
-      raise DataError(f"CINIC-10 class folder {folder} is missing: expected test/<class>/ for "
-                       f"each of {CLASSES}")
-    files += [(os.path.join(folder, f), label) for f in sorted(os.listdir(folder))
-              if f.lower().endswith(".png") and "cifar" not in f.lower()]
+      raise DataError(
+          f"CINIC-10 class folder {folder} is missing: expected test/<class>/ for "
+          f"each of {CLASSES}"
+      )
+    files += [
+        (os.path.join(folder, f), label)
+        for f in sorted(os.listdir(folder))
+        if f.lower().endswith(".png") and "cifar" not in f.lower()
+    ]
   return files
 
 
@@ -50,8 +54,9 @@ def _read_rgb32(path: str) -> np.ndarray:
     return np.asarray(rgb, np.uint8)
 
 
-def load_cinic_test(cinic_dir: str, cache_dir: str | None = None) -> tuple[np.ndarray,
-                                                                             np.ndarray, dict]:
+def load_cinic_test(
+    cinic_dir: str, cache_dir: str | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
   """(images uint8 (N, 32, 32, 3), labels int32 (N,), info) from DIR/test; cached as .npz.
 
   FileNotFoundError if DIR/test does not exist; ValueError for a missing class folder.
@@ -62,11 +67,17 @@ def load_cinic_test(cinic_dir: str, cache_dir: str | None = None) -> tuple[np.nd
   files = _image_files(test_dir)
   if not files:
     raise DataError(f"CINIC-10 test split {test_dir} holds no ImageNet-derived PNG files")
-  listing = hashlib.sha256("\n".join(
-      f"{os.path.relpath(p, test_dir)}:{os.path.getsize(p)}:{label}"
-      for p, label in files).encode()).hexdigest()
-  info = {"dir": os.path.abspath(cinic_dir), "selection": SELECTION, "num_images": len(files),
-          "files_sha256": listing}
+  listing = hashlib.sha256(
+      "\n".join(
+          f"{os.path.relpath(p, test_dir)}:{os.path.getsize(p)}:{label}" for p, label in files
+      ).encode()
+  ).hexdigest()
+  info = {
+      "dir": os.path.abspath(cinic_dir),
+      "selection": SELECTION,
+      "num_images": len(files),
+      "files_sha256": listing,
+  }
   cache_path = None
   if cache_dir:
     os.makedirs(cache_dir, exist_ok=True)
@@ -108,14 +119,20 @@ def download_cinic(dest_dir: str, *, url: str = CINIC_URL, timeout_s: float = 30
   root = _find_split_root(dest_dir)
   if root is None:
     with tarfile.open(archive, "r:gz") as tar:  # only the test split: 1/3 of the archive
-      members = [m for m in tar.getmembers()
-                 if "test" in os.path.normpath(m.name).split(os.sep)[:2]]
+      members = [
+          m for m in tar.getmembers() if "test" in os.path.normpath(m.name).split(os.sep)[:2]
+      ]
       tar.extractall(dest_dir, members=members, filter="data")
     root = _find_split_root(dest_dir)
     if root is None:
       raise tarfile.TarError(f"{archive} holds no test/ folder")
-  return {"cinic_dir": root, "url": url, "archive": archive, "archive_sha256": digest,
-          "published_sha256": PUBLISHED_SHA256}
+  return {
+      "cinic_dir": root,
+      "url": url,
+      "archive": archive,
+      "archive_sha256": digest,
+      "published_sha256": PUBLISHED_SHA256,
+  }
 
 
 def _find_split_root(dest_dir: str) -> str | None:
@@ -128,9 +145,17 @@ def _find_split_root(dest_dir: str) -> str | None:
   return None
 
 
-def evaluate_cinic(apply_fn: ApplyFn, variables, cinic_dir: str | None, cache_dir: str | None,
-                   batch_size: int = 1000, *, download: bool = False, url: str = CINIC_URL,
-                   timeout_s: float = 30.0) -> dict:
+def evaluate_cinic(
+    apply_fn: ApplyFn,
+    variables,
+    cinic_dir: str | None,
+    cache_dir: str | None,
+    batch_size: int = 1000,
+    *,
+    download: bool = False,
+    url: str = CINIC_URL,
+    timeout_s: float = 30.0,
+) -> dict:
   """Accuracy (percent) on CINIC-10's ImageNet-derived test images, or a reasoned skip.
 
   Returns {"status": "ok", "accuracy", "num_images", "source": {...}} or
@@ -143,36 +168,55 @@ def evaluate_cinic(apply_fn: ApplyFn, variables, cinic_dir: str | None, cache_di
   if not have:
     where = f"at {cinic_dir}" if cinic_dir else "(no --cinic_dir given)"
     if not download:
-      return {"status": "skipped",
-              "reason": f"CINIC-10 test split not found {where} and download is off"}
+      return {
+          "status": "skipped",
+          "reason": f"CINIC-10 test split not found {where} and download is off",
+      }
     if not cache_dir:
-      return {"status": "skipped",
-              "reason": f"CINIC-10 test split not found {where} and no cache folder to "
-                        "download into"}
+      return {
+          "status": "skipped",
+          "reason": f"CINIC-10 test split not found {where} and no cache folder to "
+          "download into",
+      }
     dest = os.path.join(cache_dir, "cinic10")
     try:
       source_extra = download_cinic(dest, url=url, timeout_s=timeout_s)
     except (OSError, tarfile.TarError, EOFError) as e:
       shutil.rmtree(os.path.join(dest, "test"), ignore_errors=True)
-      return {"status": "skipped",
-              "reason": f"CINIC-10 test split not found {where} and download from {url} "
-                        f"failed: {type(e).__name__}: {e}"}
+      return {
+          "status": "skipped",
+          "reason": f"CINIC-10 test split not found {where} and download from {url} "
+          f"failed: {type(e).__name__}: {e}",
+      }
     cinic_dir = source_extra.pop("cinic_dir")
   images, labels, info = load_cinic_test(cinic_dir, cache_dir)
   correct = predict.count_correct(apply_fn, variables, images, labels, batch_size)
-  result = {"status": "ok", "accuracy": 100.0 * correct / len(labels),
-            "num_images": int(len(labels)), "source": {**info, **source_extra}}
-  logging.info("CINIC-10 ImageNet test: %.2f%% of %d (%s)", result["accuracy"],
-               len(labels), json.dumps(result["source"]))
+  result = {
+      "status": "ok",
+      "accuracy": 100.0 * correct / len(labels),
+      "num_images": int(len(labels)),
+      "source": {**info, **source_extra},
+  }
+  logging.info(
+      "CINIC-10 ImageNet test: %.2f%% of %d (%s)",
+      result["accuracy"],
+      len(labels),
+      json.dumps(result["source"]),
+  )
   return result
 
 
 def run(model: Model, data: EvalData, options) -> dict:
   """The suite's "cinic_imagenet" section: --cinic_dir, else (with --cinic_download) a download
   into the cache folder, else a reasoned skip."""
-  section = evaluate_cinic(model.apply_fn, model.variables, options.cinic_dir or None,
-                           data.cache_dir, options.eval_batch_size,
-                           download=options.cinic_download)
+  section = evaluate_cinic(
+      model.apply_fn,
+      model.variables,
+      options.cinic_dir or None,
+      data.cache_dir,
+      options.eval_batch_size,
+      download=options.cinic_download,
+  )
   if section["status"] != "ok":
     logging.warning("CINIC-10 skipped: %s", section["reason"])
   return section

@@ -50,13 +50,13 @@ class EvalData:
 
   def clean_logits(self, model: Model, batch_size: int) -> np.ndarray:
     if self.logits is None:
-      self.logits = predict.compute_logits(model.apply_fn, model.variables, self.images,
-                                           batch_size)
+      self.logits = predict.compute_logits(model.apply_fn, model.variables, self.images, batch_size)
     return self.logits
 
   def clean_accuracy(self, model: Model, batch_size: int) -> float:
-    return 100.0 * float(np.mean(np.argmax(self.clean_logits(model, batch_size), -1)
-                                 == self.labels))
+    return 100.0 * float(
+        np.mean(np.argmax(self.clean_logits(model, batch_size), -1) == self.labels)
+    )
 
 
 Evaluator = Callable[[Model, EvalData, Any], dict]

@@ -29,6 +29,7 @@ SWEEP_STEP_FACTOR = 2.5  # step size = 2.5 * eps / steps (Madry et al.'s rule of
 # ---------------------------------------------------------------------------------------------
 # Pieces.
 
+
 def random_start(key: jax.Array, images: jax.Array, eps: jax.Array) -> jax.Array:
   """A uniform sample of the eps-ball around `images`, clipped to [0, 1]."""
   delta = jax.random.uniform(key, images.shape, jnp.float32, -1.0, 1.0) * eps
@@ -58,8 +59,9 @@ def margin_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 _LOSS_FNS = {"ce": cross_entropy_loss, "margin": margin_loss}
 
 
-def _attack(apply_fn: ApplyFn, variables, loss: str, key, images, labels, eps, step_size, steps,
-            start_scale):
+def _attack(
+    apply_fn: ApplyFn, variables, loss: str, key, images, labels, eps, step_size, steps, start_scale
+):
   """PGD on [0, 1] float images; start_scale 0 starts at the clean image (FGSM, eps=0)."""
   loss_fn = _LOSS_FNS[loss]
   # Eval mode: examples do not interact, so the gradient of the summed loss is per example.
@@ -74,11 +76,22 @@ def _attack(apply_fn: ApplyFn, variables, loss: str, key, images, labels, eps, s
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "loss"))
-def _pgd_core(apply_fn, variables, key, images, labels, eps, step_size, steps, start_scale, *,
-              loss):
+def _pgd_core(
+    apply_fn, variables, key, images, labels, eps, step_size, steps, start_scale, *, loss
+):
   """(adversarial images, still-correct mask): the one compiled core behind every attack."""
-  x_adv = _attack(apply_fn, variables, loss, key, to_unit_float(images), labels, eps, step_size,
-                  steps, start_scale)
+  x_adv = _attack(
+      apply_fn,
+      variables,
+      loss,
+      key,
+      to_unit_float(images),
+      labels,
+      eps,
+      step_size,
+      steps,
+      start_scale,
+  )
   return x_adv, jnp.argmax(apply_fn(variables, x_adv), axis=-1) == labels
 
 
@@ -90,8 +103,10 @@ def pgd_core_cache_size() -> int:
 # ---------------------------------------------------------------------------------------------
 # Checks and public entry points.
 
-def check_attack_options(*, eps=None, steps=None, step_size=None, restarts=None, loss=None,
-                         batch_size=None) -> None:
+
+def check_attack_options(
+    *, eps=None, steps=None, step_size=None, restarts=None, loss=None, batch_size=None
+) -> None:
   """ValueError naming the option for values no attack can use."""
   for value in np.atleast_1d(eps if eps is not None else []):
     if not np.isfinite(value) or value < 0:
@@ -113,21 +128,47 @@ def _scalars(eps, step_size, steps, start_scale):
   return (np.float32(eps), np.float32(step_size), np.int32(steps), np.float32(start_scale))
 
 
-def pgd_attack(apply_fn: ApplyFn, variables, key: jax.Array, images, labels, *, eps: float,
-               step_size: float, steps: int, loss: str = "ce") -> jax.Array:
+def pgd_attack(
+    apply_fn: ApplyFn,
+    variables,
+    key: jax.Array,
+    images,
+    labels,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: str = "ce",
+) -> jax.Array:
   """Adversarial images (float32 in [0, 1], same shape) from one random start.
 
   images: uint8 or [0, 1] float NHWC; uint8 input shares the compilation of evaluate_pgd."""
   check_attack_options(eps=eps, steps=steps, step_size=step_size, loss=loss)
-  return _pgd_core(apply_fn, variables, key, jnp.asarray(images),
-                   jnp.asarray(labels, jnp.int32), *_scalars(eps, step_size, steps, 1.0),
-                   loss=loss)[0]
+  return _pgd_core(
+      apply_fn,
+      variables,
+      key,
+      jnp.asarray(images),
+      jnp.asarray(labels, jnp.int32),
+      *_scalars(eps, step_size, steps, 1.0),
+      loss=loss,
+  )[0]
 
 
-def correct_under_attack(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray,
-                         labels: np.ndarray, *, eps: float, step_size: float, steps: int,
-                         loss: str = "ce", batch_size: int = 1000,
-                         random_start_scale: float = 1.0) -> np.ndarray:
+def correct_under_attack(
+    apply_fn: ApplyFn,
+    variables,
+    key: jax.Array,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: str = "ce",
+    batch_size: int = 1000,
+    random_start_scale: float = 1.0,
+) -> np.ndarray:
   """Bool (N,): still correct after one attack run; batch b uses key fold_in(key, b)."""
   n = len(images)
   size = batching.effective_batch_size(n, batch_size)
@@ -136,9 +177,16 @@ def correct_under_attack(apply_fn: ApplyFn, variables, key: jax.Array, images: n
   for index, start, stop in batching.padded_batches(n, size):
     batch = batching.pad_batch(np.asarray(images[start:stop]), size)
     batch_labels = batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size)
-    _, correct = _pgd_core(apply_fn, variables, jax.random.fold_in(key, index), batch,
-                           batch_labels, *scalars, loss=loss)
-    out[start:stop] = np.asarray(correct)[:stop - start]
+    _, correct = _pgd_core(
+        apply_fn,
+        variables,
+        jax.random.fold_in(key, index),
+        batch,
+        batch_labels,
+        *scalars,
+        loss=loss,
+    )
+    out[start:stop] = np.asarray(correct)[: stop - start]
   return out
 
 
@@ -153,14 +201,28 @@ def _clean_correct(apply_fn, variables, images, labels, batch_size) -> np.ndarra
 
 def _check_data(images, labels) -> None:
   if len(images) == 0 or len(images) != len(labels):
-    raise ValueError(f"need as many labels as images (> 0), got {len(images)} images and "
-                     f"{len(labels)} labels")
+    raise ValueError(
+        f"need as many labels as images (> 0), got {len(images)} images and "
+        f"{len(labels)} labels"
+    )
 
 
-def evaluate_pgd(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
-                 eps_list: Sequence[float], steps_list: Sequence[int], step_size: float,
-                 restarts: int = 5, loss: str = "ce", batch_size: int = 1000,
-                 fgsm: bool = True, clean_correct: np.ndarray | None = None) -> dict:
+def evaluate_pgd(
+    apply_fn: ApplyFn,
+    variables,
+    key: jax.Array,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    eps_list: Sequence[float],
+    steps_list: Sequence[int],
+    step_size: float,
+    restarts: int = 5,
+    loss: str = "ce",
+    batch_size: int = 1000,
+    fgsm: bool = True,
+    clean_correct: np.ndarray | None = None,
+) -> dict:
   """PGD over the whole given set for every (eps, steps); JSON-able.
 
   Restart r of every setting uses key fold_in(key, r) (batch b: fold_in(fold_in(key, r), b)),
@@ -171,8 +233,14 @@ def evaluate_pgd(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarra
   eps_list, steps_list = tuple(float(e) for e in eps_list), tuple(int(s) for s in steps_list)
   if not eps_list or not steps_list:
     raise ValueError("eps_list and steps_list must not be empty")
-  check_attack_options(eps=eps_list, steps=steps_list, step_size=step_size, restarts=restarts,
-                       loss=loss, batch_size=batch_size)
+  check_attack_options(
+      eps=eps_list,
+      steps=steps_list,
+      step_size=step_size,
+      restarts=restarts,
+      loss=loss,
+      batch_size=batch_size,
+  )
   _check_data(images, labels)
   if clean_correct is None:
     clean_correct = _clean_correct(apply_fn, variables, images, labels, batch_size)
@@ -181,59 +249,135 @@ def evaluate_pgd(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarra
   for eps in eps_list:
     for steps in steps_list:
       per_restart = [
-          correct_under_attack(apply_fn, variables, jax.random.fold_in(key, r), images, labels, eps=eps,
-                               step_size=step_size, steps=steps, loss=loss,
-                               batch_size=batch_size)
-          for r in range(restarts)]
+          correct_under_attack(
+              apply_fn,
+              variables,
+              jax.random.fold_in(key, r),
+              images,
+              labels,
+              eps=eps,
+              step_size=step_size,
+              steps=steps,
+              loss=loss,
+              batch_size=batch_size,
+          )
+          for r in range(restarts)
+      ]
       robust = clean_correct & np.all(per_restart, axis=0)
       restart_accuracies = [_percent(c) for c in per_restart]
-      results.append({
-          "eps": eps, "step_size": float(step_size), "steps": steps, "restarts": int(restarts),
-          "loss": loss, "random_start": True, "clean_accuracy": clean_accuracy,
-          "robust_accuracy": _percent(robust),
-          "worst_restart_accuracy": min(restart_accuracies),
-          "restart_accuracies": restart_accuracies})
-      logging.info("PGD-%d eps=%.4f step=%.4f restarts=%d loss=%s: robust %.2f%% (worst "
-                   "restart %.2f%%)", steps, eps, step_size, restarts, loss,
-                   results[-1]["robust_accuracy"], results[-1]["worst_restart_accuracy"])
-  out = {"attack": "linf_pgd", "num_examples": int(len(images)), "clean_accuracy": clean_accuracy,
-         "results": results}
+      results.append(
+          {
+              "eps": eps,
+              "step_size": float(step_size),
+              "steps": steps,
+              "restarts": int(restarts),
+              "loss": loss,
+              "random_start": True,
+              "clean_accuracy": clean_accuracy,
+              "robust_accuracy": _percent(robust),
+              "worst_restart_accuracy": min(restart_accuracies),
+              "restart_accuracies": restart_accuracies,
+          }
+      )
+      logging.info(
+          "PGD-%d eps=%.4f step=%.4f restarts=%d loss=%s: robust %.2f%% (worst " "restart %.2f%%)",
+          steps,
+          eps,
+          step_size,
+          restarts,
+          loss,
+          results[-1]["robust_accuracy"],
+          results[-1]["worst_restart_accuracy"],
+      )
+  out = {
+      "attack": "linf_pgd",
+      "num_examples": int(len(images)),
+      "clean_accuracy": clean_accuracy,
+      "results": results,
+  }
   if fgsm:
-    out["fgsm"] = [evaluate_fgsm(apply_fn, variables, images, labels, eps=eps, loss=loss,
-                                 batch_size=batch_size, clean_correct=clean_correct)
-                   for eps in eps_list]
+    out["fgsm"] = [
+        evaluate_fgsm(
+            apply_fn,
+            variables,
+            images,
+            labels,
+            eps=eps,
+            loss=loss,
+            batch_size=batch_size,
+            clean_correct=clean_correct,
+        )
+        for eps in eps_list
+    ]
     # The strongest PGD at each eps (most steps, all restarts) should beat one FGSM step; a
     # short PGD whose steps add up to less than eps need not.
-    out["sanity"] = {"pgd_le_fgsm": all(
-        min(r["robust_accuracy"] for r in results if r["eps"] == f["eps"]) <= f["accuracy"]
-        for f in out["fgsm"])}
+    out["sanity"] = {
+        "pgd_le_fgsm": all(
+            min(r["robust_accuracy"] for r in results if r["eps"] == f["eps"]) <= f["accuracy"]
+            for f in out["fgsm"]
+        )
+    }
     if not out["sanity"]["pgd_le_fgsm"]:
-      logging.warning("PGD is weaker than FGSM at some eps: a sign of gradient masking or of "
-                      "too small a step size.")
+      logging.warning(
+          "PGD is weaker than FGSM at some eps: a sign of gradient masking or of "
+          "too small a step size."
+      )
   return out
 
 
-def evaluate_fgsm(apply_fn: ApplyFn, variables, images: np.ndarray, labels: np.ndarray, *, eps: float,
-                  loss: str = "ce", batch_size: int = 1000,
-                  clean_correct: np.ndarray | None = None) -> dict:
+def evaluate_fgsm(
+    apply_fn: ApplyFn,
+    variables,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    eps: float,
+    loss: str = "ce",
+    batch_size: int = 1000,
+    clean_correct: np.ndarray | None = None,
+) -> dict:
   """FGSM accuracy (percent; correct clean and after the attack), as a dict."""
   check_attack_options(eps=eps, loss=loss, batch_size=batch_size)
   _check_data(images, labels)
   if clean_correct is None:
     clean_correct = _clean_correct(apply_fn, variables, images, labels, batch_size)
-  correct = correct_under_attack(apply_fn, variables, jax.random.key(0), images, labels, eps=eps,
-                                 step_size=eps, steps=1, loss=loss, batch_size=batch_size,
-                                 random_start_scale=0.0)
-  return {"attack": "fgsm", "eps": float(eps), "loss": loss,
-          "clean_accuracy": _percent(clean_correct),
-          "accuracy": _percent(clean_correct & correct)}
+  correct = correct_under_attack(
+      apply_fn,
+      variables,
+      jax.random.key(0),
+      images,
+      labels,
+      eps=eps,
+      step_size=eps,
+      steps=1,
+      loss=loss,
+      batch_size=batch_size,
+      random_start_scale=0.0,
+  )
+  return {
+      "attack": "fgsm",
+      "eps": float(eps),
+      "loss": loss,
+      "clean_accuracy": _percent(clean_correct),
+      "accuracy": _percent(clean_correct & correct),
+  }
 
 
-def eps_sweep(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, labels: np.ndarray, *,
-              eps_values: Sequence[float] = DEFAULT_SWEEP_EPS, steps: int = 10,
-              restarts: int = 1, loss: str = "ce", batch_size: int = 1000,
-              step_factor: float = SWEEP_STEP_FACTOR,
-              clean_correct: np.ndarray | None = None) -> dict:
+def eps_sweep(
+    apply_fn: ApplyFn,
+    variables,
+    key: jax.Array,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    eps_values: Sequence[float] = DEFAULT_SWEEP_EPS,
+    steps: int = 10,
+    restarts: int = 1,
+    loss: str = "ce",
+    batch_size: int = 1000,
+    step_factor: float = SWEEP_STEP_FACTOR,
+    clean_correct: np.ndarray | None = None,
+) -> dict:
   """Robust accuracy (percent, per-example worst case) over growing eps, step = f * eps / steps.
 
   A sound attack drives accuracy to 0 by eps = 1 (any image is reachable) and never raises it
@@ -242,8 +386,9 @@ def eps_sweep(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, 
   eps_values = tuple(float(e) for e in eps_values)
   if not eps_values:
     raise ValueError("eps_values must not be empty")
-  check_attack_options(eps=eps_values, steps=steps, restarts=restarts, loss=loss,
-                       batch_size=batch_size)
+  check_attack_options(
+      eps=eps_values, steps=steps, restarts=restarts, loss=loss, batch_size=batch_size
+  )
   if not np.isfinite(step_factor) or step_factor <= 0:
     raise ValueError(f"step_factor must be > 0, got {step_factor}")
   _check_data(images, labels)
@@ -254,25 +399,49 @@ def eps_sweep(apply_fn: ApplyFn, variables, key: jax.Array, images: np.ndarray, 
     step_size = step_factor * eps / steps
     robust = clean_correct.copy()
     for r in range(restarts):
-      robust &= correct_under_attack(apply_fn, variables, jax.random.fold_in(key, r), images, labels,
-                                     eps=eps, step_size=step_size, steps=steps, loss=loss,
-                                     batch_size=batch_size)
+      robust &= correct_under_attack(
+          apply_fn,
+          variables,
+          jax.random.fold_in(key, r),
+          images,
+          labels,
+          eps=eps,
+          step_size=step_size,
+          steps=steps,
+          loss=loss,
+          batch_size=batch_size,
+      )
     accuracies.append(_percent(robust))
     step_sizes.append(step_size)
   largest = int(np.argmax(eps_values))
-  out = {"attack": "linf_pgd", "eps": list(eps_values), "accuracy": accuracies,
-         "steps": int(steps), "restarts": int(restarts), "loss": loss, "step_size": step_sizes,
-         "step_size_rule": f"{step_factor:g} * eps / steps", "num_examples": int(len(images)),
-         # None when the sweep does not reach eps = 1, where 0 is guaranteed.
-         "reaches_zero": (bool(accuracies[largest] == 0.0) if eps_values[largest] >= 1.0
-                          else None),
-         "monotone": bool(all(
-             accuracies[j] <= accuracies[i] for i in range(len(eps_values))
-             for j in range(len(eps_values)) if eps_values[j] > eps_values[i]))}
+  out = {
+      "attack": "linf_pgd",
+      "eps": list(eps_values),
+      "accuracy": accuracies,
+      "steps": int(steps),
+      "restarts": int(restarts),
+      "loss": loss,
+      "step_size": step_sizes,
+      "step_size_rule": f"{step_factor:g} * eps / steps",
+      "num_examples": int(len(images)),
+      # None when the sweep does not reach eps = 1, where 0 is guaranteed.
+      "reaches_zero": (bool(accuracies[largest] == 0.0) if eps_values[largest] >= 1.0 else None),
+      "monotone": bool(
+          all(
+              accuracies[j] <= accuracies[i]
+              for i in range(len(eps_values))
+              for j in range(len(eps_values))
+              if eps_values[j] > eps_values[i]
+          )
+      ),
+  }
   if out["reaches_zero"] is False or not out["monotone"]:
-    logging.warning("eps sweep sanity check failed (reaches_zero=%s, monotone=%s): the attack "
-                    "may be masked by the model's gradients", out["reaches_zero"],
-                    out["monotone"])
+    logging.warning(
+        "eps sweep sanity check failed (reaches_zero=%s, monotone=%s): the attack "
+        "may be masked by the model's gradients",
+        out["reaches_zero"],
+        out["monotone"],
+    )
   return out
 
 
@@ -284,17 +453,39 @@ def run(model: Model, data: EvalData, options) -> dict:
   n = options.pgd_num_examples or len(data.images)
   images, labels = data.images[:n], data.labels[:n]
   attack_key, sweep_key = jax.random.split(jax.random.fold_in(data.key, options.pgd_seed))
-  out = evaluate_pgd(model.apply_fn, model.variables, attack_key, images, labels,
-                     eps_list=settings["eps"], steps_list=settings["steps"],
-                     step_size=settings["step_size"], restarts=options.pgd_restarts,
-                     loss=options.pgd_loss, batch_size=options.pgd_batch_size,
-                     fgsm=options.pgd_fgsm)
-  out.update({"preset": options.pgd_preset, "seed": options.pgd_seed, "mode": "eval",
-              "input_range": "[0, 1]"})
+  out = evaluate_pgd(
+      model.apply_fn,
+      model.variables,
+      attack_key,
+      images,
+      labels,
+      eps_list=settings["eps"],
+      steps_list=settings["steps"],
+      step_size=settings["step_size"],
+      restarts=options.pgd_restarts,
+      loss=options.pgd_loss,
+      batch_size=options.pgd_batch_size,
+      fgsm=options.pgd_fgsm,
+  )
+  out.update(
+      {
+          "preset": options.pgd_preset,
+          "seed": options.pgd_seed,
+          "mode": "eval",
+          "input_range": "[0, 1]",
+      }
+  )
   if options.pgd_eps_sweep:
     n = options.pgd_sweep_num_examples or len(images)
-    out["eps_sweep"] = eps_sweep(model.apply_fn, model.variables, sweep_key, images[:n],
-                                 labels[:n], eps_values=options.pgd_eps_sweep,
-                                 steps=options.pgd_sweep_steps, loss=options.pgd_loss,
-                                 batch_size=options.pgd_batch_size)
+    out["eps_sweep"] = eps_sweep(
+        model.apply_fn,
+        model.variables,
+        sweep_key,
+        images[:n],
+        labels[:n],
+        eps_values=options.pgd_eps_sweep,
+        steps=options.pgd_sweep_steps,
+        loss=options.pgd_loss,
+        batch_size=options.pgd_batch_size,
+    )
   return out

@@ -47,11 +47,11 @@ def noisy_apply_fn(model, input_noise_sigma: float = 0.0, dropout: bool = False)
   def apply(variables, images, key):
     noise_key, dropout_key = jax.random.split(key)
     if input_noise_sigma:
-      images = images + input_noise_sigma * jax.random.normal(noise_key, images.shape,
-                                                              images.dtype)
+      images = images + input_noise_sigma * jax.random.normal(noise_key, images.shape, images.dtype)
     kwargs = {"rngs": {"dropout": dropout_key}} if dropout else {}
-    return model.apply(variables, images, train=False, deterministic=not dropout,
-                       **kwargs).astype(jnp.float32)
+    return model.apply(variables, images, train=False, deterministic=not dropout, **kwargs).astype(
+        jnp.float32
+    )
 
   return apply
 
@@ -66,8 +66,9 @@ def logits_core_cache_size() -> int:
   return _logits_core._cache_size()  # pylint: disable=protected-access
 
 
-def compute_logits(apply_fn: ApplyFn, variables, images: np.ndarray,
-                   batch_size: int = 1000) -> np.ndarray:
+def compute_logits(
+    apply_fn: ApplyFn, variables, images: np.ndarray, batch_size: int = 1000
+) -> np.ndarray:
   """Logits (N, C) float32 for uint8 or [0, 1] float NHWC images, in batches; the last batch
   is padded so one compiled shape serves the whole split."""
   n = len(images)
@@ -77,12 +78,13 @@ def compute_logits(apply_fn: ApplyFn, variables, images: np.ndarray,
   out = []
   for _, start, stop in batching.padded_batches(n, size):
     batch = batching.pad_batch(np.asarray(images[start:stop]), size)
-    out.append(np.asarray(_logits_core(apply_fn, variables, batch))[:stop - start])
+    out.append(np.asarray(_logits_core(apply_fn, variables, batch))[: stop - start])
   return np.concatenate(out, axis=0)
 
 
-def count_correct(apply_fn: ApplyFn, variables, images: np.ndarray, labels: np.ndarray,
-                  batch_size: int = 1000) -> int:
+def count_correct(
+    apply_fn: ApplyFn, variables, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> int:
   """Number of correctly classified images."""
   if len(images) != len(labels):
     raise ValueError(f"{len(images)} images but {len(labels)} labels")

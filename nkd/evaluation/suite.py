@@ -51,12 +51,22 @@ def run_evaluators(model: Model, data: EvalData, options: EvalOptions) -> dict:
   return dict(data.sections)
 
 
-def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.ndarray,
-              test_labels: np.ndarray, options: EvalOptions, cache_dir: str | None = None,
-              teacher: tuple[ApplyFn, object] | None = None,
-              test_logits: np.ndarray | None = None, input_noise_sigma: float = 0.0,
-              output_dir: str | None = None, smoothing_apply_fn: ApplyFn | None = None,
-              random_apply_fn: RandomApplyFn | None = None) -> dict:
+def run_suite(
+    apply_fn: ApplyFn,
+    variables,
+    *,
+    key: jax.Array,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    options: EvalOptions,
+    cache_dir: str | None = None,
+    teacher: tuple[ApplyFn, object] | None = None,
+    test_logits: np.ndarray | None = None,
+    input_noise_sigma: float = 0.0,
+    output_dir: str | None = None,
+    smoothing_apply_fn: ApplyFn | None = None,
+    random_apply_fn: RandomApplyFn | None = None,
+) -> dict:
   """Validates `options` (EvalOptions or a Config) and evaluates `apply_fn(variables, images)`
   on the clean test set (uint8 NHWC) with every evaluator the suite names.
 
@@ -66,12 +76,30 @@ def run_suite(apply_fn: ApplyFn, variables, *, key: jax.Array, test_images: np.n
   """
   options.validate()
   test_images, test_labels = np.asarray(test_images), np.asarray(test_labels).astype(np.int32)
-  if test_images.dtype != np.uint8 or test_images.ndim != 4 or \
-      len(test_images) != len(test_labels) or len(test_images) == 0:
-    raise ValueError(f"test_images must be uint8 NHWC with one label each, got "
-                     f"{test_images.dtype} {test_images.shape} and {len(test_labels)} labels")
-  model = Model(apply_fn, variables, teacher=teacher, smoothing_apply_fn=smoothing_apply_fn,
-                random_apply_fn=random_apply_fn, input_noise_sigma=input_noise_sigma)
-  data = EvalData(test_images, test_labels, key, cache_dir=cache_dir or options.eval_cache_dir
-                  or None, output_dir=output_dir, logits=test_logits)
+  if (
+      test_images.dtype != np.uint8
+      or test_images.ndim != 4
+      or len(test_images) != len(test_labels)
+      or len(test_images) == 0
+  ):
+    raise ValueError(
+        f"test_images must be uint8 NHWC with one label each, got "
+        f"{test_images.dtype} {test_images.shape} and {len(test_labels)} labels"
+    )
+  model = Model(
+      apply_fn,
+      variables,
+      teacher=teacher,
+      smoothing_apply_fn=smoothing_apply_fn,
+      random_apply_fn=random_apply_fn,
+      input_noise_sigma=input_noise_sigma,
+  )
+  data = EvalData(
+      test_images,
+      test_labels,
+      key,
+      cache_dir=cache_dir or options.eval_cache_dir or None,
+      output_dir=output_dir,
+      logits=test_logits,
+  )
   return run_evaluators(model, data, options)

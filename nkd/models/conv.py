@@ -25,8 +25,7 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _conv(x, kernel, stride: int, padding: Padding):
-  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
-                                  dimension_numbers=_DIMS)
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DIMS)
 
 
 def _phase(size: int, out_size: int, kernel_size: int, stride: int, pad_low: int, a: int):
@@ -90,5 +89,8 @@ def conv2d(x, kernel, stride: int = 1, padding: Padding = ((0, 0), (0, 0))):
   stride = int(stride)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   return lax.platform_dependent(
-      x, kernel, cpu=lambda x, k: _canonical_conv(x, k, stride, padding),
-      default=lambda x, k: _conv(x, k, stride, padding))
+      x,
+      kernel,
+      cpu=lambda x, k: _canonical_conv(x, k, stride, padding),
+      default=lambda x, k: _conv(x, k, stride, padding),
+  )

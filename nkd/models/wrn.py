@@ -37,7 +37,8 @@ class _BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype)(x)
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+    )(x)
 
 
 class Conv(nn.Module):
@@ -100,18 +101,22 @@ class WideResNet(nn.Module):
     x = Conv(16, 3, 1, self.dtype, name="conv_init")(x)
     for group, (width, stride) in enumerate(zip((16, 32, 64), (1, 2, 2))):
       for i in range(n):
-        x = BasicBlock(width * self.widen_factor, stride if i == 0 else 1, self.dropout_rate,
-                       self.dtype, name=f"group{group}_block{i}")(
-                           x, train=train, deterministic=deterministic)
+        x = BasicBlock(
+            width * self.widen_factor,
+            stride if i == 0 else 1,
+            self.dropout_rate,
+            self.dtype,
+            name=f"group{group}_block{i}",
+        )(x, train=train, deterministic=deterministic)
     x = nn.relu(_BatchNorm(self.dtype, name="bn_final")(x, train))
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, dtype=self.dtype,
-                 name="fc")(x)
+    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, dtype=self.dtype, name="fc")(x)
     return x.astype(jnp.float32)
 
 
-def create_model(name: str, *, num_classes: int = 10, dropout_rate: float = 0.0,
-                 dtype: str = "float32") -> WideResNet:
+def create_model(
+    name: str, *, num_classes: int = 10, dropout_rate: float = 0.0, dtype: str = "float32"
+) -> WideResNet:
   depth, width = parse_model_name(name)
   return WideResNet(depth, width, num_classes, dropout_rate, jnp.dtype(dtype))
 

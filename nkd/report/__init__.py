@@ -35,6 +35,5 @@ def write_report(paths: Sequence[str], out_dir: str, figures: bool = True) -> li
   written = list(texts)
   if figures:
     written += figures_lib.write_figures(groups, out_dir)
-  print(f"nkd.report: {len(runs)} runs in {len(groups)} groups -> {out_dir}: "
-        + ", ".join(written))
+  print(f"nkd.report: {len(runs)} runs in {len(groups)} groups -> {out_dir}: " + ", ".join(written))
   return written

@@ -44,10 +44,14 @@ SECTIONS = (("output", ("out", "no-figures")),)
 def _flag_values() -> flags.FlagValues:
   """A FlagValues of its own, so that `main` can be called again with another command line."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("out", None, "Folder to write the tables and figures into (required).",
-                      flag_values=fv, module_name=PROG)
-  flags.DEFINE_bool("no-figures", False, "Write the tables only.", flag_values=fv,
-                    module_name=PROG)
+  flags.DEFINE_string(
+      "out",
+      None,
+      "Folder to write the tables and figures into (required).",
+      flag_values=fv,
+      module_name=PROG,
+  )
+  flags.DEFINE_bool("no-figures", False, "Write the tables only.", flag_values=fv, module_name=PROG)
   return fv
 
 

@@ -58,8 +58,13 @@ class _FigureWriter:
     return fig, axes
 
   def style(self):
-    rc = {"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7, "svg.hashsalt": "nkd",
-          "pdf.fonttype": 42}
+    rc = {
+        "font.size": 8,
+        "axes.titlesize": 9,
+        "legend.fontsize": 7,
+        "svg.hashsalt": "nkd",
+        "pdf.fonttype": 42,
+    }
     return matplotlib.rc_context(rc)
 
   def save(self, fig, stem: str) -> None:
@@ -70,8 +75,14 @@ class _FigureWriter:
     self.written += [os.path.basename(png), os.path.basename(pdf)]
 
 
-def _plot_lines(ax, lines: dict[str, list[Group]], metric: tuple, references: Sequence[Group],
-                ylabel: str, xlabel: str) -> bool:
+def _plot_lines(
+    ax,
+    lines: dict[str, list[Group]],
+    metric: tuple,
+    references: Sequence[Group],
+    ylabel: str,
+    xlabel: str,
+) -> bool:
   """Error-bar lines, x = level, one per label; returns whether anything was drawn."""
   drawn = False
   for index, (label, members) in enumerate(lines.items()):
@@ -79,9 +90,16 @@ def _plot_lines(ax, lines: dict[str, list[Group]], metric: tuple, references: Se
     points = sorted((x, s) for x, s in points if s is not None)
     if not points:
       continue
-    ax.errorbar([x for x, _ in points], [s.mean for _, s in points],
-                yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=3, capsize=3,
-                color=f"C{index % 10}", label=label or None)
+    ax.errorbar(
+        [x for x, _ in points],
+        [s.mean for _, s in points],
+        yerr=[s.std or 0.0 for _, s in points],
+        marker="o",
+        markersize=3,
+        capsize=3,
+        color=f"C{index % 10}",
+        label=label or None,
+    )
     drawn = True
   if drawn:
     for reference in references:
@@ -102,23 +120,36 @@ def _xlabel(groups: Sequence[Group]) -> str:
   return names[0] if len(names) == 1 else "noise level"
 
 
-def _line_figure(writer: _FigureWriter, stem: str, title: str, lines: dict[str, list[Group]],
-                 references: Sequence[Group]) -> None:
+def _line_figure(
+    writer: _FigureWriter,
+    stem: str,
+    title: str,
+    lines: dict[str, list[Group]],
+    references: Sequence[Group],
+) -> None:
   members = [g for gs in lines.values() for g in gs]
   panels = [(("test_accuracy",), "test accuracy (%)")]
   if any(g.stat(("cinic_accuracy",)) for g in members):
     panels.append((("cinic_accuracy",), "CINIC ImageNet accuracy (%)"))
   with writer.style():
     fig, axes = writer.new(ncols=len(panels))
-    drawn = [_plot_lines(ax, lines, metric, references, ylabel, _xlabel(members))
-             for ax, (metric, ylabel) in zip(axes, panels)]
+    drawn = [
+        _plot_lines(ax, lines, metric, references, ylabel, _xlabel(members))
+        for ax, (metric, ylabel) in zip(axes, panels)
+    ]
     if any(drawn):
       fig.suptitle(title)
       writer.save(fig, stem)
 
 
-def _heatmap_figure(writer: _FigureWriter, stem: str, title: str, groups: Sequence[Group],
-                    rows: Sequence[tuple[tuple, str]], colorbar_label: str) -> None:
+def _heatmap_figure(
+    writer: _FigureWriter,
+    stem: str,
+    title: str,
+    groups: Sequence[Group],
+    rows: Sequence[tuple[tuple, str]],
+    colorbar_label: str,
+) -> None:
   matrix = np.full((len(rows), len(groups)), np.nan)
   for j, group in enumerate(groups):
     for i, (key, _) in enumerate(rows):
@@ -128,16 +159,24 @@ def _heatmap_figure(writer: _FigureWriter, stem: str, title: str, groups: Sequen
   if not np.isfinite(matrix).any():
     return
   with writer.style():
-    fig, (ax,) = writer.new(width=max(3.0, 1.2 + 0.7 * len(groups)),
-                            height=max(2.2, 0.9 + 0.28 * len(rows)))
+    fig, (ax,) = writer.new(
+        width=max(3.0, 1.2 + 0.7 * len(groups)), height=max(2.2, 0.9 + 0.28 * len(rows))
+    )
     image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap="viridis")
     finite = matrix[np.isfinite(matrix)]
     middle = (finite.min() + finite.max()) / 2
     for i in range(len(rows)):
       for j in range(len(groups)):
         if np.isfinite(matrix[i, j]):
-          ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", fontsize=6,
-                  color="white" if matrix[i, j] < middle else "black")
+          ax.text(
+              j,
+              i,
+              f"{matrix[i, j]:.1f}",
+              ha="center",
+              va="center",
+              fontsize=6,
+              color="white" if matrix[i, j] < middle else "black",
+          )
     ax.set_xticks(range(len(groups)), [fmt_level(g.level) or "none" for g in groups])
     ax.set_yticks(range(len(rows)), [label for _, label in rows])
     ax.set_xlabel(_xlabel(groups))
@@ -146,16 +185,16 @@ def _heatmap_figure(writer: _FigureWriter, stem: str, title: str, groups: Sequen
     writer.save(fig, stem)
 
 
-def _lines_by(groups: Sequence[Group], label_of: Callable[[Group], str]
-              ) -> dict[str, list[Group]]:
+def _lines_by(groups: Sequence[Group], label_of: Callable[[Group], str]) -> dict[str, list[Group]]:
   lines: dict[str, list[Group]] = {}
   for group in groups:
     lines.setdefault(label_of(group), []).append(group)
   return dict(sorted(lines.items()))
 
 
-def _mode_lines(groups: Sequence[Group], option: str, order: Sequence[str]
-                ) -> dict[str, list[Group]]:
+def _mode_lines(
+    groups: Sequence[Group], option: str, order: Sequence[str]
+) -> dict[str, list[Group]]:
   """One line per mode; modes fed by more than one experiment / variant are told apart."""
   sources: dict[str, set[tuple]] = {}
   for group in groups:
@@ -165,8 +204,9 @@ def _mode_lines(groups: Sequence[Group], option: str, order: Sequence[str]
     mode = group.option(option)
     if len(sources[mode]) == 1:
       return mode
-    rest = "; ".join(f"{k}={v}" for k, v in group.variant + group.split
-                     if k not in (option, "label_noise_fixed"))
+    rest = "; ".join(
+        f"{k}={v}" for k, v in group.variant + group.split if k not in (option, "label_noise_fixed")
+    )
     return f"{mode} ({group.experiment}{'; ' + rest if rest else ''})"
 
   lines = _lines_by(groups, label)
@@ -181,21 +221,38 @@ def _heatmaps(writer: _FigureWriter, experiment: str, members: list[Group]) -> N
   title = experiment + (f" [{label}]" if label else "")
   metric_keys = [k for g in members for r in g.runs for k in r.metrics]
   pgd = sorted({(k[1], k[2]) for k in metric_keys if k[0] == "pgd"})
-  _heatmap_figure(writer, f"fig_pgd_{stem_tail}", title + "\nPGD robustness (%)", members,
-                  [(("pgd", s, e, "robust"), f"PGD-{s} ε={fmt_number(e)}") for s, e in pgd],
-                  "robust accuracy (%)")
+  _heatmap_figure(
+      writer,
+      f"fig_pgd_{stem_tail}",
+      title + "\nPGD robustness (%)",
+      members,
+      [(("pgd", s, e, "robust"), f"PGD-{s} ε={fmt_number(e)}") for s, e in pgd],
+      "robust accuracy (%)",
+  )
   names = {k[1] for k in metric_keys if k[0] == "cifar10_c"}
   ordered = [c for c in CORRUPTIONS if c in names] + sorted(names - set(CORRUPTIONS))
   rows = [(("cifar10_c", c), c) for c in ordered]
   if names:
     rows += [(("cifar10_c_mean_15",), "mean (15)"), (("cifar10_c_mean_19",), "mean (19)")]
-  _heatmap_figure(writer, f"fig_cifar10_c_{stem_tail}", title + "\nCIFAR-10-C accuracy (%)",
-                  members, rows, "accuracy (%), mean over severities")
-  relative_rows = [(("cifar10_c_relative" + key[0][len("cifar10_c"):],) + key[1:], label)
-                   for key, label in rows]
-  _heatmap_figure(writer, f"fig_cifar10_c_relative_{stem_tail}",
-                  title + "\nCIFAR-10-C accuracy relative to clean (%)", members, relative_rows,
-                  "corrupted / clean x 100, mean over severities")
+  _heatmap_figure(
+      writer,
+      f"fig_cifar10_c_{stem_tail}",
+      title + "\nCIFAR-10-C accuracy (%)",
+      members,
+      rows,
+      "accuracy (%), mean over severities",
+  )
+  relative_rows = [
+      (("cifar10_c_relative" + key[0][len("cifar10_c") :],) + key[1:], label) for key, label in rows
+  ]
+  _heatmap_figure(
+      writer,
+      f"fig_cifar10_c_relative_{stem_tail}",
+      title + "\nCIFAR-10-C accuracy relative to clean (%)",
+      members,
+      relative_rows,
+      "corrupted / clean x 100, mean over severities",
+  )
 
 
 def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:
@@ -208,8 +265,13 @@ def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:
   for experiment in experiments:
     members = [g for g in groups if g.experiment == experiment and _is_numeric_level(g.level)]
     refs = [r for r in references if r.experiment != experiment]
-    _line_figure(writer, f"fig_accuracy_{_slug(experiment)}", experiment,
-                 _lines_by(members, lambda g: g.label), refs)
+    _line_figure(
+        writer,
+        f"fig_accuracy_{_slug(experiment)}",
+        experiment,
+        _lines_by(members, lambda g: g.label),
+        refs,
+    )
 
   # Figures 4-6, 10, 11: heatmaps per experiment and variant / split.
   for experiment in experiments:
@@ -222,25 +284,43 @@ def write_figures(groups: Sequence[Group], out_dir: str) -> list[str]:
 
   # Figures 7, 8: label corruption, one line per mode; re-drawn each epoch vs fixed.
   def label_noise(group: Group) -> bool:
-    return (group.option("label_noise_mode") in LABEL_NOISE_MODES
-            and _is_numeric_level(group.level)
-            and "label" in (group.level_name or "") + group.experiment)
+    return (
+        group.option("label_noise_mode") in LABEL_NOISE_MODES
+        and _is_numeric_level(group.level)
+        and "label" in (group.level_name or "") + group.experiment
+    )
 
   for fixed, stem in ((False, "fig_label_corruption"), (True, "fig_label_corruption_fixed")):
     members = [g for g in groups if label_noise(g) and bool(g.option("label_noise_fixed")) == fixed]
-    _line_figure(writer, stem, "label corruption" + (" (fixed)" if fixed else ""),
-                 _mode_lines(members, "label_noise_mode", LABEL_NOISE_MODES), references)
+    _line_figure(
+        writer,
+        stem,
+        "label corruption" + (" (fixed)" if fixed else ""),
+        _mode_lines(members, "label_noise_mode", LABEL_NOISE_MODES),
+        references,
+    )
 
   # Figure 9: random swapping, top-2 vs all.
-  members = [g for g in groups if g.option("swap_mode") in SWAP_MODES
-             and _is_numeric_level(g.level)
-             and "swap" in (g.level_name or "") + g.experiment]
-  _line_figure(writer, "fig_swap", "random swapping", _mode_lines(members, "swap_mode", SWAP_MODES),
-               references)
+  members = [
+      g
+      for g in groups
+      if g.option("swap_mode") in SWAP_MODES
+      and _is_numeric_level(g.level)
+      and "swap" in (g.level_name or "") + g.experiment
+  ]
+  _line_figure(
+      writer,
+      "fig_swap",
+      "random swapping",
+      _mode_lines(members, "swap_mode", SWAP_MODES),
+      references,
+  )
   for experiment in experiments:
-    _robustness_figure(writer, experiment,
-                       [g for g in groups if g.experiment == experiment
-                        and _is_numeric_level(g.level)])
+    _robustness_figure(
+        writer,
+        experiment,
+        [g for g in groups if g.experiment == experiment and _is_numeric_level(g.level)],
+    )
   _certified_figure(writer, groups)
   return writer.written
 
@@ -264,9 +344,16 @@ def _robustness_figure(writer: _FigureWriter, experiment: str, members: Sequence
       for index, (label, key) in enumerate(lines.items()):
         points = sorted((float(g.level), g.stat(key)) for g in members if g.stat(key))
         if points:
-          ax.errorbar([x for x, _ in points], [s.mean for _, s in points],
-                      yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=3,
-                      capsize=3, color=f"C{index}", label=label)
+          ax.errorbar(
+              [x for x, _ in points],
+              [s.mean for _, s in points],
+              yerr=[s.std or 0.0 for _, s in points],
+              marker="o",
+              markersize=3,
+              capsize=3,
+              color=f"C{index}",
+              label=label,
+          )
       ax.set_title(f"{experiment}: robust accuracy, eps={fmt_number(eps)}")
       ax.set_xlabel(members[0].level_name or "level")
       ax.set_ylabel("robust accuracy (%)")
@@ -284,8 +371,10 @@ def _certified_figure(writer: _FigureWriter, groups: Sequence[Group]) -> None:
   members = [g for g in groups if _radii(g)]
   if not members:
     return
-  panels = [(title, [g for g in members if g.option("mode") == mode])
-            for title, mode in (("trained alone", "ce"), ("distilled", "kd"))]
+  panels = [
+      (title, [g for g in members if g.option("mode") == mode])
+      for title, mode in (("trained alone", "ce"), ("distilled", "kd"))
+  ]
   panels = [(title, gs) for title, gs in panels if gs]
   with writer.style():
     fig, axes = writer.new(ncols=len(panels))
@@ -295,10 +384,16 @@ def _certified_figure(writer: _FigureWriter, groups: Sequence[Group]) -> None:
         stats = [group.stat(("certified", r)) for r in radii]
         points = [(r, s) for r, s in zip(radii, stats) if s is not None]
         level = fmt_level(group.level) if group.level is not None else "-"
-        ax.errorbar([r for r, _ in points], [s.mean for _, s in points],
-                    yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=3,
-                    capsize=3, color=f"C{index % 10}",
-                    label=f"{group.experiment} {group.level_name or 'level'}={level}")
+        ax.errorbar(
+            [r for r, _ in points],
+            [s.mean for _, s in points],
+            yerr=[s.std or 0.0 for _, s in points],
+            marker="o",
+            markersize=3,
+            capsize=3,
+            color=f"C{index % 10}",
+            label=f"{group.experiment} {group.level_name or 'level'}={level}",
+        )
       ax.set_title(f"certified accuracy, {title}")
       ax.set_xlabel("L2 radius (pixels in [0, 1])")
       ax.set_ylabel("certified accuracy (%)")

@@ -95,8 +95,13 @@ class Group:
     return sorted((r.seed for r in self.runs if key not in r.metrics), key=seed_sort_key)
 
   def sort_key(self) -> tuple:
-    return (self.experiment, self.variant, self.split, self.level_name or "",
-            level_sort_key(self.level))
+    return (
+        self.experiment,
+        self.variant,
+        self.split,
+        self.level_name or "",
+        level_sort_key(self.level),
+    )
 
   def title(self) -> str:
     parts = [self.experiment]
@@ -127,11 +132,11 @@ def group_runs(runs: Sequence[Run]) -> tuple[list[Group], list[str]]:
   for run in runs:
     fields = sorted(conflicts.get((run.experiment, run.variant), ()), key=_setting_order)
     run.split = tuple((name, run.settings.get(name, "?")) for name in fields)
-    key = (run.experiment, run.variant, run.split, run.level_name or "",
-           level_sort_key(run.level))
+    key = (run.experiment, run.variant, run.split, run.level_name or "", level_sort_key(run.level))
     if key not in groups_by_key:
-      groups_by_key[key] = Group(run.experiment, run.variant, run.split, run.level_name,
-                                 run.level, [])
+      groups_by_key[key] = Group(
+          run.experiment, run.variant, run.split, run.level_name, run.level, []
+      )
     groups_by_key[key].runs.append(run)
   groups = sorted(groups_by_key.values(), key=Group.sort_key)
   for experiment, experiment_runs in sorted(by_experiment.items()):
@@ -141,9 +146,11 @@ def group_runs(runs: Sequence[Run]) -> tuple[list[Group], list[str]]:
 
 def _set_variants(experiment_runs: Sequence[Run]) -> None:
   """The variant of each run: the `VARIANT_OPTIONS` that vary within its experiment."""
-  varying = [name for name in VARIANT_OPTIONS
-             if len({json.dumps(r.options.get(name), sort_keys=True)
-                     for r in experiment_runs}) > 1]
+  varying = [
+      name
+      for name in VARIANT_OPTIONS
+      if len({json.dumps(r.options.get(name), sort_keys=True) for r in experiment_runs}) > 1
+  ]
   for run in experiment_runs:
     run.variant = tuple((name, fmt_option(run.options.get(name))) for name in varying)
 
@@ -166,34 +173,40 @@ def _conflicting_settings(runs: Sequence[Run], notes: list[str]) -> dict[tuple, 
       if len(values) > 1:
         conflicts.setdefault(key[:2], set()).add(name)
         first = members[0]
-        where = Group(first.experiment, first.variant, (), first.level_name, first.level,
-                      []).title()
-        listing = "; ".join(f"{name}={value}: {', '.join(sorted(names))}"
-                            for value, names in sorted(values.items()))
-        message = (f"{where}: runs differ in {name} ({listing}); reported as separate rows "
-                   f"labelled '{name}=...', not averaged together")
+        where = Group(
+            first.experiment, first.variant, (), first.level_name, first.level, []
+        ).title()
+        listing = "; ".join(
+            f"{name}={value}: {', '.join(sorted(names))}" for value, names in sorted(values.items())
+        )
+        message = (
+            f"{where}: runs differ in {name} ({listing}); reported as separate rows "
+            f"labelled '{name}=...', not averaged together"
+        )
         warn(message)
         notes.append(message)
   return conflicts
 
 
-def _mark_seeds(members: Sequence[Group], experiment_runs: Sequence[Run],
-                notes: list[str]) -> None:
+def _mark_seeds(members: Sequence[Group], experiment_runs: Sequence[Run], notes: list[str]) -> None:
   """Marks the groups of one experiment that lack seeds its other groups have, and notes a
   seed that appears more than once in a group."""
   seeds = {fmt_seed(r.seed): r.seed for r in experiment_runs}
   largest = max(g.n for g in members)
   for group in members:
     present = {fmt_seed(s) for s in group.seeds}
-    group.missing_seeds = sorted((s for k, s in seeds.items() if k not in present),
-                                 key=seed_sort_key)
+    group.missing_seeds = sorted(
+        (s for k, s in seeds.items() if k not in present), key=seed_sort_key
+    )
     group.fewer_seeds = group.n < largest
     counts: dict[str, list[str]] = {}
     for run in group.runs:
       counts.setdefault(fmt_seed(run.seed), []).append(run.name)
     for seed, names in sorted(counts.items()):
       if len(names) > 1:
-        message = (f"{group.title()}: seed {seed} appears in {len(names)} runs "
-                   f"({', '.join(names)}); each is counted")
+        message = (
+            f"{group.title()}: seed {seed} appears in {len(names)} runs "
+            f"({', '.join(names)}); each is counted"
+        )
         warn(message)
         notes.append(message)

@@ -147,8 +147,10 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
     res, opt = run.results, run.options
     run.experiment = str(res.experiment or opt.get("name") or "unnamed")
     if opt.get("name") and res.experiment and opt["name"] != res.experiment:
-      warn(f"{run.name}: results.json says experiment {res.experiment!r} but the name option "
-           f"is {opt['name']!r}; using {res.experiment!r}")
+      warn(
+          f"{run.name}: results.json says experiment {res.experiment!r} but the name option "
+          f"is {opt['name']!r}; using {res.experiment!r}"
+      )
     run.seed, run.level_name, run.level = res.seed, res.level_name, res.level
     run.metrics, pgd_eps = extract_metrics(res, run.name)
     settings = {
@@ -166,8 +168,9 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
 # Metrics.
 
 
-def extract_metrics(results: run_files.RunResults, where: str
-                    ) -> tuple[dict[tuple, float], dict[int, set[float]]]:
+def extract_metrics(
+    results: run_files.RunResults, where: str
+) -> tuple[dict[tuple, float], dict[int, set[float]]]:
   """Metrics of one run, keyed by tuples, and its PGD eps per number of steps.
 
   Keys: ("test_accuracy",), ("cinic_accuracy",), ("ece",), ("cifar10_c_mean_15",),
@@ -240,8 +243,11 @@ def _pgd_metrics(pgd: dict | None, put) -> dict[int, set[float]]:
     pgd_eps.setdefault(steps, set()).add(eps)
     label = f"pgd steps={steps} eps={fmt_number(eps)}"
     put(("pgd", steps, eps, "robust"), entry.get("robust_accuracy"), label + " robust_accuracy")
-    put(("pgd", steps, eps, "worst_restart"), entry.get("worst_restart_accuracy"),
-        label + " worst_restart_accuracy")
+    put(
+        ("pgd", steps, eps, "worst_restart"),
+        entry.get("worst_restart_accuracy"),
+        label + " worst_restart_accuracy",
+    )
   return pgd_eps
 
 

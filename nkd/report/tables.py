@@ -14,8 +14,9 @@ from nkd.report.grouping import Group, Stat, fmt_level, fmt_seed
 from nkd.report.loading import Run, eps_key, fmt_number, number
 
 # The PGD columns always shown (the paper's protocol), plus any others found in the runs.
-DEFAULT_PGD = tuple((steps, eps) for eps in PGD_PRESETS["paper"]["eps"]
-                    for steps in PGD_PRESETS["paper"]["steps"])
+DEFAULT_PGD = tuple(
+    (steps, eps) for eps in PGD_PRESETS["paper"]["eps"] for steps in PGD_PRESETS["paper"]["steps"]
+)
 DASH = "–"
 DAGGER = "†"
 
@@ -32,23 +33,49 @@ def table_columns(runs: Sequence[Run]) -> list[Column]:
   pgd = set(DEFAULT_PGD)
   for run in runs:
     pgd.update((k[1], k[2]) for k in run.metrics if k[0] == "pgd")
-  columns = [Column(("test_accuracy",), "test acc.", "test_accuracy", 2),
-             Column(("cinic_accuracy",), "CINIC ImageNet acc.", "cinic_accuracy", 2)]
+  columns = [
+      Column(("test_accuracy",), "test acc.", "test_accuracy", 2),
+      Column(("cinic_accuracy",), "CINIC ImageNet acc.", "cinic_accuracy", 2),
+  ]
   for steps, eps in sorted(pgd):
-    columns.append(Column(("pgd", steps, eps, "robust"), f"PGD-{steps} ε={fmt_number(eps)}",
-                          f"pgd{steps}_eps{fmt_number(eps)}_robust", 2))
+    columns.append(
+        Column(
+            ("pgd", steps, eps, "robust"),
+            f"PGD-{steps} ε={fmt_number(eps)}",
+            f"pgd{steps}_eps{fmt_number(eps)}_robust",
+            2,
+        )
+    )
   # AutoAttack beside PGD: is a robustness the paper's PGD measures real?
   for eps in sorted({k[1] for run in runs for k in run.metrics if k[0] == "autoattack"}):
-    columns.append(Column(("autoattack", eps), f"AutoAttack ε={fmt_number(eps)}",
-                          f"autoattack_eps{fmt_number(eps)}", 2))
+    columns.append(
+        Column(
+            ("autoattack", eps),
+            f"AutoAttack ε={fmt_number(eps)}",
+            f"autoattack_eps{fmt_number(eps)}",
+            2,
+        )
+    )
   for radius in sorted({k[1] for run in runs for k in run.metrics if k[0] == "certified"}):
-    columns.append(Column(("certified", radius), f"certified r={fmt_number(radius)}",
-                          f"certified_r{fmt_number(radius)}", 2))
-  columns += [Column(("cifar10_c_mean_15",), "CIFAR-10-C mean-15", "cifar10_c_mean_15", 2),
-              Column(("cifar10_c_mean_19",), "CIFAR-10-C mean-19", "cifar10_c_mean_19", 2),
-              Column(("cifar10_c_relative_mean_15",), "CIFAR-10-C mean-15 rel. to clean",
-                     "cifar10_c_relative_mean_15", 2),
-              Column(("ece",), "ECE", "ece", 2)]
+    columns.append(
+        Column(
+            ("certified", radius),
+            f"certified r={fmt_number(radius)}",
+            f"certified_r{fmt_number(radius)}",
+            2,
+        )
+    )
+  columns += [
+      Column(("cifar10_c_mean_15",), "CIFAR-10-C mean-15", "cifar10_c_mean_15", 2),
+      Column(("cifar10_c_mean_19",), "CIFAR-10-C mean-19", "cifar10_c_mean_19", 2),
+      Column(
+          ("cifar10_c_relative_mean_15",),
+          "CIFAR-10-C mean-15 rel. to clean",
+          "cifar10_c_relative_mean_15",
+          2,
+      ),
+      Column(("ece",), "ECE", "ece", 2),
+  ]
   return columns
 
 
@@ -60,8 +87,13 @@ def fmt_stat(stat: Stat | None, decimals: int) -> str:
 
 
 def _cifar10_c_sources(group: Group) -> str:
-  sources = sorted({str(r.results.cifar10_c.get("source")) for r in group.runs
-                    if isinstance(r.results.cifar10_c, dict)})
+  sources = sorted(
+      {
+          str(r.results.cifar10_c.get("source"))
+          for r in group.runs
+          if isinstance(r.results.cifar10_c, dict)
+      }
+  )
   return ",".join(sources)
 
 
@@ -77,23 +109,28 @@ def _md_row(cells: Sequence[str]) -> str:
 # Summary.
 
 
-def summary_markdown(groups: Sequence[Group], columns: Sequence[Column],
-                     notes: Sequence[str]) -> str:
+def summary_markdown(
+    groups: Sequence[Group], columns: Sequence[Column], notes: Sequence[str]
+) -> str:
   out = io.StringIO()
   out.write("# nkd results summary\n\n")
   out.write(
       "Each cell: mean ± sample standard deviation (ddof=1) over seeds; the std is "
-      f"\"{DASH}\" with one seed. A cell that is only \"{DASH}\": no run of the group reported "
-      "that metric. \"(n=k)\": only k of the row's runs reported it. "
+      f'"{DASH}" with one seed. A cell that is only "{DASH}": no run of the group reported '
+      'that metric. "(n=k)": only k of the row\'s runs reported it. '
       f"{DAGGER} after n: the group has fewer seeds than the largest group of its experiment "
       "(the missing seeds are listed under the table). Accuracies in %; ECE (15 bins) in % "
       "as nkd.evaluation reports it; PGD = per-example worst case over restarts "
       "(`robust_accuracy`); CIFAR-10-C mean-15 = the 15 standard corruptions x 5 severities, "
       "mean-19 = all 19; rel. to clean = corrupted / clean accuracy x 100 (how the paper's "
       "Figure 5 most likely reports it). Runs are named by their path relative to the common "
-      "parent folder.\n")
-  headers = (["variant / split", "level name", "level", "n", "seeds"]
-             + [c.header for c in columns] + ["CIFAR-10-C source"])
+      "parent folder.\n"
+  )
+  headers = (
+      ["variant / split", "level name", "level", "n", "seeds"]
+      + [c.header for c in columns]
+      + ["CIFAR-10-C source"]
+  )
   for experiment in sorted({g.experiment for g in groups}):
     members = [g for g in groups if g.experiment == experiment]
     out.write(f"\n## {experiment}\n\n")
@@ -110,10 +147,13 @@ def summary_markdown(groups: Sequence[Group], columns: Sequence[Column],
 
 
 def _summary_cells(group: Group, columns: Sequence[Column]) -> list[str]:
-  cells = [_md_cell(group.label), _md_cell(group.level_name or ""),
-           _md_cell(fmt_level(group.level)),
-           f"{group.n}{' ' + DAGGER if group.fewer_seeds else ''}",
-           ",".join(fmt_seed(s) for s in group.seeds)]
+  cells = [
+      _md_cell(group.label),
+      _md_cell(group.level_name or ""),
+      _md_cell(fmt_level(group.level)),
+      f"{group.n}{' ' + DAGGER if group.fewer_seeds else ''}",
+      ",".join(fmt_seed(s) for s in group.seeds),
+  ]
   for column in columns:
     stat = group.stat(column.key)
     text = fmt_stat(stat, column.decimals)
@@ -132,8 +172,12 @@ def _missing_lines(members: Sequence[Group], columns: Sequence[Column]) -> str:
     for group in short:
       seeds = ", ".join(fmt_seed(s) for s in group.missing_seeds)
       out.write(f"- {group.title()}: {seeds}\n")
-  partial = [(g, c) for g in members for c in columns
-             if 0 < (g.stat(c.key).n if g.stat(c.key) else 0) < g.n]
+  partial = [
+      (g, c)
+      for g in members
+      for c in columns
+      if 0 < (g.stat(c.key).n if g.stat(c.key) else 0) < g.n
+  ]
   if partial:
     out.write("\nMetrics missing from some runs of a group:\n")
     for group, column in partial:
@@ -149,20 +193,33 @@ def _csv_number(value: float | None) -> str:
 def summary_csv(groups: Sequence[Group], columns: Sequence[Column]) -> str:
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  header = ["experiment", "variant", "level_name", "level", "n", "seeds", "missing_seeds",
-            "fewer_seeds"]
+  header = [
+      "experiment",
+      "variant",
+      "level_name",
+      "level",
+      "n",
+      "seeds",
+      "missing_seeds",
+      "fewer_seeds",
+  ]
   for column in columns:
     header += [f"{column.csv_name}_mean", f"{column.csv_name}_std", f"{column.csv_name}_n"]
   writer.writerow(header + ["cifar10_c_source"])
   for group in groups:
-    row = [group.experiment, group.label, group.level_name or "", fmt_level(group.level),
-           str(group.n), ";".join(fmt_seed(s) for s in group.seeds),
-           ";".join(fmt_seed(s) for s in group.missing_seeds),
-           DAGGER if group.fewer_seeds else ""]
+    row = [
+        group.experiment,
+        group.label,
+        group.level_name or "",
+        fmt_level(group.level),
+        str(group.n),
+        ";".join(fmt_seed(s) for s in group.seeds),
+        ";".join(fmt_seed(s) for s in group.missing_seeds),
+        DAGGER if group.fewer_seeds else "",
+    ]
     for column in columns:
       stat = group.stat(column.key)
-      row += ([_csv_number(stat.mean), _csv_number(stat.std), str(stat.n)] if stat
-              else ["", "", "0"])
+      row += [_csv_number(stat.mean), _csv_number(stat.std), str(stat.n)] if stat else ["", "", "0"]
     writer.writerow(row + [_cifar10_c_sources(group)])
   return out.getvalue()
 
@@ -217,24 +274,42 @@ def _compared_metrics(entry: dict[str, Any], group: Group) -> list[tuple[tuple, 
   if entry["metric"] in ("test_accuracy", "cinic_accuracy"):
     return [((entry["metric"],), entry["metric"])]
   if entry["metric"] == "cifar10_c_relative":
-    return [(("cifar10_c_relative", entry["corruption"]),
-             f"CIFAR-10-C {entry['corruption']} relative to clean (corrupted / clean x 100), "
-             f"mean over severities")]
+    return [
+        (
+            ("cifar10_c_relative", entry["corruption"]),
+            f"CIFAR-10-C {entry['corruption']} relative to clean (corrupted / clean x 100), "
+            f"mean over severities",
+        )
+    ]
   eps = eps_key(entry["pgd_eps"])
-  steps = sorted({k[1] for r in group.runs for k in r.metrics
-                  if k[0] == "pgd" and k[2] == eps and entry["pgd_steps"] in (None, k[1])})
+  steps = sorted(
+      {
+          k[1]
+          for r in group.runs
+          for k in r.metrics
+          if k[0] == "pgd" and k[2] == eps and entry["pgd_steps"] in (None, k[1])
+      }
+  )
   metrics = []
   for step in steps:
-    metrics.append((("pgd", step, eps, "robust"),
-                    f"PGD-{step} ε={fmt_number(eps)} robust_accuracy (per-example worst)"))
-    metrics.append((("pgd", step, eps, "worst_restart"),
-                    f"PGD-{step} ε={fmt_number(eps)} worst_restart_accuracy "
-                    "(paper's protocol)"))
+    metrics.append(
+        (
+            ("pgd", step, eps, "robust"),
+            f"PGD-{step} ε={fmt_number(eps)} robust_accuracy (per-example worst)",
+        )
+    )
+    metrics.append(
+        (
+            ("pgd", step, eps, "worst_restart"),
+            f"PGD-{step} ε={fmt_number(eps)} worst_restart_accuracy " "(paper's protocol)",
+        )
+    )
   return metrics
 
 
-def paper_comparison_markdown(groups: Sequence[Group],
-                              values: dict[str, dict[str, Any]] | None = None) -> str:
+def paper_comparison_markdown(
+    groups: Sequence[Group], values: dict[str, dict[str, Any]] | None = None
+) -> str:
   values = paper_values_lib.PAPER_VALUES if values is None else values
   rows: list[list[str]] = []
   not_compared: list[str] = []
@@ -247,10 +322,18 @@ def paper_comparison_markdown(groups: Sequence[Group],
         if stat is None:
           continue
         found = True
-        rows.append([entry["quantity"], metric_label, _fmt_paper(entry["value"]),
-                     fmt_stat(stat, 2), str(stat.n),
-                     _fmt_difference(stat.mean, entry["value"]), group.title(),
-                     entry.get("note", "")])
+        rows.append(
+            [
+                entry["quantity"],
+                metric_label,
+                _fmt_paper(entry["value"]),
+                fmt_stat(stat, 2),
+                str(stat.n),
+                _fmt_difference(stat.mean, entry["value"]),
+                group.title(),
+                entry.get("note", ""),
+            ]
+        )
     if not found:
       not_compared.append(f"{key}: {entry['quantity']}")
 
@@ -262,7 +345,8 @@ def paper_comparison_markdown(groups: Sequence[Group],
       "over n seeds, in %. Difference: ours − paper; for a range, the distance to its nearest "
       "end (0 inside). The paper's CIFAR-10-C numbers are compared with our accuracy relative "
       "to clean (corrupted / clean x 100), which is what they most likely are "
-      "(docs/FIDELITY.md). Only quantities that exist in these runs are listed.\n\n")
+      "(docs/FIDELITY.md). Only quantities that exist in these runs are listed.\n\n"
+  )
   if rows:
     out.write("| quantity | our metric | paper | ours | n | ours − paper | our group | note |\n")
     out.write("|---|---|---:|---:|---:|---:|---|---|\n")

@@ -58,10 +58,14 @@ class _SweepFlagValues(flags.FlagValues):
 
 
 # --help's areas.
-SECTIONS = (("the grid", ("flagfile", "grid", "name", "workspace")),
-            ("running", ("parallel", "task_index", "list", "count")),
-            ("memory and compilation", ("mem_fraction", "no_preallocate", "mem_per_run_gb",
-                                        "compile_cache")))
+SECTIONS = (
+    ("the grid", ("flagfile", "grid", "name", "workspace")),
+    ("running", ("parallel", "task_index", "list", "count")),
+    (
+        "memory and compilation",
+        ("mem_fraction", "no_preallocate", "mem_per_run_gb", "compile_cache"),
+    ),
+)
 
 
 def _flag_values() -> flags.FlagValues:
@@ -69,28 +73,68 @@ def _flag_values() -> flags.FlagValues:
   fv = _SweepFlagValues()
   for define, name, default, help_text in (
       (flags.DEFINE_string, "flagfile", None, "The experiment: an nkd.main flagfile (required)."),
-      (flags.DEFINE_multi_string, "grid", [], "KEY=V1,V2,...: an option of nkd.main and its "
-       "values (repeatable, at least one; ':' between the elements of a list value)."),
-      (flags.DEFINE_integer, "parallel", 1, "Runs at once. Refused where they do not fit in "
-       "memory (see above)."),
+      (
+          flags.DEFINE_multi_string,
+          "grid",
+          [],
+          "KEY=V1,V2,...: an option of nkd.main and its "
+          "values (repeatable, at least one; ':' between the elements of a list value).",
+      ),
+      (
+          flags.DEFINE_integer,
+          "parallel",
+          1,
+          "Runs at once. Refused where they do not fit in " "memory (see above).",
+      ),
       (flags.DEFINE_string, "workspace", None, "Passed to every run; default: the flagfile's."),
-      (flags.DEFINE_string, "name", None, "The sweep's folder under WORKSPACE/sweeps; default: "
-       "the flagfile's stem."),
-      (flags.DEFINE_float, "mem_fraction", None, "XLA_PYTHON_CLIENT_MEM_FRACTION of each run; "
-       "default: 0.9/N with --parallel=N > 1. Not set where the variable is set already; N runs "
-       "split 90% of the GPU."),
-      (flags.DEFINE_bool, "no_preallocate", False, "XLA_PYTHON_CLIENT_PREALLOCATE=false in "
-       "each run. Memory is taken as needed instead of the whole fraction at start (less "
-       "fragmentation-proof, but lets runs of different sizes share a GPU)."),
-      (flags.DEFINE_float, "mem_per_run_gb", None, "Replaces the per-run memory estimate of "
-       "the --parallel check (0: no check)."),
-      (flags.DEFINE_string, "compile_cache", None, "JAX_COMPILATION_CACHE_DIR of each run: runs "
-       "of one shape compile once."),
-      (flags.DEFINE_bool, "list", False, "Print each point's index, state and command; run "
-       "nothing."),
+      (
+          flags.DEFINE_string,
+          "name",
+          None,
+          "The sweep's folder under WORKSPACE/sweeps; default: " "the flagfile's stem.",
+      ),
+      (
+          flags.DEFINE_float,
+          "mem_fraction",
+          None,
+          "XLA_PYTHON_CLIENT_MEM_FRACTION of each run; "
+          "default: 0.9/N with --parallel=N > 1. Not set where the variable is set already; N runs "
+          "split 90% of the GPU.",
+      ),
+      (
+          flags.DEFINE_bool,
+          "no_preallocate",
+          False,
+          "XLA_PYTHON_CLIENT_PREALLOCATE=false in "
+          "each run. Memory is taken as needed instead of the whole fraction at start (less "
+          "fragmentation-proof, but lets runs of different sizes share a GPU).",
+      ),
+      (
+          flags.DEFINE_float,
+          "mem_per_run_gb",
+          None,
+          "Replaces the per-run memory estimate of " "the --parallel check (0: no check).",
+      ),
+      (
+          flags.DEFINE_string,
+          "compile_cache",
+          None,
+          "JAX_COMPILATION_CACHE_DIR of each run: runs " "of one shape compile once.",
+      ),
+      (
+          flags.DEFINE_bool,
+          "list",
+          False,
+          "Print each point's index, state and command; run " "nothing.",
+      ),
       (flags.DEFINE_bool, "count", False, "Print the number of points; run nothing."),
-      (flags.DEFINE_integer, "task_index", None, "Run only point I (0-based, the order of "
-       "--list), e.g. one SLURM array task (launch/slurm_sweep.sh). Writes no sweep.json."),
+      (
+          flags.DEFINE_integer,
+          "task_index",
+          None,
+          "Run only point I (0-based, the order of "
+          "--list), e.g. one SLURM array task (launch/slurm_sweep.sh). Writes no sweep.json.",
+      ),
   ):
     define(name, default, help_text, flag_values=fv, module_name=PROG)
   return fv
@@ -101,7 +145,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
   argv = list(argv)
   if "--" in argv:
     i = argv.index("--")
-    return argv[:i], argv[i + 1:]
+    return argv[:i], argv[i + 1 :]
   return argv, []
 
 
@@ -113,13 +157,15 @@ def parse_flags(own: Sequence[str]) -> flags.FlagValues:
   except flags.UnrecognizedFlagError as e:
     close = difflib.get_close_matches(e.flagname, list(fv), n=1)
     hint = f"did you mean --{close[0]}? " if close else ""
-    raise SweepError(f"unrecognized arguments {e.flagvalue} ({hint}flags for the runs go "
-                     f"after '--')") from None
+    raise SweepError(
+        f"unrecognized arguments {e.flagvalue} ({hint}flags for the runs go " f"after '--')"
+    ) from None
   except flags.Error as e:
     raise SweepError(str(e)) from None
   if rest:
-    raise SweepError(f"unexpected arguments {' '.join(rest)} (flags for the runs go after "
-                     f"'--')")
+    raise SweepError(
+        f"unexpected arguments {' '.join(rest)} (flags for the runs go after " f"'--')"
+    )
   if not fv.flagfile:
     raise SweepError("--flagfile is required: the experiment's nkd.main flagfile")
   modes = [f"--{n}" for n in ("list", "count") if fv[n].value]
@@ -143,9 +189,10 @@ def _check_extra_flags(extra: Sequence[str], grid) -> None:
     name = flag[2:].split("=", 1)[0]
     bare = name[2:] if name.startswith("no") and name[2:] in config_lib.option_names() else name
     if bare in RESERVED:
-      raise SweepError(f"extra flag {flag}: --{bare} is set by the sweep"
-                       + (" (use nkd.sweep's --workspace, before '--')"
-                          if bare == "workspace" else ""))
+      raise SweepError(
+          f"extra flag {flag}: --{bare} is set by the sweep"
+          + (" (use nkd.sweep's --workspace, before '--')" if bare == "workspace" else "")
+      )
     if bare in keys:
       raise SweepError(f"extra flag {flag}: {bare} is also a --grid key")
 
@@ -169,8 +216,9 @@ def prepare(argv: Sequence[str]):
     raise SweepError(f"--name={name!r}: expected a folder name")
   runs = expand(args.flagfile, grid, extra, workspace, name)
   if args.task_index is not None and not 0 <= args.task_index < len(runs):
-    raise SweepError(f"--task_index={args.task_index}: the grid has {len(runs)} points "
-                     f"(0..{len(runs) - 1})")
+    raise SweepError(
+        f"--task_index={args.task_index}: the grid has {len(runs)} points " f"(0..{len(runs) - 1})"
+    )
   return args, grid, extra, workspace, name, runs
 
 
@@ -180,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   request = cli.help_request(argv)
   if request:
-    cli.print_help(cli.help_text(__doc__, _flag_values(), SECTIONS,
-                                 full=request == "full"))
+    cli.print_help(cli.help_text(__doc__, _flag_values(), SECTIONS, full=request == "full"))
     return 0
   try:
     args, grid, extra, workspace, name, runs = prepare(argv)
@@ -191,8 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
       width = max(len(r.name) for r in runs)
       for r in runs:
-        print(f"{r.index:>3}  {run_state(args.flagfile, r):<8}  {r.name:<{width}}  "
-              f"{shlex.join(r.command)}")
+        print(
+            f"{r.index:>3}  {run_state(args.flagfile, r):<8}  {r.name:<{width}}  "
+            f"{shlex.join(r.command)}"
+        )
       return 0
     selected = runs if args.task_index is None else [runs[args.task_index]]
     parallel = min(args.parallel, len(selected))
@@ -215,9 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(format_table(selected), flush=True)
   failed = [r for r in selected if r.status in ("failed", "interrupted")]
   if args.task_index is None:
-    write_sweep_json(sweep_dir, flagfile=args.flagfile, name=name, workspace=workspace,
-                     grid=grid, extra=extra, parallel=parallel, started=started,
-                     interrupted=interrupted is not None, runs=selected)
+    write_sweep_json(
+        sweep_dir,
+        flagfile=args.flagfile,
+        name=name,
+        workspace=workspace,
+        grid=grid,
+        extra=extra,
+        parallel=parallel,
+        started=started,
+        interrupted=interrupted is not None,
+        runs=selected,
+    )
   if interrupted is not None:
     say("interrupted: rerun the same command to resume")
     return 128 + interrupted

@@ -67,23 +67,27 @@ def point_flags(point: dict[str, Any]) -> list[str]:
 def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
   """['seed=0,10', 'lr=0.1'] -> [('seed', [0, 10]), ('lr', [0.1])]: values typed (`parse_value`)."""
   if not specs:
-    raise SweepError("no --grid given: name at least one option and its values, e.g. "
-                     "--grid=seed=0,10,20")
+    raise SweepError(
+        "no --grid given: name at least one option and its values, e.g. " "--grid=seed=0,10,20"
+    )
   options = config_lib.option_names()
   grid, seen = [], set()
   for spec in specs:
     key, sep, values = spec.partition("=")
     key = key.strip()
     if not sep or not key:
-      raise SweepError(f"malformed --grid={spec!r}: expected KEY=V1,V2,... (e.g. "
-                       f"--grid=seed=0,10,20)")
+      raise SweepError(
+          f"malformed --grid={spec!r}: expected KEY=V1,V2,... (e.g. " f"--grid=seed=0,10,20)"
+      )
     if key not in options:
       close = difflib.get_close_matches(key, options, n=1)
       hint = f" (did you mean {close[0]}?)" if close else ""
       raise SweepError(f"--grid={spec}: {key!r} is not an option of nkd.main{hint}")
     if key in RESERVED:
-      raise SweepError(f"--grid={spec}: --{key} is set by the sweep for every run"
-                       + (" (use nkd.sweep's --workspace)" if key == "workspace" else ""))
+      raise SweepError(
+          f"--grid={spec}: --{key} is set by the sweep for every run"
+          + (" (use nkd.sweep's --workspace)" if key == "workspace" else "")
+      )
     if key in seen:
       raise SweepError(f"--grid={spec}: {key} appears in more than one --grid")
     seen.add(key)
@@ -106,5 +110,5 @@ def point_name(point: Sequence[tuple[str, str]]) -> str:
   name = ",".join(f"{k}={urllib.parse.quote(v, safe=_SAFE_CHARS)}" for k, v in point)
   if len(name.encode()) > _MAX_NAME:
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    name = name.encode()[:_MAX_NAME - 13].decode(errors="ignore") + "-" + digest
+    name = name.encode()[: _MAX_NAME - 13].decode(errors="ignore") + "-" + digest
   return name

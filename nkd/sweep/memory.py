@@ -36,11 +36,15 @@ print(json.dumps({"platform": d.platform, "kind": d.device_kind,
 def probe_device(env: dict[str, str]) -> dict[str, Any]:
   """Platform and memory of the first device, asked in a child process: the sweep itself never
   initialises a backend, so it holds no GPU memory."""
-  probe_env = {**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-               "XLA_PYTHON_CLIENT_MEM_FRACTION": "1.0"}
+  probe_env = {
+      **env,
+      "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+      "XLA_PYTHON_CLIENT_MEM_FRACTION": "1.0",
+  }
   try:
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=probe_env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=probe_env, capture_output=True, text=True, timeout=300
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
   except (subprocess.SubprocessError, json.JSONDecodeError, IndexError, OSError):
     return {"platform": "unknown", "kind": "unknown", "bytes_limit": None}
@@ -76,8 +80,11 @@ def estimate_run_bytes(config, platform: str) -> int:
   the compiler on a CPU), then adds half again. Measured on a 2-core CPU: WRN-16-2 at batch 128
   peaks at 1.3 GiB resident; this estimates 3.8 GiB.
   """
-  n_images = (config.synthetic_train_size + config.synthetic_test_size
-              if config.dataset == "synthetic" else 60000)
+  n_images = (
+      config.synthetic_train_size + config.synthetic_test_size
+      if config.dataset == "synthetic"
+      else 60000
+  )
   if config.train_subset:
     n_images = min(n_images, config.train_subset + 10000)
   data = n_images * (32 * 32 * 3 + 4)
@@ -88,14 +95,17 @@ def estimate_run_bytes(config, platform: str) -> int:
   def evaluating(model, batch):
     return 3 * 4 * batch * 32 * 32 * 16 * parse_model_name(model)[1]
 
-  work = max(training(config.model, config.batch_size),
-             evaluating(config.model, config.eval_batch_size))
+  work = max(
+      training(config.model, config.batch_size), evaluating(config.model, config.eval_batch_size)
+  )
   if config.mode == "kd" and config.teacher_flagfile:
     try:
       teacher = pipeline.teacher_config(config)
-      work = max(work, training(teacher.model, teacher.batch_size),
-                 evaluating(teacher.model, config.batch_size) + training(config.model,
-                                                                         config.batch_size))
+      work = max(
+          work,
+          training(teacher.model, teacher.batch_size),
+          evaluating(teacher.model, config.batch_size) + training(config.model, config.batch_size),
+      )
     except NkdError:
       pass
   if platform == "cpu":
@@ -105,21 +115,24 @@ def estimate_run_bytes(config, platform: str) -> int:
   return int(1.5 * total)
 
 
-def check_parallel(parallel: int, configs: Sequence[Any], env: dict[str, str],
-                   mem_per_run_gb: float | None) -> str:
+def check_parallel(
+    parallel: int, configs: Sequence[Any], env: dict[str, str], mem_per_run_gb: float | None
+) -> str:
   """Raises SweepError if `parallel` runs do not fit; returns a one-line account."""
   if mem_per_run_gb == 0:
     return "memory check skipped (--mem_per_run_gb=0)"
   device = probe_device(env)
   platform = device["platform"]
   if platform == "tpu" and parallel > 1:
-    raise SweepError(f"--parallel={parallel}: a TPU is held by one process at a time; use "
-                     f"--parallel=1")
+    raise SweepError(
+        f"--parallel={parallel}: a TPU is held by one process at a time; use " f"--parallel=1"
+    )
   if mem_per_run_gb is not None:
     per_run = int(mem_per_run_gb * GIB)
   else:
-    per_run = max([estimate_run_bytes(c, platform) for c in configs if c is not None],
-                  default=2 * GIB)
+    per_run = max(
+        [estimate_run_bytes(c, platform) for c in configs if c is not None], default=2 * GIB
+    )
   if platform == "cpu":
     available, where = available_host_bytes(), "available host memory (/proc/meminfo)"
     if available is None:
@@ -132,22 +145,32 @@ def check_parallel(parallel: int, configs: Sequence[Any], env: dict[str, str],
     # default: 0.75): the fractions must fit together, and a run must fit in its own.
     fraction = float(env.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
     if parallel * fraction > 1.0 + 1e-6:
-      raise SweepError(f"--parallel={parallel} runs with XLA_PYTHON_CLIENT_MEM_FRACTION="
-                       f"{fraction:g} each would need {parallel * fraction:.0%} of the "
-                       f"{device.get('kind', platform)}; lower --mem_fraction")
+      raise SweepError(
+          f"--parallel={parallel} runs with XLA_PYTHON_CLIENT_MEM_FRACTION="
+          f"{fraction:g} each would need {parallel * fraction:.0%} of the "
+          f"{device.get('kind', platform)}; lower --mem_fraction"
+      )
     available = int(parallel * fraction * limit)
-    where = (f"{parallel} x {fraction:.3g} of the {device.get('kind', platform)}'s "
-             f"{limit / GIB:.0f} GiB")
-  account = (f"{parallel} x {per_run / GIB:.1f} GiB estimated per run vs {available / GIB:.1f} "
-             f"GiB: {where}")
+    where = (
+        f"{parallel} x {fraction:.3g} of the {device.get('kind', platform)}'s "
+        f"{limit / GIB:.0f} GiB"
+    )
+  account = (
+      f"{parallel} x {per_run / GIB:.1f} GiB estimated per run vs {available / GIB:.1f} "
+      f"GiB: {where}"
+  )
   if parallel * per_run > available:
     if platform == "cpu":
       most = max(1, available // per_run)
       advice = f"use --parallel={most} or less"
     else:
       most = max(1, int(0.9 * limit) // per_run)
-      advice = (f"use --parallel={most} or less (each with --mem_fraction {0.9 / most:.3g}, "
-                f"the default)")
-    raise SweepError(f"--parallel={parallel} does not fit: {account}; {advice} (or "
-                     f"--mem_per_run_gb to override the estimate)")
+      advice = (
+          f"use --parallel={most} or less (each with --mem_fraction {0.9 / most:.3g}, "
+          f"the default)"
+      )
+    raise SweepError(
+        f"--parallel={parallel} does not fit: {account}; {advice} (or "
+        f"--mem_per_run_gb to override the estimate)"
+    )
   return account

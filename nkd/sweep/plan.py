@@ -41,8 +41,14 @@ class Run:
     return out
 
 
-def expand(flagfile: str, grid, extra_flags: Sequence[str], workspace: str,
-           sweep_name: str, python: str = sys.executable) -> list[Run]:
+def expand(
+    flagfile: str,
+    grid,
+    extra_flags: Sequence[str],
+    workspace: str,
+    sweep_name: str,
+    python: str = sys.executable,
+) -> list[Run]:
   """Every grid point as a Run, in --list order."""
   keys = [k for k, _ in grid]
   runs = []
@@ -50,12 +56,20 @@ def expand(flagfile: str, grid, extra_flags: Sequence[str], workspace: str,
     texts = [(k, value_text(v)) for k, v in zip(keys, values)]
     name = point_name(texts)
     workdir = os.path.join(workspace, "sweeps", sweep_name, name)
-    flags_ = [*extra_flags,
-              *point_flags({**dict(zip(keys, values)), "workspace": workspace,
-                            "workdir": workdir})]
-    runs.append(Run(index=index, name=name, overrides=dict(texts), flags=flags_,
-                    workdir=workdir,
-                    command=[python, "-m", "nkd.main", f"--flagfile={flagfile}", *flags_]))
+    flags_ = [
+        *extra_flags,
+        *point_flags({**dict(zip(keys, values)), "workspace": workspace, "workdir": workdir}),
+    ]
+    runs.append(
+        Run(
+            index=index,
+            name=name,
+            overrides=dict(texts),
+            flags=flags_,
+            workdir=workdir,
+            command=[python, "-m", "nkd.main", f"--flagfile={flagfile}", *flags_],
+        )
+    )
   return runs
 
 

@@ -44,8 +44,9 @@ class Stopped(Exception):
     self.signum = signum
 
 
-def execute(runs: Sequence[Run], parallel: int, env: dict[str, str], flagfile: str,
-            total: int) -> None:
+def execute(
+    runs: Sequence[Run], parallel: int, env: dict[str, str], flagfile: str, total: int
+) -> None:
   """Runs `runs`, `parallel` at a time; fills in each one's outcome. Finished runs are
   skipped; on SIGTERM/SIGINT the running children are stopped (they resume on a rerun)."""
   pending = []
@@ -68,11 +69,13 @@ def execute(runs: Sequence[Run], parallel: int, env: dict[str, str], flagfile: s
         run = pending.pop(0)
         os.makedirs(run.workdir, exist_ok=True)
         log = open(os.path.join(run.workdir, LOG), "a")
-        log.write(f"=== nkd.sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                  f"{shlex.join(run.command)}\n")
+        log.write(
+            f"=== nkd.sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: " f"{shlex.join(run.command)}\n"
+        )
         log.flush()
-        proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            run.command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+        )
         active[proc] = (run, time.time(), log)
         say(f"start  [{run.index + 1}/{total}] {run.name} (pid {proc.pid})")
       time.sleep(0.1)
@@ -80,9 +83,14 @@ def execute(runs: Sequence[Run], parallel: int, env: dict[str, str], flagfile: s
         run, start, log = active.pop(proc)
         log.close()
         _finish(run, proc.returncode, time.time() - start)
-        say(f"{run.status:<6} [{run.index + 1}/{total}] {run.name}: " +
-            (f"test acc {run.test_accuracy:.2f}%, {run.wall_time_s:.0f}s"
-             if run.status == "ok" else f"exit {run.exit_code}: {run.last_log_line}"))
+        say(
+            f"{run.status:<6} [{run.index + 1}/{total}] {run.name}: "
+            + (
+                f"test acc {run.test_accuracy:.2f}%, {run.wall_time_s:.0f}s"
+                if run.status == "ok"
+                else f"exit {run.exit_code}: {run.last_log_line}"
+            )
+        )
   except Stopped as stop:
     for proc in active:
       proc.send_signal(signal.SIGTERM)

@@ -29,17 +29,31 @@ def format_table(runs: Sequence[Run]) -> str:
   return "\n".join(lines)
 
 
-def write_sweep_json(sweep_dir: str, *, flagfile: str, name: str, workspace: str, grid,
-                     extra: Sequence[str], parallel: int, started: float, interrupted: bool,
-                     runs: Sequence[Run]) -> None:
+def write_sweep_json(
+    sweep_dir: str,
+    *,
+    flagfile: str,
+    name: str,
+    workspace: str,
+    grid,
+    extra: Sequence[str],
+    parallel: int,
+    started: float,
+    interrupted: bool,
+    runs: Sequence[Run],
+) -> None:
   """SWEEP_DIR/sweep.json: the sweep's command line, its timing and every run's outcome."""
   summary: dict[str, Any] = {
-      "flagfile": flagfile, "name": name, "workspace": workspace,
+      "flagfile": flagfile,
+      "name": name,
+      "workspace": workspace,
       "grid": [[k, [value_text(v) for v in values]] for k, values in grid],
-      "extra_flags": list(extra), "parallel": parallel,
+      "extra_flags": list(extra),
+      "parallel": parallel,
       "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
       "wall_time_s": round(time.time() - started, 3),
       "interrupted": interrupted,
       "counts": {s: sum(r.status == s for r in runs) for s in STATUSES},
-      "runs": [r.summary() for r in runs]}
+      "runs": [r.summary() for r in runs],
+  }
   write_json(os.path.join(sweep_dir, SWEEP_JSON), summary)

@@ -39,20 +39,27 @@ class CheckpointError(NkdError):
 
 
 def _item(state) -> dict[str, Any]:
-  return {"params": state.params, "batch_stats": state.batch_stats,
-          "opt_state": state.opt_state, "step": state.step}
+  return {
+      "params": state.params,
+      "batch_stats": state.batch_stats,
+      "opt_state": state.opt_state,
+      "step": state.step,
+  }
 
 
 def _local(tree):
   """This process's copy of a replicated tree, as numpy (also in a multi-host run)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array)
-                      else np.asarray(x), tree)
+  return jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
+      tree,
+  )
 
 
 def variables_sha256(item) -> str:
   """params_sha256 of a checkpoint item's {'params', 'batch_stats'} (as in results.json)."""
-  return run_files.params_sha256(_local({"params": item["params"],
-                                         "batch_stats": item["batch_stats"]}))
+  return run_files.params_sha256(
+      _local({"params": item["params"], "batch_stats": item["batch_stats"]})
+  )
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -81,8 +88,7 @@ def _quiet_orbax_leftovers() -> None:
     return
 
   def hook(unraisable):
-    if (unraisable.exc_type is RuntimeError and
-        str(unraisable.exc_value) == "Event loop is closed"):
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
       return
     code = getattr(unraisable.object, "cr_code", None)
     if code is not None and "orbax" in code.co_filename:
@@ -119,9 +125,13 @@ class Checkpointer:
   def _open(self):
     return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
-                                             enable_async_checkpointing=False,
-                                             cleanup_tmp_directories=self._writer))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=self._keep,
+            create=True,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=self._writer,
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -145,9 +155,10 @@ class Checkpointer:
       self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
       self._manager.wait_until_finished()
       if jax.process_index() == 0:
-        write_json(os.path.join(self.step_directory(step), SIDECAR),
-                   {"step": step, "params_sha256": variables_sha256(item),
-                    "progress": progress or {}})
+        write_json(
+            os.path.join(self.step_directory(step), SIDECAR),
+            {"step": step, "params_sha256": variables_sha256(item), "progress": progress or {}},
+        )
     except Exception as e:  # pylint: disable=broad-except
       if not is_disk_full(e):
         raise
@@ -156,7 +167,8 @@ class Checkpointer:
       raise DiskFullError(
           f"no space left on device writing checkpoint {self.step_directory(step)}; "
           f"the previous checkpoint ({f'step {previous[-1]}' if previous else 'none'}) is "
-          f"intact: free space and run the same command again to resume") from None
+          f"intact: free space and run the same command again to resume"
+      ) from None
 
   def _remove_partial(self, step: int) -> None:
     """Removes what a failed save of `step` left (its temporary or unfinished folder)."""
@@ -182,15 +194,18 @@ class Checkpointer:
 
   def _restore_checked(self, step: int, abstract=None) -> tuple[dict[str, Any], dict]:
     """Restores `step` and checks it against its recorded hash; raises on any failure."""
-    args = ocp.args.StandardRestore(abstract) if abstract is not None else (
-        ocp.args.StandardRestore())
+    args = (
+        ocp.args.StandardRestore(abstract) if abstract is not None else (ocp.args.StandardRestore())
+    )
     sidecar = self.read_sidecar(step)
     item = self._manager.restore(step, args=args)
     if sidecar is not None:
       digest = variables_sha256(item)
       if digest != sidecar.get("params_sha256"):
-        raise ValueError(f"params_sha256 {digest[:16]} differs from the "
-                         f"{str(sidecar.get('params_sha256'))[:16]} saved with it")
+        raise ValueError(
+            f"params_sha256 {digest[:16]} differs from the "
+            f"{str(sidecar.get('params_sha256'))[:16]} saved with it"
+        )
     return item, (sidecar or {}).get("progress") or {}
 
   def restore(self, state) -> tuple[Any, dict[str, Any]]:
@@ -212,15 +227,28 @@ class Checkpointer:
       if failures:
         moved = [self._move_damaged(s) for s, _ in failures]
         for (bad, reason), where in zip(failures, moved):
-          logging.warning("Checkpoint step %d in %s cannot be restored (%s); moved to %s, "
-                          "resuming from step %d.", bad, self.directory, reason, where, step)
-      state = state.replace(params=item["params"], batch_stats=item["batch_stats"],
-                            opt_state=item["opt_state"], step=item["step"])
+          logging.warning(
+              "Checkpoint step %d in %s cannot be restored (%s); moved to %s, "
+              "resuming from step %d.",
+              bad,
+              self.directory,
+              reason,
+              where,
+              step,
+          )
+      state = state.replace(
+          params=item["params"],
+          batch_stats=item["batch_stats"],
+          opt_state=item["opt_state"],
+          step=item["step"],
+      )
       return state, progress
+    metrics = os.path.join(os.path.dirname(self.directory), run_files.METRICS)
     raise CheckpointError(
-        f"no checkpoint in {self.directory} can be restored (" +
-        "; ".join(f"step {s}: {r}" for s, r in failures) + "); to train this run again from "
-        f"step 0, delete that folder and {os.path.join(os.path.dirname(self.directory), run_files.METRICS)}")
+        f"no checkpoint in {self.directory} can be restored ("
+        + "; ".join(f"step {s}: {r}" for s, r in failures)
+        + f"); to train this run again from step 0, delete that folder and {metrics}"
+    )
 
   def _move_damaged(self, step: int) -> str:
     target = os.path.join(os.path.dirname(self.directory), DAMAGED, str(step))
@@ -249,17 +277,24 @@ class Checkpointer:
       raise CheckpointError(
           f"checkpoint {self.step_directory(step)} cannot be restored ({_reason(e)}); delete "
           f"{os.path.join(workdir, run_files.RESULTS)} and run that run's command again: it "
-          f"resumes from the checkpoint before and trains the final steps again") from None
+          f"resumes from the checkpoint before and trains the final steps again"
+      ) from None
     return {"params": item["params"], "batch_stats": item["batch_stats"]}
 
   def _on_this_process(self, step: int):
     """The checkpoint's structure, shapes and dtypes on this process's first device, so that a
     run saved on N devices is restored on any number of them (evaluation, a frozen teacher)."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    metadata = ocp.StandardCheckpointer().metadata(
-        os.path.join(self.step_directory(step), "default")).item_metadata
-    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                        dict(metadata), is_leaf=lambda m: hasattr(m, "shape"))
+    metadata = (
+        ocp.StandardCheckpointer()
+        .metadata(os.path.join(self.step_directory(step), "default"))
+        .item_metadata
+    )
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+        dict(metadata),
+        is_leaf=lambda m: hasattr(m, "shape"),
+    )
 
   def close(self):
     self._manager.close()
@@ -267,5 +302,7 @@ class Checkpointer:
 
 def tree_shapes(tree) -> list[tuple[str, tuple[int, ...]]]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [(jax.tree_util.keystr(path), tuple(getattr(leaf, "shape", np.shape(leaf))))
-          for path, leaf in flat]
+  return [
+      (jax.tree_util.keystr(path), tuple(getattr(leaf, "shape", np.shape(leaf))))
+      for path, leaf in flat
+  ]

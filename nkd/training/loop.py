@@ -66,11 +66,14 @@ def check_workdir(config, fingerprint: str) -> run_files.RunResults | None:
   results_path = os.path.join(config.workdir, run_files.RESULTS)
   finished = os.path.exists(results_path)
   if diff:
-    shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" if k in ours else k
-                      for k in diff[:4])
-    raise ConfigError(f"--workdir={config.workdir} holds a {'finished' if finished else 'partial'}"
-                      f" run with a different config ({shown}); choose another --workdir or "
-                      f"delete that folder")
+    shown = ", ".join(
+        f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" if k in ours else k for k in diff[:4]
+    )
+    raise ConfigError(
+        f"--workdir={config.workdir} holds a {'finished' if finished else 'partial'}"
+        f" run with a different config ({shown}); choose another --workdir or "
+        f"delete that folder"
+    )
   return run_files.read_results(config.workdir) if finished else None
 
 
@@ -94,8 +97,9 @@ def epoch_training_labels(config, label_key, labels, epoch: int, num_classes: in
   if not config_lib.corrupts_own_labels(config):
     return labels
   key = label_key if config.label_noise_fixed else jax.random.fold_in(label_key, epoch)
-  return replicate(noise.corrupt_labels(key, labels, p=config.label_noise_p,
-                                        num_classes=num_classes), mesh)
+  return replicate(
+      noise.corrupt_labels(key, labels, p=config.label_noise_p, num_classes=num_classes), mesh
+  )
 
 
 def train(config, data: Dataset, teacher: Teacher | None = None) -> Trained:
@@ -113,16 +117,21 @@ def _check_nothing_lost(config, checkpointer: Checkpointer) -> None:
   epoch at which a checkpoint was written (it was deleted or lost since). The last record may
   be one whose checkpoint a crash or a full disk prevented: it does not count."""
   records = run_files.read_metrics(config.workdir)
-  if any(r["epoch"] % config.checkpoint_every == 0 or r["epoch"] == config.epochs
-         for r in records[:-1]):
+  if any(
+      r["epoch"] % config.checkpoint_every == 0 or r["epoch"] == config.epochs for r in records[:-1]
+  ):
     raise CheckpointError(
         f"{os.path.join(config.workdir, run_files.METRICS)} records {len(records)} trained "
         f"epoch(s) but {checkpointer.directory} holds no checkpoint (deleted or lost); to train "
-        f"this run again from step 0, delete that metrics.jsonl")
+        f"this run again from step 0, delete that metrics.jsonl"
+    )
   if records:
-    logging.info("No checkpoint in %s yet: training from step 0 (dropping %d metrics.jsonl "
-                 "record(s) of epochs trained before it was killed).", checkpointer.directory,
-                 len(records))
+    logging.info(
+        "No checkpoint in %s yet: training from step 0 (dropping %d metrics.jsonl "
+        "record(s) of epochs trained before it was killed).",
+        checkpointer.directory,
+        len(records),
+    )
 
 
 def _append_metrics(workdir: str, record: dict[str, Any]) -> None:
@@ -131,10 +140,12 @@ def _append_metrics(workdir: str, record: dict[str, Any]) -> None:
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
       raise
-    raise DiskFullError(f"no space left on device writing "
-                        f"{os.path.join(workdir, run_files.METRICS)}; the checkpoints are "
-                        f"intact: free space and run the same command again to resume (epoch "
-                        f"{record['epoch']} is trained again)") from None
+    raise DiskFullError(
+        f"no space left on device writing "
+        f"{os.path.join(workdir, run_files.METRICS)}; the checkpoints are "
+        f"intact: free space and run the same command again to resume (epoch "
+        f"{record['epoch']} is trained again)"
+    ) from None
 
 
 def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
@@ -146,33 +157,43 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
 
   mesh = make_mesh()
   if config.batch_size % mesh.size:
-    raise ConfigError(f"--batch_size={config.batch_size} is not divisible by the {mesh.size} "
-                      f"devices")
+    raise ConfigError(
+        f"--batch_size={config.batch_size} is not divisible by the {mesh.size} " f"devices"
+    )
   n_train = len(data.train_images)
   steps_per_epoch = n_train // config.batch_size
   if steps_per_epoch < 1:
-    raise ConfigError(f"--batch_size={config.batch_size} is larger than the {n_train} "
-                      f"training images")
+    raise ConfigError(
+        f"--batch_size={config.batch_size} is larger than the {n_train} " f"training images"
+    )
   total_steps = config.epochs * steps_per_epoch
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(config.workdir, exist_ok=True)
-    run_files.write_json(os.path.join(config.workdir, run_files.CONFIG), {
-        "options": config.to_dict(), "data_fingerprint": fingerprint,
-        "data_source": data.source, "num_train": n_train,
-        "teacher": teacher and {"workdir": teacher.workdir,
-                                "params_sha256": teacher.results.params_sha256},
-        "teacher_selection": teacher and teacher.selection,
-        **environment()})
+    run_files.write_json(
+        os.path.join(config.workdir, run_files.CONFIG),
+        {
+            "options": config.to_dict(),
+            "data_fingerprint": fingerprint,
+            "data_source": data.source,
+            "num_train": n_train,
+            "teacher": teacher
+            and {"workdir": teacher.workdir, "params_sha256": teacher.results.params_sha256},
+            "teacher_selection": teacher and teacher.selection,
+            **environment(),
+        },
+    )
 
   keys = keys_lib.run_keys(config.seed)
   label_key = label_stream_key(config, teacher.results.seed if teacher else None)
-  model = create_model(config.model, num_classes=data.num_classes, dropout_rate=config.dropout,
-                       dtype=config.dtype)
+  model = create_model(
+      config.model, num_classes=data.num_classes, dropout_rate=config.dropout, dtype=config.dtype
+  )
   tx = make_optimizer(config, steps_per_epoch)
   state = replicate(create_train_state(model, keys["init"], tx), mesh)
-  checkpointer = Checkpointer(os.path.join(config.workdir, "checkpoints"),
-                              keep=config.keep_checkpoints, writer=is_main)
+  checkpointer = Checkpointer(
+      os.path.join(config.workdir, "checkpoints"), keep=config.keep_checkpoints, writer=is_main
+  )
   progress: dict[str, Any] = {}
   if checkpointer.all_steps():
     state, progress = checkpointer.restore(state)
@@ -183,11 +204,17 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
   kept = run_files.truncate_metrics(config.workdir, start_epoch) if is_main else []
   elapsed = progress.get("elapsed_s", kept[-1]["elapsed_s"] if kept else 0.0)
   if start_step >= total_steps:
-    logging.info("Resumed %s after its last step (%d): nothing left to train.", config.workdir,
-                 start_step)
+    logging.info(
+        "Resumed %s after its last step (%d): nothing left to train.", config.workdir, start_step
+    )
   elif start_step:
-    logging.info("Resumed %s from step %d (epoch %d, step %d of it).", config.workdir,
-                 start_step, start_epoch + 1, start_step % steps_per_epoch)
+    logging.info(
+        "Resumed %s from step %d (epoch %d, step %d of it).",
+        config.workdir,
+        start_step,
+        start_epoch + 1,
+        start_step % steps_per_epoch,
+    )
 
   images, labels = replicate((data.train_images, data.train_labels), mesh)
   teacher_variables = replicate(teacher.variables, mesh) if teacher is not None else None
@@ -199,27 +226,41 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
 
   def evaluate(variables) -> dict[str, float]:
     nonlocal last_test_logits
-    last_test_logits = predict.compute_logits(apply_fn, variables, data.test_images,
-                                              config.eval_batch_size)
+    last_test_logits = predict.compute_logits(
+        apply_fn, variables, data.test_images, config.eval_batch_size
+    )
     out = {"test_accuracy": predict.accuracy(last_test_logits, data.test_labels)}
     if data.val_images is not None:
-      out["val_accuracy"] = predict.accuracy(predict.compute_logits(
-          apply_fn, variables, data.val_images, config.eval_batch_size), data.val_labels)
+      out["val_accuracy"] = predict.accuracy(
+          predict.compute_logits(apply_fn, variables, data.val_images, config.eval_batch_size),
+          data.val_labels,
+      )
     return out
 
-  logging.info("Training %s (%s, %s) for %d epochs x %d steps at batch %d on %d %s device(s).",
-               config.name, config.mode, config.model, config.epochs, steps_per_epoch,
-               config.batch_size, mesh.size, jax.devices()[0].platform)
-  board = tensorboard.Board(config.workdir, enabled=config.tensorboard and is_main,
-                            purge_step=start_step)
+  logging.info(
+      "Training %s (%s, %s) for %d epochs x %d steps at batch %d on %d %s device(s).",
+      config.name,
+      config.mode,
+      config.model,
+      config.epochs,
+      steps_per_epoch,
+      config.batch_size,
+      mesh.size,
+      jax.devices()[0].platform,
+  )
+  board = tensorboard.Board(
+      config.workdir, enabled=config.tensorboard and is_main, purge_step=start_step
+  )
   run_start = time.time() - elapsed
   final = None
 
   def stop_here(signal_name: str, step: int, epoch: int) -> preemption.Preempted:
     return preemption.Preempted(
-        f"stopped by {signal_name or 'a signal to another process'} at step {step}/{total_steps} (epoch {epoch + 1}/"
-        f"{config.epochs}); checkpoint saved in {checkpointer.step_directory(step)}: run the "
-        f"same command again to resume", step)
+        f"stopped by {signal_name or 'a signal to another process'} at step "
+        f"{step}/{total_steps} (epoch {epoch + 1}/{config.epochs}); checkpoint saved in "
+        f"{checkpointer.step_directory(step)}: run the same command again to resume",
+        step,
+    )
 
   with preemption.stop_on_signals() as stop:
     for epoch in range(start_epoch, config.epochs):
@@ -228,13 +269,13 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
       carried = progress if first else {}
       epoch_start = time.time() - carried.get("epoch_time_s", 0.0)
       order = keys_lib.epoch_permutation(keys["data"], epoch, n_train)
-      epoch_labels = epoch_training_labels(config, label_key, labels, epoch,
-                                           data.num_classes, mesh)
+      epoch_labels = epoch_training_labels(config, label_key, labels, epoch, data.num_classes, mesh)
       pending, window_start, window_steps = [], time.time(), 0
       sums = {"loss": carried.get("loss_sum", 0.0), "correct": carried.get("correct", 0)}
       for i in range(first, steps_per_epoch):
-        state, metrics = train_step(state, teacher_variables, images, epoch_labels, order,
-                                    keys["train"])
+        state, metrics = train_step(
+            state, teacher_variables, images, epoch_labels, order, keys["train"]
+        )
         pending.append(metrics)
         window_steps += 1
         at_window = (i + 1) % config.log_every == 0 or i + 1 == steps_per_epoch
@@ -251,31 +292,57 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
             last = checkpointer.latest_step()
             raise NonFiniteLossError(
                 f"non-finite loss ({window_loss}) at epoch {epoch + 1}, step {step}; stopped. "
-                f"Last good checkpoint: " +
-                (f"step {last} in {checkpointer.directory}" if last is not None else "none") +
-                "; try a lower --lr")
+                f"Last good checkpoint: "
+                + (f"step {last} in {checkpointer.directory}" if last is not None else "none")
+                + "; try a lower --lr"
+            )
           now = time.time()
           rate = window_steps * config.batch_size / max(now - window_start, 1e-9)
           eta = (total_steps - step) * config.batch_size / rate
-          logging.info("epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
-                       epoch + 1, config.epochs, step, total_steps, window_loss,
-                       float(schedule(step - 1)), rate, _duration(eta))
-          board.scalars(step, {"train/loss": window_loss, "train/lr": float(schedule(step - 1)),
-                               "train/accuracy": 100.0 * sum(int(m["correct"]) for m in fetched)
-                               / (len(fetched) * config.batch_size), "train/img_per_s": rate})
+          logging.info(
+              "epoch %d/%d step %d/%d loss %.4f lr %.4g %.0f img/s ETA %s",
+              epoch + 1,
+              config.epochs,
+              step,
+              total_steps,
+              window_loss,
+              float(schedule(step - 1)),
+              rate,
+              _duration(eta),
+          )
+          board.scalars(
+              step,
+              {
+                  "train/loss": window_loss,
+                  "train/lr": float(schedule(step - 1)),
+                  "train/accuracy": 100.0
+                  * sum(int(m["correct"]) for m in fetched)
+                  / (len(fetched) * config.batch_size),
+                  "train/img_per_s": rate,
+              },
+          )
           window_start, window_steps = now, 0
         if stopping and i + 1 < steps_per_epoch:
           step = epoch * steps_per_epoch + i + 1
-          checkpointer.save(state, {"loss_sum": sums["loss"], "correct": sums["correct"],
-                                    "epoch_time_s": time.time() - epoch_start,
-                                    "elapsed_s": time.time() - run_start})
+          checkpointer.save(
+              state,
+              {
+                  "loss_sum": sums["loss"],
+                  "correct": sums["correct"],
+                  "epoch_time_s": time.time() - epoch_start,
+                  "elapsed_s": time.time() - run_start,
+              },
+          )
           raise stop_here(stop.signal_name, step, epoch)
       epoch_time = time.time() - epoch_start
-      record = {"epoch": epoch + 1, "step": int((epoch + 1) * steps_per_epoch),
-                "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
-                "train_loss": sums["loss"] / steps_per_epoch,
-                "train_accuracy": 100.0 * sums["correct"] / (steps_per_epoch * config.batch_size),
-                "img_per_s": steps_per_epoch * config.batch_size / epoch_time}
+      record = {
+          "epoch": epoch + 1,
+          "step": int((epoch + 1) * steps_per_epoch),
+          "lr": float(schedule((epoch + 1) * steps_per_epoch - 1)),
+          "train_loss": sums["loss"] / steps_per_epoch,
+          "train_accuracy": 100.0 * sums["correct"] / (steps_per_epoch * config.batch_size),
+          "img_per_s": steps_per_epoch * config.batch_size / epoch_time,
+      }
       last_epoch = epoch + 1 == config.epochs
       if (epoch + 1) % config.eval_every == 0 or last_epoch:
         record.update(evaluate({"params": state.params, "batch_stats": state.batch_stats}))
@@ -289,13 +356,23 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
         _append_metrics(config.workdir, record)
       if (epoch + 1) % config.checkpoint_every == 0 or last_epoch or stopping:
         checkpointer.save(state, {"elapsed_s": record["elapsed_s"]})
-      board.scalars(record["step"], {"test/accuracy": record.get("test_accuracy"),
-                                     "val/accuracy": record.get("val_accuracy")})
-      logging.info("epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
-                   epoch + 1, config.epochs, record["train_loss"], record["train_accuracy"],
-                   f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record
-                   else "", record["img_per_s"],
-                   _duration(epoch_time * (config.epochs - epoch - 1)))
+      board.scalars(
+          record["step"],
+          {
+              "test/accuracy": record.get("test_accuracy"),
+              "val/accuracy": record.get("val_accuracy"),
+          },
+      )
+      logging.info(
+          "epoch %d/%d done: train loss %.4f, train acc %.2f%%%s, %.0f img/s, ETA %s",
+          epoch + 1,
+          config.epochs,
+          record["train_loss"],
+          record["train_accuracy"],
+          f", test acc {record['test_accuracy']:.2f}%" if "test_accuracy" in record else "",
+          record["img_per_s"],
+          _duration(epoch_time * (config.epochs - epoch - 1)),
+      )
       if stopping:
         raise stop_here(stop.signal_name, record["step"], epoch)
 
@@ -304,19 +381,34 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
     final = evaluate(variables)
   level_name, level = config_lib.noise_level(config)
   results = run_files.RunResults(
-      experiment=config.name, seed=config.seed, mode=config.mode, level_name=level_name,
-      level=level, model=config.model, dataset=config.dataset, epochs=config.epochs,
-      steps=int(state.step), test_accuracy=final["test_accuracy"],
+      experiment=config.name,
+      seed=config.seed,
+      mode=config.mode,
+      level_name=level_name,
+      level=level,
+      model=config.model,
+      dataset=config.dataset,
+      epochs=config.epochs,
+      steps=int(state.step),
+      test_accuracy=final["test_accuracy"],
       val_accuracy=final.get("val_accuracy"),
       params_sha256=run_files.params_sha256(variables),
-      wall_time_s=round(time.time() - run_start, 3), device=environment()["device"],
-      teacher=teacher and run_files.TeacherRef(teacher.workdir, teacher.results.test_accuracy,
-                                               teacher.results.params_sha256),
-      teacher_selection=teacher and teacher.selection)
+      wall_time_s=round(time.time() - run_start, 3),
+      device=environment()["device"],
+      teacher=teacher
+      and run_files.TeacherRef(
+          teacher.workdir, teacher.results.test_accuracy, teacher.results.params_sha256
+      ),
+      teacher_selection=teacher and teacher.selection,
+  )
   board.close()
   checkpointer.close()
-  logging.info("Trained %s: test accuracy %.2f%%, params_sha256 %s", config.workdir,
-               results.test_accuracy, results.params_sha256[:16])
+  logging.info(
+      "Trained %s: test accuracy %.2f%%, params_sha256 %s",
+      config.workdir,
+      results.test_accuracy,
+      results.params_sha256[:16],
+  )
   return Trained(results, model, jax.device_get(variables), last_test_logits)
 
 

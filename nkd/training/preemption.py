@@ -54,7 +54,8 @@ def stop_on_signals() -> Iterator[StopFlag]:
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = {s: signal.signal(s, flag._handle) for s in SIGNALS}  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  previous = {s: signal.signal(s, flag._handle) for s in SIGNALS}
   try:
     yield flag
   finally:
@@ -68,10 +69,12 @@ def any_process_stopping(flag: StopFlag, *, poll: bool = True) -> bool:
   where `poll` (the loop's log windows, where it waits for the device anyway): a signal is
   then acted on within --log_every steps. With one process: the flag, at every step."""
   import jax  # pylint: disable=g-import-not-at-top
+
   if jax.process_count() == 1:
     return flag.requested
   if not poll:
     return False
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return bool(np.any(multihost_utils.process_allgather(np.int32(flag.requested))))

@@ -55,9 +55,11 @@ def _describe_self() -> str:
 
 def _busy(workdir: str, path: str, file_is_lock: bool = False) -> WorkdirBusyError:
   gone = f" (if that process is gone, delete {path})" if file_is_lock else ""
-  return WorkdirBusyError(f"--workdir={workdir} is in use by {_holder_text(path)}{gone}: one "
-                          f"process at a time trains or evaluates a run folder; wait for it to "
-                          f"finish (or stop it) and run the same command again")
+  return WorkdirBusyError(
+      f"--workdir={workdir} is in use by {_holder_text(path)}{gone}: one "
+      f"process at a time trains or evaluates a run folder; wait for it to "
+      f"finish (or stop it) and run the same command again"
+  )
 
 
 def _alive_here(path: str) -> bool:

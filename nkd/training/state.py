@@ -23,8 +23,9 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   total = config.epochs * steps_per_epoch
   if config.lr_schedule == "cosine":
     return optax.cosine_decay_schedule(config.lr, total)
-  boundaries = {m * steps_per_epoch: config.lr_decay for m in config.lr_milestones
-                if m < config.epochs}
+  boundaries = {
+      m * steps_per_epoch: config.lr_decay for m in config.lr_milestones if m < config.epochs
+  }
   return optax.piecewise_constant_schedule(config.lr, boundaries)
 
 
@@ -32,13 +33,18 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   """SGD with momentum; weight decay added to the gradient before momentum, as in PyTorch."""
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
-                nesterov=config.nesterov))
+      optax.sgd(
+          learning_rate_schedule(config, steps_per_epoch),
+          momentum=config.momentum,
+          nesterov=config.nesterov,
+      ),
+  )
 
 
 def create_train_state(model: nn.Module, key: jax.Array, tx) -> TrainState:
   variables = init_variables(model, key)
-  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
-                            batch_stats=variables["batch_stats"], tx=tx)
+  state = TrainState.create(
+      apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"], tx=tx
+  )
   # A strongly typed step: a weakly typed 0 would make the second step compile again.
   return state.replace(step=jnp.zeros((), jnp.int32))

@@ -43,16 +43,25 @@ class StepSpec:
 
   @classmethod
   def from_config(cls, config, steps_per_epoch: int) -> "StepSpec":
-    return cls(mode=config.mode, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
-               augment=config.augment, alpha=config.alpha, tau=config.tau, noise=config.noise)
+    return cls(
+        mode=config.mode,
+        batch_size=config.batch_size,
+        steps_per_epoch=steps_per_epoch,
+        augment=config.augment,
+        alpha=config.alpha,
+        tau=config.tau,
+        noise=config.noise,
+    )
 
 
 def teacher_forward(teacher_model: nn.Module, variables, x, spec: StepSpec, key):
   """Frozen teacher logits: dropout on for the Fickle teacher, BatchNorm mode by its own
   switch; running statistics are never updated."""
   options = spec.noise
-  kwargs = {"train": options.teacher_bn_mode == "batch",
-            "deterministic": not options.fickle_teacher}
+  kwargs = {
+      "train": options.teacher_bn_mode == "batch",
+      "deterministic": not options.fickle_teacher,
+  }
   if options.fickle_teacher:
     kwargs["rngs"] = {"dropout": key}
   if options.teacher_bn_mode == "batch":
@@ -66,24 +75,38 @@ def distillation_loss(student_logits, teacher_logits, labels, spec: StepSpec, st
   """Hinton KD with the teacher-side noise sources of `spec` applied to the teacher's outputs."""
   options = spec.noise
   if not (options.logit_noise_sigma or options.swap_p):
-    return losses.hinton_kd_loss(student_logits, teacher_logits, labels, alpha=spec.alpha,
-                                 tau=spec.tau)
-  noisy = noise.signal_noise(step_key_for(step_key, "signal_noise"), teacher_logits,
-                             sigma=options.logit_noise_sigma,
-                             per_sample=options.logit_noise_per_sample)
+    return losses.hinton_kd_loss(
+        student_logits, teacher_logits, labels, alpha=spec.alpha, tau=spec.tau
+    )
+  noisy = noise.signal_noise(
+      step_key_for(step_key, "signal_noise"),
+      teacher_logits,
+      sigma=options.logit_noise_sigma,
+      per_sample=options.logit_noise_per_sample,
+  )
   tempered = noisy / spec.tau
   teacher_log_probs = jax.nn.log_softmax(tempered.astype(jnp.float32))
   if options.swap_p:
-    probs = noise.swap_probs(step_key_for(step_key, "swap"), jnp.exp(teacher_log_probs),
-                             p=options.swap_p, threshold=options.swap_threshold,
-                             mode=options.swap_mode)
+    probs = noise.swap_probs(
+        step_key_for(step_key, "swap"),
+        jnp.exp(teacher_log_probs),
+        p=options.swap_p,
+        threshold=options.swap_threshold,
+        mode=options.swap_mode,
+    )
     teacher_log_probs = jnp.log(probs)
   kd = losses.kd_divergence_from_log_probs(student_logits, teacher_log_probs, tau=spec.tau)
   return (1 - spec.alpha) * losses.cross_entropy(student_logits, labels) + spec.alpha * kd
 
 
-def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
-                    teacher_model: nn.Module | None = None, *, jit: bool = True) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    spec: StepSpec,
+    mesh: Mesh,
+    teacher_model: nn.Module | None = None,
+    *,
+    jit: bool = True,
+) -> Callable:
   """Returns `train_step(state, teacher_vars, images, labels, order, train_key)`, jitted with
   `jit_train_step` unless `jit=False`. `labels` are the epoch's (possibly corrupted) labels."""
   batch_sharding = NamedSharding(mesh, P("data"))
@@ -101,27 +124,34 @@ def make_train_step(model: nn.Module, spec: StepSpec, mesh: Mesh,
       x = crop_and_flip(step_key_for(step_key, "augment"), x)
     x = to_unit_float(x)
     # Soft Randomization: only the student sees the noisy image.
-    student_x = noise.gaussian_input_noise(step_key_for(step_key, "input_noise"), x,
-                                           sigma=spec.noise.input_noise_sigma,
-                                           clip=spec.noise.input_noise_clip)
+    student_x = noise.gaussian_input_noise(
+        step_key_for(step_key, "input_noise"),
+        x,
+        sigma=spec.noise.input_noise_sigma,
+        clip=spec.noise.input_noise_clip,
+    )
     teacher_logits = None
     if spec.mode == "kd":
-      teacher_logits = teacher_forward(teacher_model, teacher_variables, x, spec,
-                                       step_key_for(step_key, "teacher_dropout"))
+      teacher_logits = teacher_forward(
+          teacher_model, teacher_variables, x, spec, step_key_for(step_key, "teacher_dropout")
+      )
 
     def loss_fn(params):
       logits, updates = state.apply_fn(
-          {"params": params, "batch_stats": state.batch_stats}, student_x, train=True,
-          deterministic=False, rngs={"dropout": step_key_for(step_key, "dropout")},
-          mutable=["batch_stats"])
+          {"params": params, "batch_stats": state.batch_stats},
+          student_x,
+          train=True,
+          deterministic=False,
+          rngs={"dropout": step_key_for(step_key, "dropout")},
+          mutable=["batch_stats"],
+      )
       if spec.mode == "kd":
         loss = distillation_loss(logits, teacher_logits, y, spec, step_key)
       else:
         loss = losses.cross_entropy(logits, y)
       return loss, (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == y)}
     return state, metrics
@@ -139,5 +169,4 @@ def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
   # Everything but the batch inside the step is replicated; fixing the shardings of inputs and
   # outputs alike keeps the second call from compiling again.
   replicated = NamedSharding(mesh, P())
-  return jax.jit(train_step, in_shardings=replicated, out_shardings=replicated,
-                 donate_argnums=0)
+  return jax.jit(train_step, in_shardings=replicated, out_shardings=replicated, donate_argnums=0)

@@ -37,13 +37,17 @@ INITIAL_STEP = 2.0  # times eps
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and step-size halving: pure functions.
 
+
 def interval_constants(n_iter):
   """(first interval, decrement, minimum interval) in iterations, for N_iter = n_iter:
   max(floor(0.22 N), 1), max(floor(0.03 N), 1), max(floor(0.06 N), 1). Works on Python and
   traced integers."""
   xp = jnp if isinstance(n_iter, jax.Array) else np
-  return (xp.maximum((22 * n_iter) // 100, 1), xp.maximum((3 * n_iter) // 100, 1),
-          xp.maximum((6 * n_iter) // 100, 1))
+  return (
+      xp.maximum((22 * n_iter) // 100, 1),
+      xp.maximum((3 * n_iter) // 100, 1),
+      xp.maximum((6 * n_iter) // 100, 1),
+  )
 
 
 def next_interval(interval, n_iter):
@@ -73,8 +77,7 @@ def checkpoint_schedule(n_iter: int) -> list[int]:
   return out
 
 
-def should_halve(num_increases, interval, reduced_last, best_at_last_check, best_now,
-                 rho=RHO):
+def should_halve(num_increases, interval, reduced_last, best_at_last_check, best_now, rho=RHO):
   """Algorithm 1's two conditions at a checkpoint, per example (bool array):
 
   1. sum_{i=w_{j-1}}^{w_j - 1} 1[f(x_{i+1}) > f(x_i)] <= rho (w_j - w_{j-1}): the loss went up
@@ -88,6 +91,7 @@ def should_halve(num_increases, interval, reduced_last, best_at_last_check, best
 
 class Schedule(NamedTuple):
   """Per-example step-size state (arrays (N,)) and the shared checkpoint counters (scalars)."""
+
   step: jax.Array
   loss_prev: jax.Array
   increases: jax.Array
@@ -101,10 +105,16 @@ class Schedule(NamedTuple):
 def init_schedule(loss0, eps, n_iter) -> Schedule:
   loss0 = jnp.asarray(loss0, jnp.float32)
   n = jnp.asarray(n_iter, jnp.int32)
-  return Schedule(step=jnp.full(loss0.shape, INITIAL_STEP, jnp.float32) * eps,
-                  loss_prev=loss0, increases=jnp.zeros(loss0.shape, jnp.int32), best=loss0,
-                  best_at_last_check=loss0, reduced_last=jnp.ones(loss0.shape, bool),
-                  since_check=jnp.int32(0), interval=interval_constants(n)[0].astype(jnp.int32))
+  return Schedule(
+      step=jnp.full(loss0.shape, INITIAL_STEP, jnp.float32) * eps,
+      loss_prev=loss0,
+      increases=jnp.zeros(loss0.shape, jnp.int32),
+      best=loss0,
+      best_at_last_check=loss0,
+      reduced_last=jnp.ones(loss0.shape, bool),
+      since_check=jnp.int32(0),
+      interval=interval_constants(n)[0].astype(jnp.int32),
+  )
 
 
 def schedule_step(s: Schedule, loss, n_iter, rho=RHO):
@@ -116,16 +126,21 @@ def schedule_step(s: Schedule, loss, n_iter, rho=RHO):
   increases = s.increases + (loss > s.loss_prev).astype(jnp.int32)
   since_check = s.since_check + 1
   at_check = since_check == s.interval
-  halve = at_check & should_halve(increases, s.interval, s.reduced_last, s.best_at_last_check,
-                                  best, rho)
+  halve = at_check & should_halve(
+      increases, s.interval, s.reduced_last, s.best_at_last_check, best, rho
+  )
   new = Schedule(
-      step=jnp.where(halve, s.step / 2, s.step), loss_prev=loss,
-      increases=jnp.where(at_check, 0, increases), best=best,
+      step=jnp.where(halve, s.step / 2, s.step),
+      loss_prev=loss,
+      increases=jnp.where(at_check, 0, increases),
+      best=best,
       best_at_last_check=jnp.where(at_check, best, s.best_at_last_check),
       reduced_last=jnp.where(at_check, halve, s.reduced_last),
       since_check=jnp.where(at_check, 0, since_check),
-      interval=jnp.where(at_check, next_interval(s.interval, jnp.asarray(n_iter, jnp.int32)),
-                         s.interval).astype(jnp.int32))
+      interval=jnp.where(
+          at_check, next_interval(s.interval, jnp.asarray(n_iter, jnp.int32)), s.interval
+      ).astype(jnp.int32),
+  )
   return new, improved, halve
 
 
@@ -148,6 +163,7 @@ def simulate_step_sizes(loss_trace, eps: float = 1.0, rho: float = RHO):
 # ---------------------------------------------------------------------------------------------
 # The jitted core.
 
+
 class _State(NamedTuple):
   x: jax.Array
   x_prev: jax.Array
@@ -160,8 +176,21 @@ class _State(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _apgd_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, images, labels,
-               targets, loss_index, eps, n_iter, rho):
+def _apgd_core(
+    apply_fn,
+    random_apply_fn,
+    eot,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    targets,
+    loss_index,
+    eps,
+    n_iter,
+    rho,
+):
   """One APGD run from a random start on one batch: (adversarial, fooled, best loss).
 
   example_keys (B,) draw each example's random start; `key` the EOT draws.
@@ -173,21 +202,34 @@ def _apgd_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, ima
   spec = (apply_fn, random_apply_fn, eot)
 
   def loss_fn(logits):
-    return jax.lax.switch(loss_index, [functools.partial(f, labels=labels, targets=targets)
-                                       for f in common.LOSS_FNS], logits)
+    return jax.lax.switch(
+        loss_index,
+        [functools.partial(f, labels=labels, targets=targets) for f in common.LOSS_FNS],
+        logits,
+    )
 
   def evaluate(x, i):
-    loss, grad, scores = common.loss_grad_scores(spec, variables, x, jax.random.fold_in(key, i),
-                                                 loss_fn)
+    loss, grad, scores = common.loss_grad_scores(
+        spec, variables, x, jax.random.fold_in(key, i), loss_fn
+    )
     return loss, grad, jnp.argmax(scores, axis=-1) != labels
 
   # Reference start: x + eps * t / ||t||_inf, t uniform in [-1, 1]^d.
   t = jax.vmap(lambda k: jax.random.uniform(k, images.shape[1:], jnp.float32, -1.0, 1.0))(
-      example_keys)
+      example_keys
+  )
   x0 = jnp.clip(images + eps * t / common.per_example(common.linf_norm(t) + 1e-12, t), 0.0, 1.0)
   loss0, grad0, wrong0 = evaluate(x0, 0)
-  state = _State(x=x0, x_prev=x0, grad=grad0, x_best=x0, grad_best=grad0, x_adv=x0,
-                 fooled=wrong0, schedule=init_schedule(loss0, eps, n_iter))
+  state = _State(
+      x=x0,
+      x_prev=x0,
+      grad=grad0,
+      x_best=x0,
+      grad_best=grad0,
+      x_adv=x0,
+      fooled=wrong0,
+      schedule=init_schedule(loss0, eps, n_iter),
+  )
 
   # The eps-ball within [0, 1] as one box: one clip per projection.
   low, high = jnp.maximum(images - eps, 0.0), jnp.minimum(images + eps, 1.0)
@@ -208,27 +250,59 @@ def _apgd_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, ima
     x_best = jnp.where(improved_b, x_new, st.x_best)
     grad_best = jnp.where(improved_b, grad, st.grad_best)
     # Halvings happen only at checkpoints: skip the selects on other iterations.
-    x_next, grad_next = jax.lax.cond(jnp.any(halve), restart, lambda args: (args[3], args[4]),
-                                     (halve, x_best, grad_best, x_new, grad))
-    return _State(x=x_next, x_prev=st.x, grad=grad_next, x_best=x_best, grad_best=grad_best,
-                  x_adv=jnp.where(common.per_example(wrong, images), x_new, st.x_adv),
-                  fooled=st.fooled | wrong, schedule=schedule)
+    x_next, grad_next = jax.lax.cond(
+        jnp.any(halve),
+        restart,
+        lambda args: (args[3], args[4]),
+        (halve, x_best, grad_best, x_new, grad),
+    )
+    return _State(
+        x=x_next,
+        x_prev=st.x,
+        grad=grad_next,
+        x_best=x_best,
+        grad_best=grad_best,
+        x_adv=jnp.where(common.per_example(wrong, images), x_new, st.x_adv),
+        fooled=st.fooled | wrong,
+        schedule=schedule,
+    )
 
   st = jax.lax.fori_loop(0, n_iter, body, state)
   adversarial = jnp.where(common.per_example(st.fooled, images), st.x_adv, st.x_best)
   return adversarial, st.fooled, st.schedule.best
 
 
-def apgd_batch(spec, variables, example_keys, key, images, labels, *, eps, n_iter=100,
-               loss="ce", targets=None, rho=RHO):
+def apgd_batch(
+    spec,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    *,
+    eps,
+    n_iter=100,
+    loss="ce",
+    targets=None,
+    rho=RHO,
+):
   """One run of the core on one batch (host or device arrays): (adversarial, fooled, best
   loss) as jax arrays."""
   labels = jnp.asarray(labels, jnp.int32)
   targets = labels if targets is None else jnp.asarray(targets, jnp.int32)
-  return _apgd_core(*spec, variables, example_keys, key, jnp.asarray(images, jnp.float32),
-                    labels, targets,
-                    np.int32(common.LOSSES.index(loss)), np.float32(eps), np.int32(n_iter),
-                    np.float32(rho))
+  return _apgd_core(
+      *spec,
+      variables,
+      example_keys,
+      key,
+      jnp.asarray(images, jnp.float32),
+      labels,
+      targets,
+      np.int32(common.LOSSES.index(loss)),
+      np.float32(eps),
+      np.int32(n_iter),
+      np.float32(rho),
+  )
 
 
 def check_apgd_options(*, eps, n_iter, loss, restarts, eot) -> None:
@@ -237,10 +311,24 @@ def check_apgd_options(*, eps, n_iter, loss, restarts, eot) -> None:
     raise ValueError(f"loss must be one of {common.LOSSES}, got {loss!r}")
 
 
-def apgd_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter: int = 100,
-                loss: str = "ce", restarts: int = 1, targets=None, target_rank: int = 2,
-                rho: float = RHO, random_apply_fn=None, eot: int = 1,
-                batch_size: int | None = None) -> dict:
+def apgd_attack(
+    apply_fn,
+    variables,
+    key,
+    images,
+    labels,
+    *,
+    eps: float,
+    n_iter: int = 100,
+    loss: str = "ce",
+    restarts: int = 1,
+    targets=None,
+    target_rank: int = 2,
+    rho: float = RHO,
+    random_apply_fn=None,
+    eot: int = 1,
+    batch_size: int | None = None,
+) -> dict:
   """APGD-CE (loss="ce"), APGD-DLR ("dlr") or APGD on the targeted DLR ("dlr-targeted",
   towards `targets`, or else the class of clean rank `target_rank`, 2 = the runner-up).
 
@@ -255,19 +343,33 @@ def apgd_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter:
   "clean_correct": bool (N,)}."""
   check_apgd_options(eps=eps, n_iter=n_iter, loss=loss, restarts=restarts, eot=eot)
   spec, x, y, size, clean, clean_correct = common.prepare(
-      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size
+  )
   if targets is None:
     targets = common.targets_by_rank(clean, target_rank) if loss == "dlr-targeted" else y
   targets = np.asarray(targets, np.int32)
   robust = clean_correct.copy()
   adversarial = x.copy()
   for r in range(int(restarts)):
-    def call(idx, keys, attack_key):
-      return apgd_batch(spec, variables, keys, attack_key, x[idx], y[idx], eps=eps,
-                        n_iter=n_iter, loss=loss, targets=targets[idx], rho=rho)[:2]
 
-    for start, stop, (adv, fooled) in common.map_batches(len(y), size,
-                                                         jax.random.fold_in(key, r), call):
+    def call(idx, keys, attack_key):
+      return apgd_batch(
+          spec,
+          variables,
+          keys,
+          attack_key,
+          x[idx],
+          y[idx],
+          eps=eps,
+          n_iter=n_iter,
+          loss=loss,
+          targets=targets[idx],
+          rho=rho,
+      )[:2]
+
+    for start, stop, (adv, fooled) in common.map_batches(
+        len(y), size, jax.random.fold_in(key, r), call
+    ):
       still = robust[start:stop]
       take = still & (fooled | (r == 0))
       adversarial[start:stop][take] = adv[take]

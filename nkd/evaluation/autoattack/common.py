@@ -30,6 +30,7 @@ DLR_EPS = 1e-12  # the reference's guard in the DLR denominators
 # ---------------------------------------------------------------------------------------------
 # Losses (per example, on logits (N, C)).
 
+
 def _sorted_desc(logits: jax.Array) -> jax.Array:
   return -jnp.sort(-logits, axis=-1)
 
@@ -64,7 +65,8 @@ def dlr_loss(logits: jax.Array, labels: jax.Array, targets=None) -> jax.Array:
   del targets
   top = _sorted_desc(logits)
   return -(true_logit(logits, labels) - best_other_logit(logits, labels)) / (
-      top[:, 0] - _kth_largest(top, 3) + DLR_EPS)
+      top[:, 0] - _kth_largest(top, 3) + DLR_EPS
+  )
 
 
 def dlr_targeted_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
@@ -74,7 +76,8 @@ def dlr_targeted_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array) 
   the denominator is z_pi1 - z_pi3; the reference refuses fewer than 4 classes)."""
   top = _sorted_desc(logits)
   return -(true_logit(logits, labels) - true_logit(logits, targets)) / (
-      top[:, 0] - 0.5 * (_kth_largest(top, 3) + _kth_largest(top, 4)) + DLR_EPS)
+      top[:, 0] - 0.5 * (_kth_largest(top, 3) + _kth_largest(top, 4)) + DLR_EPS
+  )
 
 
 def target_minus_true(logits: jax.Array, labels: jax.Array, targets: jax.Array) -> jax.Array:
@@ -92,6 +95,7 @@ LOSS_FNS = (ce_loss, dlr_loss, dlr_targeted_loss)
 
 # ---------------------------------------------------------------------------------------------
 # The model as the attacks see it.
+
 
 def model_spec(apply_fn, random_apply_fn=None, eot: int = 1) -> tuple[Any, Any, int]:
   """The static triple of the cores: EOT is off (K = 1) for a deterministic model."""
@@ -122,8 +126,9 @@ def scores(spec, variables, x: jax.Array, key: jax.Array) -> jax.Array:
   return jax.lax.fori_loop(1, eot, body, first) - math.log(eot)
 
 
-def loss_grad_scores(spec, variables, x: jax.Array, key: jax.Array,
-                     loss_fn: Callable[[jax.Array], jax.Array]):
+def loss_grad_scores(
+    spec, variables, x: jax.Array, key: jax.Array, loss_fn: Callable[[jax.Array], jax.Array]
+):
   """(per-example loss (N,), d loss / d x, scores), each the mean over the K draws.
 
   One forward and one backward pass per draw; examples do not interact (eval mode), so the
@@ -135,6 +140,7 @@ def loss_grad_scores(spec, variables, x: jax.Array, key: jax.Array,
       logits = _draw_logits(spec, variables, xx, key, k)
       losses = loss_fn(logits)
       return jnp.sum(losses), (losses, logits)
+
     (_, (losses, logits)), grad = jax.value_and_grad(total, has_aux=True)(x)
     return losses, grad, logits
 
@@ -184,8 +190,13 @@ def batched_scores(spec, variables, key, x: np.ndarray, size: int) -> np.ndarray
   """Judge scores of a whole host array in padded batches of `size` (batch b: fold_in(key, b))."""
   out = []
   for b, start, stop in batching.padded_batches(len(x), size):
-    out.append(np.asarray(judge_scores(spec, variables, jax.random.fold_in(key, b),
-                                       batching.pad_batch(x[start:stop], size)))[:stop - start])
+    out.append(
+        np.asarray(
+            judge_scores(
+                spec, variables, jax.random.fold_in(key, b), batching.pad_batch(x[start:stop], size)
+            )
+        )[: stop - start]
+    )
   return np.concatenate(out)
 
 
@@ -196,7 +207,7 @@ def map_batches(n: int, size: int, run_key: jax.Array, call):
     indices = batching.pad_batch(np.arange(start, stop), size)
     keys, attack_key, _ = run_keys(run_key, indices, b)
     outputs = call(indices, keys, attack_key)
-    yield start, stop, [np.asarray(o)[:stop - start] for o in outputs]
+    yield start, stop, [np.asarray(o)[: stop - start] for o in outputs]
 
 
 def batch_size_for(n: int, batch_size) -> int:
@@ -206,6 +217,7 @@ def batch_size_for(n: int, batch_size) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Geometry.
+
 
 def project(x_adv: jax.Array, images: jax.Array, eps) -> jax.Array:
   """Onto the L-inf eps-ball around `images`, then onto [0, 1]."""
@@ -225,12 +237,16 @@ def inside_ball(adv: np.ndarray, images: np.ndarray, eps: float, atol: float = 1
   """Bool (N,): within eps (+ float32 rounding) in L-inf and inside [0, 1]."""
   adv, images = np.asarray(adv, np.float32), np.asarray(images, np.float32)
   flat = (adv - images).reshape(len(adv), -1)
-  return ((np.max(np.abs(flat), axis=-1) <= eps + atol)
-          & (adv.reshape(len(adv), -1).min(-1) >= 0.0) & (adv.reshape(len(adv), -1).max(-1) <= 1.0))
+  return (
+      (np.max(np.abs(flat), axis=-1) <= eps + atol)
+      & (adv.reshape(len(adv), -1).min(-1) >= 0.0)
+      & (adv.reshape(len(adv), -1).max(-1) <= 1.0)
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Arguments.
+
 
 def check_positive_int(value, option: str) -> None:
   if isinstance(value, bool) or int(value) != value or value < 1:
@@ -248,8 +264,10 @@ def check_arguments(*, eps, eot, **counts) -> None:
 def check_finite_scores(values: np.ndarray) -> None:
   bad = ~np.all(np.isfinite(values), axis=-1)
   if bad.any():
-    raise NkdError(f"the model's logits are not finite for {int(bad.sum())} of {len(bad)} "
-                     f"examples (NaN or inf): cannot attack it")
+    raise NkdError(
+        f"the model's logits are not finite for {int(bad.sum())} of {len(bad)} "
+        f"examples (NaN or inf): cannot attack it"
+    )
 
 
 def targets_by_rank(clean_scores: np.ndarray, rank: int) -> np.ndarray:

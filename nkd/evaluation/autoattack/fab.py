@@ -36,8 +36,9 @@ BETA = 0.9
 N_TARGET_CLASSES = 9
 
 
-def project_linf_hyperplane(points: jax.Array, w: jax.Array, b: jax.Array,
-                            iterations: int = 40) -> jax.Array:
+def project_linf_hyperplane(
+    points: jax.Array, w: jax.Array, b: jax.Array, iterations: int = 40
+) -> jax.Array:
   """The smallest-L-inf d with w.(p + d) = b and p + d in [0, 1], per row (points, w: (N, D),
   b: (N,)).
 
@@ -79,8 +80,23 @@ class _State(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _fab_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, images, labels,
-              targets, eps, n_iter, alpha_max, eta, beta, start_scale):
+def _fab_core(
+    apply_fn,
+    random_apply_fn,
+    eot,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    targets,
+    eps,
+    n_iter,
+    alpha_max,
+    eta,
+    beta,
+    start_scale,
+):
   """(closest adversarial found or the clean image, its L-inf distance (inf: none found)).
 
   start_scale 0 starts at the clean image (the first run), 1 at a random point at distance
@@ -88,17 +104,18 @@ def _fab_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, imag
   spec = (apply_fn, random_apply_fn, eot)
   n = images.shape[0]
   x0 = images.reshape(n, -1)
-  t = jax.vmap(lambda k: jax.random.uniform(k, x0.shape[1:], jnp.float32, -1.0, 1.0))(
-      example_keys)
-  start = jnp.clip(x0 + start_scale * 0.5 * eps * t / (common.linf_norm(t)[:, None] + 1e-12),
-                   0.0, 1.0)
+  t = jax.vmap(lambda k: jax.random.uniform(k, x0.shape[1:], jnp.float32, -1.0, 1.0))(example_keys)
+  start = jnp.clip(
+      x0 + start_scale * 0.5 * eps * t / (common.linf_norm(t)[:, None] + 1e-12), 0.0, 1.0
+  )
 
   def boundary(logits):
     return common.target_minus_true(logits, labels, targets)
 
   def body(i, st: _State) -> _State:
-    df, dg, _ = common.loss_grad_scores(spec, variables, st.x.reshape(images.shape),
-                                        jax.random.fold_in(key, 2 * i), boundary)
+    df, dg, _ = common.loss_grad_scores(
+        spec, variables, st.x.reshape(images.shape), jax.random.fold_in(key, 2 * i), boundary
+    )
     w = dg.reshape(n, -1)
     b = jnp.sum(w * st.x, axis=-1) - df
     d1 = project_linf_hyperplane(st.x, w, b)
@@ -107,35 +124,79 @@ def _fab_core(apply_fn, random_apply_fn, eot, variables, example_keys, key, imag
     a0 = jnp.maximum(common.linf_norm(d0), 1e-8)
     alpha = jnp.clip(a1 / (a1 + a0), 0.0, alpha_max)[:, None]
     x_new = jnp.clip((st.x + eta * d1) * (1.0 - alpha) + (x0 + eta * d0) * alpha, 0.0, 1.0)
-    new_scores = common.scores(spec, variables, x_new.reshape(images.shape),
-                               jax.random.fold_in(key, 2 * i + 1))
+    new_scores = common.scores(
+        spec, variables, x_new.reshape(images.shape), jax.random.fold_in(key, 2 * i + 1)
+    )
     is_adv = jnp.argmax(new_scores, axis=-1) != labels
     dist = common.linf_norm(x_new - x0)
     closer = is_adv & (dist < st.dist)
-    return _State(x=jnp.where(is_adv[:, None], x0 + beta * (x_new - x0), x_new),
-                  adv=jnp.where(closer[:, None], x_new, st.adv),
-                  dist=jnp.where(closer, dist, st.dist))
+    return _State(
+        x=jnp.where(is_adv[:, None], x0 + beta * (x_new - x0), x_new),
+        adv=jnp.where(closer[:, None], x_new, st.adv),
+        dist=jnp.where(closer, dist, st.dist),
+    )
 
-  st = jax.lax.fori_loop(0, n_iter, body, _State(x=start, adv=x0,
-                                                 dist=jnp.full((n,), jnp.inf, jnp.float32)))
+  st = jax.lax.fori_loop(
+      0, n_iter, body, _State(x=start, adv=x0, dist=jnp.full((n,), jnp.inf, jnp.float32))
+  )
   within = st.dist <= eps
   adversarial = jnp.where(within[:, None], st.adv, x0).reshape(images.shape)
   return adversarial, st.dist
 
 
-def fab_batch(spec, variables, example_keys, key, images, labels, targets, *, eps,
-              n_iter=N_ITER, alpha_max=ALPHA_MAX, eta=ETA, beta=BETA, random_start=False):
+def fab_batch(
+    spec,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    targets,
+    *,
+    eps,
+    n_iter=N_ITER,
+    alpha_max=ALPHA_MAX,
+    eta=ETA,
+    beta=BETA,
+    random_start=False,
+):
   """One run of the core on one batch: (adversarial within eps or clean, distance)."""
-  return _fab_core(*spec, variables, example_keys, key, jnp.asarray(images, jnp.float32),
-                   jnp.asarray(labels, jnp.int32), jnp.asarray(targets, jnp.int32),
-                   np.float32(eps), np.int32(n_iter), np.float32(alpha_max), np.float32(eta),
-                   np.float32(beta), np.float32(1.0 if random_start else 0.0))
+  return _fab_core(
+      *spec,
+      variables,
+      example_keys,
+      key,
+      jnp.asarray(images, jnp.float32),
+      jnp.asarray(labels, jnp.int32),
+      jnp.asarray(targets, jnp.int32),
+      np.float32(eps),
+      np.int32(n_iter),
+      np.float32(alpha_max),
+      np.float32(eta),
+      np.float32(beta),
+      np.float32(1.0 if random_start else 0.0),
+  )
 
 
-def fab_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter: int = N_ITER,
-               targets=None, target_rank: int = 2, restarts: int = 1,
-               alpha_max: float = ALPHA_MAX, eta: float = ETA, beta: float = BETA,
-               random_apply_fn=None, eot: int = 1, batch_size: int | None = None) -> dict:
+def fab_attack(
+    apply_fn,
+    variables,
+    key,
+    images,
+    labels,
+    *,
+    eps: float,
+    n_iter: int = N_ITER,
+    targets=None,
+    target_rank: int = 2,
+    restarts: int = 1,
+    alpha_max: float = ALPHA_MAX,
+    eta: float = ETA,
+    beta: float = BETA,
+    random_apply_fn=None,
+    eot: int = 1,
+    batch_size: int | None = None,
+) -> dict:
   """FAB-T towards `targets` (default: the class of clean rank `target_rank`, 2 = the
   runner-up), in padded batches of `batch_size` (None: one batch).
 
@@ -147,22 +208,42 @@ def fab_attack(apply_fn, variables, key, images, labels, *, eps: float, n_iter: 
   (the smallest L-inf distance of an adversarial found, inf if none)}."""
   common.check_arguments(eps=eps, eot=eot, n_iter=n_iter, restarts=restarts)
   spec, x, y, size, clean, clean_correct = common.prepare(
-      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
-  targets = np.asarray(common.targets_by_rank(clean, target_rank) if targets is None
-                       else targets, np.int32)
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size
+  )
+  targets = np.asarray(
+      common.targets_by_rank(clean, target_rank) if targets is None else targets, np.int32
+  )
   adversarial = x.copy()
   distance = np.full(len(y), np.inf, np.float32)
   for r in range(int(restarts)):
-    def call(idx, keys, attack_key):
-      return fab_batch(spec, variables, keys, attack_key, x[idx], y[idx], targets[idx],
-                       eps=eps, n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta,
-                       random_start=r > 0)
 
-    for start, stop, (adv, dist) in common.map_batches(len(y), size, jax.random.fold_in(key, r),
-                                                       call):
+    def call(idx, keys, attack_key):
+      return fab_batch(
+          spec,
+          variables,
+          keys,
+          attack_key,
+          x[idx],
+          y[idx],
+          targets[idx],
+          eps=eps,
+          n_iter=n_iter,
+          alpha_max=alpha_max,
+          eta=eta,
+          beta=beta,
+          random_start=r > 0,
+      )
+
+    for start, stop, (adv, dist) in common.map_batches(
+        len(y), size, jax.random.fold_in(key, r), call
+    ):
       closer = clean_correct[start:stop] & (dist < distance[start:stop])
       adversarial[start:stop][closer & (dist <= eps)] = adv[closer & (dist <= eps)]
       distance[start:stop] = np.where(closer, dist, distance[start:stop])
   robust = clean_correct & ~(distance <= eps)
-  return {"adversarial": adversarial, "robust": robust, "clean_correct": clean_correct,
-          "distance": distance}
+  return {
+      "adversarial": adversarial,
+      "robust": robust,
+      "clean_correct": clean_correct,
+      "distance": distance,
+  }

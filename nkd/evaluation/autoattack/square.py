@@ -60,8 +60,20 @@ class _State(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _square_core(apply_fn, random_apply_fn, eot, rescale, variables, example_keys, key, images,
-                 labels, eps, n_queries, p_init):
+def _square_core(
+    apply_fn,
+    random_apply_fn,
+    eot,
+    rescale,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    eps,
+    n_queries,
+    p_init,
+):
   """(best point, its margin (<= 0: fooled), queries per example) on one batch.
 
   example_keys (B,) draw each example's stripes, squares and signs; `key` the EOT draws."""
@@ -69,28 +81,31 @@ def _square_core(apply_fn, random_apply_fn, eot, rescale, variables, example_key
   n, height, width, channels = images.shape
 
   def margin_at(x, i):
-    return common.margin_of(common.scores(spec, variables, x, jax.random.fold_in(key, i)),
-                            labels)
+    return common.margin_of(common.scores(spec, variables, x, jax.random.fold_in(key, i)), labels)
 
   # Example key k: stripes from fold_in(k, 0), iteration i from fold_in(fold_in(k, 1), i).
-  stripes = jax.vmap(lambda k: jax.random.rademacher(jax.random.fold_in(k, 0),
-                                                     (1, width, channels), jnp.float32))(
-      example_keys)
+  stripes = jax.vmap(
+      lambda k: jax.random.rademacher(jax.random.fold_in(k, 0), (1, width, channels), jnp.float32)
+  )(example_keys)
   loop_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(example_keys)
   x_best = jnp.clip(images + eps * stripes, 0.0, 1.0)
-  state = _State(i=jnp.int32(0), x_best=x_best, margin=margin_at(x_best, 0),
-                 queries=jnp.ones((n,), jnp.int32))
+  state = _State(
+      i=jnp.int32(0), x_best=x_best, margin=margin_at(x_best, 0), queries=jnp.ones((n,), jnp.int32)
+  )
 
   def cond(st: _State):
     return (st.i < n_queries) & jnp.any(st.margin > 0)
 
   def body(st: _State) -> _State:
     side = square_side(square_p(st.i, n_queries, p_init, rescale), height, width)
+
     def draw(k):
       k_h, k_w, k_s = jax.random.split(jax.random.fold_in(k, st.i), 3)
-      return (jax.random.randint(k_h, (), 0, height - side + 1),
-              jax.random.randint(k_w, (), 0, width - side + 1),
-              jax.random.rademacher(k_s, (1, 1, channels), jnp.float32))
+      return (
+          jax.random.randint(k_h, (), 0, height - side + 1),
+          jax.random.randint(k_w, (), 0, width - side + 1),
+          jax.random.rademacher(k_s, (1, 1, channels), jnp.float32),
+      )
 
     top, left, signs = jax.vmap(draw)(loop_keys)
     rows, cols = jnp.arange(height), jnp.arange(width)
@@ -101,28 +116,61 @@ def _square_core(apply_fn, random_apply_fn, eot, rescale, variables, example_key
     margin = margin_at(x_new, st.i + 1)
     active = st.margin > 0
     better = active & (margin < st.margin)
-    return _State(i=st.i + 1,
-                  x_best=jnp.where(common.per_example(better, images), x_new, st.x_best),
-                  margin=jnp.where(better, margin, st.margin),
-                  queries=st.queries + active.astype(jnp.int32))
+    return _State(
+        i=st.i + 1,
+        x_best=jnp.where(common.per_example(better, images), x_new, st.x_best),
+        margin=jnp.where(better, margin, st.margin),
+        queries=st.queries + active.astype(jnp.int32),
+    )
 
   st = jax.lax.while_loop(cond, body, state)
   return st.x_best, st.margin, st.queries
 
 
-def square_batch(spec, variables, example_keys, key, images, labels, *, eps,
-                 n_queries=N_QUERIES, p_init=P_INIT, rescale=False):
+def square_batch(
+    spec,
+    variables,
+    example_keys,
+    key,
+    images,
+    labels,
+    *,
+    eps,
+    n_queries=N_QUERIES,
+    p_init=P_INIT,
+    rescale=False,
+):
   """One run of the core on one batch: (best point, margin, queries) as jax arrays."""
-  return _square_core(*spec, bool(rescale), variables, example_keys, key,
-                      jnp.asarray(images, jnp.float32),
-                      jnp.asarray(labels, jnp.int32), np.float32(eps), np.int32(n_queries),
-                      np.float32(p_init))
+  return _square_core(
+      *spec,
+      bool(rescale),
+      variables,
+      example_keys,
+      key,
+      jnp.asarray(images, jnp.float32),
+      jnp.asarray(labels, jnp.int32),
+      np.float32(eps),
+      np.int32(n_queries),
+      np.float32(p_init),
+  )
 
 
-def square_attack(apply_fn, variables, key, images, labels, *, eps: float,
-                  n_queries: int = N_QUERIES, p_init: float = P_INIT, rescale: bool = False,
-                  restarts: int = 1, random_apply_fn=None, eot: int = 1,
-                  batch_size: int | None = None) -> dict:
+def square_attack(
+    apply_fn,
+    variables,
+    key,
+    images,
+    labels,
+    *,
+    eps: float,
+    n_queries: int = N_QUERIES,
+    p_init: float = P_INIT,
+    rescale: bool = False,
+    restarts: int = 1,
+    random_apply_fn=None,
+    eot: int = 1,
+    batch_size: int | None = None,
+) -> dict:
   """Square Attack (images uint8 or [0, 1] float NHWC, padded batches of `batch_size`, None:
   one batch). Restart r uses run key fold_in(key, r) (`common.run_keys`, per-example keys) and
   updates only points still robust; with key fold_in(aa_key, 4) restart 0 is AutoAttack's
@@ -133,7 +181,8 @@ def square_attack(apply_fn, variables, key, images, labels, *, eps: float,
   if not 0 < p_init <= 1:
     raise ValueError(f"p_init must be in (0, 1], got {p_init}")
   spec, x, y, size, clean, clean_correct = common.prepare(
-      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size)
+      apply_fn, random_apply_fn, eot, variables, key, images, labels, batch_size
+  )
   robust = clean_correct.copy()
   adversarial = x.copy()
   queries = np.zeros(len(y), np.int64)
@@ -142,15 +191,30 @@ def square_attack(apply_fn, variables, key, images, labels, *, eps: float,
       break
 
     def call(idx, keys, attack_key):
-      return square_batch(spec, variables, keys, attack_key, x[idx], y[idx], eps=eps,
-                          n_queries=n_queries, p_init=p_init, rescale=rescale)
+      return square_batch(
+          spec,
+          variables,
+          keys,
+          attack_key,
+          x[idx],
+          y[idx],
+          eps=eps,
+          n_queries=n_queries,
+          p_init=p_init,
+          rescale=rescale,
+      )
 
-    for start, stop, (adv, margin, used) in common.map_batches(len(y), size,
-                                                               jax.random.fold_in(key, r), call):
+    for start, stop, (adv, margin, used) in common.map_batches(
+        len(y), size, jax.random.fold_in(key, r), call
+    ):
       still = robust[start:stop]
       queries[start:stop] += np.where(still, used, 0)
       fooled = still & (margin <= 0)
       adversarial[start:stop][fooled] = adv[fooled]
       robust[start:stop] = still & ~fooled
-  return {"adversarial": adversarial, "robust": robust, "clean_correct": clean_correct,
-          "queries": queries}
+  return {
+      "adversarial": adversarial,
+      "robust": robust,
+      "clean_correct": clean_correct,
+      "queries": queries,
+  }

@@ -38,9 +38,9 @@ _EXACT = "faithful: bit-identical to make_cifar_c.py given the same random draws
 FIDELITY = {
     **{name: _EXACT for name in CORRUPTIONS},
     "defocus_blur": "faithful: equal to make_cifar_c.py up to +-1 in ~0.01% of values (OpenCV "
-                    "blurs the disk kernel in float32)",
+    "blurs the disk kernel in float32)",
     "elastic_transform": "faithful: equal to make_cifar_c.py given the same random draws up to "
-                         "+-1 in ~0.03% of values (float rounding in warpAffine)",
+    "+-1 in ~0.03% of values (float rounding in warpAffine)",
     "motion_blur": _EXACT + " (ImageMagick's MotionBlurImage re-derived in numpy)",
     "snow": _EXACT + " (ImageMagick's MotionBlurImage re-derived in numpy)",
     "spatter": _EXACT + " (OpenCV's Canny, distanceTransform, equalizeHist re-derived)",
@@ -65,8 +65,9 @@ def _constant(table: Sequence, severity: int):
 
 # ----- noise -----------------------------------------------------------------------------------
 
+
 def gaussian_noise(rng, images, severity):
-  c = _constant([0.04, 0.06, .08, .09, .10], severity)
+  c = _constant([0.04, 0.06, 0.08, 0.09, 0.10], severity)
   x = _to_float(images)
   return _to_uint8(x + rng.normal(size=x.shape, scale=c))
 
@@ -78,7 +79,7 @@ def shot_noise(rng, images, severity):
 
 
 def impulse_noise(rng, images, severity):
-  amount = _constant([.01, .02, .03, .05, .07], severity)
+  amount = _constant([0.01, 0.02, 0.03, 0.05, 0.07], severity)
   x = _to_float(images)
   flipped = rng.random(x.shape) <= amount
   salted = rng.random(x.shape) <= 0.5
@@ -87,22 +88,24 @@ def impulse_noise(rng, images, severity):
 
 
 def speckle_noise(rng, images, severity):
-  c = _constant([.06, .1, .12, .16, .2], severity)
+  c = _constant([0.06, 0.1, 0.12, 0.16, 0.2], severity)
   x = _to_float(images)
   return _to_uint8(x + x * rng.normal(size=x.shape, scale=c))
 
 
 # ----- blur ------------------------------------------------------------------------------------
 
+
 def gaussian_blur(rng, images, severity):
   del rng
-  c = _constant([.4, .6, 0.7, .8, 1], severity)
+  c = _constant([0.4, 0.6, 0.7, 0.8, 1], severity)
   return _to_uint8(ops.gaussian(_to_float(images), c))
 
 
 def glass_blur(rng, images, severity):
   sigma, max_delta, iterations = _constant(
-      [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)], severity)
+      [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)], severity
+  )
   x = (ops.gaussian(_to_float(images), sigma) * 255).astype(np.uint8)
   batch, size = len(x), x.shape[1]
   b = np.arange(batch)
@@ -118,8 +121,9 @@ def glass_blur(rng, images, severity):
 
 def defocus_blur(rng, images, severity):
   del rng
-  radius, alias_blur = _constant([(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
-                                 severity)
+  radius, alias_blur = _constant(
+      [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)], severity
+  )
   kernel = ops.crop_kernel(ops.disk_kernel(radius, alias_blur).astype(np.float64))
   return _to_uint8(ops.filter2d_reflect101(_to_float(images), kernel))
 
@@ -133,9 +137,16 @@ def motion_blur(rng, images, severity):
 
 def zoom_blur(rng, images, severity):
   del rng
-  factors = _constant([np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01),
-                       np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.01),
-                       np.arange(1, 1.26, 0.01)], severity)
+  factors = _constant(
+      [
+          np.arange(1, 1.06, 0.01),
+          np.arange(1, 1.11, 0.01),
+          np.arange(1, 1.16, 0.01),
+          np.arange(1, 1.21, 0.01),
+          np.arange(1, 1.26, 0.01),
+      ],
+      severity,
+  )
   x = _to_float(images).astype(np.float32)
   out = np.zeros_like(x)
   for factor in factors:
@@ -144,6 +155,7 @@ def zoom_blur(rng, images, severity):
 
 
 # ----- weather ---------------------------------------------------------------------------------
+
 
 def plasma_fractal(rng, batch: int, mapsize: int = 32, wibbledecay: float = 3) -> np.ndarray:
   """make_cifar_c's diamond-square heightmap, (batch, mapsize, mapsize) in [0, 1]."""
@@ -173,7 +185,7 @@ def plasma_fractal(rng, batch: int, mapsize: int = 32, wibbledecay: float = 3) -
 
 
 def fog(rng, images, severity):
-  strength, decay = _constant([(.2, 3), (.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)], severity)
+  strength, decay = _constant([(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)], severity)
   x = _to_float(images)
   max_val = x.max(axis=(1, 2, 3), keepdims=True)
   x = x + strength * plasma_fractal(rng, len(x), wibbledecay=decay)[:, :32, :32, None]
@@ -181,9 +193,16 @@ def fog(rng, images, severity):
 
 
 def snow(rng, images, severity):
-  c = _constant([(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
-                 (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
-                 (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)], severity)
+  c = _constant(
+      [
+          (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+          (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+          (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+          (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+          (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+      ],
+      severity,
+  )
   x = images.astype(np.float32) / 255.0
   layer = rng.normal(size=x.shape[:3], loc=c[0], scale=c[1])
   layer = ops.clipped_zoom(layer[..., None], c[2])
@@ -206,36 +225,49 @@ def load_frost_images(frost_dir: str) -> list[np.ndarray]:
   for name in FROST_FILES:
     path = os.path.join(frost_dir, name)
     if not os.path.isfile(path):
-      raise ValueError(f"frost image {path} not found: frost needs {', '.join(FROST_FILES)} "
-                       "from hendrycks/robustness ImageNet-C/create_c")
+      raise ValueError(
+          f"frost image {path} not found: frost needs {', '.join(FROST_FILES)} "
+          "from hendrycks/robustness ImageNet-C/create_c"
+      )
     with Image.open(path) as image:
       rgb = np.asarray(image.convert("RGB"))
     rows, cols = int(round(rgb.shape[0] * 0.2)), int(round(rgb.shape[1] * 0.2))
     small = rgb[2::5, 2::5][:rows, :cols]
     if small.shape[0] <= IMAGE_SIZE or small.shape[1] <= IMAGE_SIZE:
-      raise ValueError(f"frost image {path} is too small ({rgb.shape[:2]}) after the 1/5 "
-                       "resize to crop 32x32 from")
+      raise ValueError(
+          f"frost image {path} is too small ({rgb.shape[:2]}) after the 1/5 "
+          "resize to crop 32x32 from"
+      )
     out.append(small)
   return out
 
 
 def frost(rng, images, severity, frost_images: Sequence[np.ndarray]):
-  weight, frost_weight = _constant([(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
-                                   severity)
+  weight, frost_weight = _constant(
+      [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)], severity
+  )
   layers = np.empty(images.shape, np.float64)
   for k in range(len(images)):
     texture = frost_images[rng.integers(len(FROST_FILES))]
     top = rng.integers(0, texture.shape[0] - IMAGE_SIZE)
     left = rng.integers(0, texture.shape[1] - IMAGE_SIZE)
-    layers[k] = texture[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE]
+    layers[k] = texture[top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
   return np.clip(weight * images.astype(np.float64) + frost_weight * layers, 0, 255).astype(
-      np.uint8)
+      np.uint8
+  )
 
 
 def spatter(rng, images, severity):
-  c = _constant([(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0),
-                 (0.65, 0.3, 1, 0.69, 0.5, 0), (0.65, 0.1, 0.7, 0.69, 0.6, 1),
-                 (0.65, 0.1, 0.5, 0.68, 0.6, 1)], severity)
+  c = _constant(
+      [
+          (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+          (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+          (0.65, 0.3, 1, 0.69, 0.5, 0),
+          (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+          (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+      ],
+      severity,
+  )
   x = images.astype(np.float32) / 255.0
   liquid = rng.normal(size=x.shape[:3], loc=c[0], scale=c[1])
   liquid = ops.gaussian(liquid, c[2])
@@ -256,21 +288,22 @@ def spatter(rng, images, severity):
     # An image with no liquid above the threshold would be 0/0 = NaN in the original; it stays
     # clean here.
     m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0) * c[4]
-    color = np.array([175 / 255., 238 / 255., 238 / 255.], np.float32)
+    color = np.array([175 / 255.0, 238 / 255.0, 238 / 255.0], np.float32)
     return _to_uint8(x + m[..., None] * color)
   # mud: dark brown blotches
   m = np.where(liquid > c[3], 1, 0).astype(np.float32)
   m = ops.gaussian(m, c[4])
   m[m < 0.8] = 0
-  color = np.array([63 / 255., 42 / 255., 20 / 255.], np.float32) * m[..., None]
+  color = np.array([63 / 255.0, 42 / 255.0, 20 / 255.0], np.float32) * m[..., None]
   return _to_uint8(x * (1 - m[..., None]) + color)
 
 
 # ----- digital ---------------------------------------------------------------------------------
 
+
 def contrast(rng, images, severity):
   del rng
-  c = _constant([.75, .5, .4, .3, 0.15], severity)
+  c = _constant([0.75, 0.5, 0.4, 0.3, 0.15], severity)
   x = _to_float(images)
   means = x.mean(axis=(1, 2), keepdims=True)
   return _to_uint8((x - means) * c + means)
@@ -278,7 +311,7 @@ def contrast(rng, images, severity):
 
 def brightness(rng, images, severity):
   del rng
-  c = _constant([.05, .1, .15, .2, .3], severity)
+  c = _constant([0.05, 0.1, 0.15, 0.2, 0.3], severity)
   hsv = ops.rgb2hsv(_to_float(images))
   hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
   return _to_uint8(ops.hsv2rgb(hsv))
@@ -319,15 +352,20 @@ def pixelate(rng, images, severity):
 def elastic_transform(rng, images, severity):
   size = IMAGE_SIZE
   alpha, sigma, affine = _constant(
-      [(size * 0, size * 0, size * 0.08), (size * 0.05, size * 0.2, size * 0.07),
-       (size * 0.08, size * 0.06, size * 0.06), (size * 0.1, size * 0.04, size * 0.05),
-       (size * 0.1, size * 0.03, size * 0.03)], severity)
+      [
+          (size * 0, size * 0, size * 0.08),
+          (size * 0.05, size * 0.2, size * 0.07),
+          (size * 0.08, size * 0.06, size * 0.06),
+          (size * 0.1, size * 0.04, size * 0.05),
+          (size * 0.1, size * 0.03, size * 0.03),
+      ],
+      severity,
+  )
   x = images.astype(np.float32) / 255.0
   batch = len(x)
   centre = np.float32([size, size]) // 2
   square = size // 3
-  pts1 = np.float32([centre + square, [centre[0] + square, centre[1] - square],
-                     centre - square])
+  pts1 = np.float32([centre + square, [centre[0] + square, centre[1] - square], centre - square])
   pts2 = pts1[None] + rng.uniform(-affine, affine, size=(batch,) + pts1.shape).astype(np.float32)
   matrices = ops.affine_from_points(np.broadcast_to(pts1, pts2.shape), pts2)
   x = ops.warp_affine_reflect101(x, matrices)
@@ -338,31 +376,52 @@ def elastic_transform(rng, images, severity):
   out = np.empty_like(x)
   for k in range(batch):
     coords = (rows + dy[k, :, :, None], cols + dx[k, :, :, None], chans)
-    out[k] = ndimage.map_coordinates(x[k], [c.reshape(-1) for c in coords], order=1,
-                                     mode="reflect").reshape(x.shape[1:])
+    out[k] = ndimage.map_coordinates(
+        x[k], [c.reshape(-1) for c in coords], order=1, mode="reflect"
+    ).reshape(x.shape[1:])
   return _to_uint8(out)
 
 
 CORRUPTION_FNS: dict[str, Callable] = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur,
-    "zoom_blur": zoom_blur, "snow": snow, "frost": frost, "fog": fog, "brightness": brightness,
-    "contrast": contrast, "elastic_transform": elastic_transform, "pixelate": pixelate,
-    "jpeg_compression": jpeg_compression, "speckle_noise": speckle_noise,
-    "gaussian_blur": gaussian_blur, "spatter": spatter, "saturate": saturate,
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "defocus_blur": defocus_blur,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "frost": frost,
+    "fog": fog,
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "speckle_noise": speckle_noise,
+    "gaussian_blur": gaussian_blur,
+    "spatter": spatter,
+    "saturate": saturate,
 }
 assert tuple(CORRUPTION_FNS) == CORRUPTIONS
 
 
-def corrupt(name: str, images: np.ndarray, severity: int, *, rng: np.random.Generator,
-            frost_images: Sequence[np.ndarray] | None = None) -> np.ndarray:
+def corrupt(
+    name: str,
+    images: np.ndarray,
+    severity: int,
+    *,
+    rng: np.random.Generator,
+    frost_images: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
   """Applies corruption `name` at `severity` to uint8 (B, 32, 32, 3) images."""
   if name not in CORRUPTION_FNS:
     raise ValueError(f"unknown corruption {name!r}: expected one of {CORRUPTIONS}")
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-    raise ValueError(f"corruptions take uint8 (B, 32, 32, 3) images, got {images.dtype} "
-                     f"{images.shape}")
+    raise ValueError(
+        f"corruptions take uint8 (B, 32, 32, 3) images, got {images.dtype} " f"{images.shape}"
+    )
   if name == "frost":
     if frost_images is None:
       raise ValueError("frost needs the original frost photographs (frost_images)")

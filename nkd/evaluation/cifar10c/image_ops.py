@@ -12,8 +12,9 @@ import numpy as np
 from scipy import ndimage
 
 
-def gaussian(x: np.ndarray, sigma: float, *, axes=(1, 2), mode: str = "nearest",
-             truncate: float = 4.0) -> np.ndarray:
+def gaussian(
+    x: np.ndarray, sigma: float, *, axes=(1, 2), mode: str = "nearest", truncate: float = 4.0
+) -> np.ndarray:
   """skimage.filters.gaussian on float input: scipy's gaussian_filter on the given axes."""
   sigmas = [0.0] * x.ndim
   for axis in axes:
@@ -24,7 +25,7 @@ def gaussian(x: np.ndarray, sigma: float, *, axes=(1, 2), mode: str = "nearest",
 def cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
   """cv2.getGaussianKernel(ksize, sigma) for sigma > 0."""
   offsets = np.arange(ksize) - (ksize - 1) / 2
-  kernel = np.exp(-offsets ** 2 / (2.0 * sigma ** 2))
+  kernel = np.exp(-(offsets**2) / (2.0 * sigma**2))
   return kernel / kernel.sum()
 
 
@@ -35,7 +36,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
   else:
     grid, ksize = np.arange(-radius, radius + 1), 5
   xx, yy = np.meshgrid(grid, grid)
-  disk = np.asarray(xx ** 2 + yy ** 2 <= radius ** 2, np.float32)
+  disk = np.asarray(xx**2 + yy**2 <= radius**2, np.float32)
   disk /= np.sum(disk)
   g = cv2_gaussian_kernel(ksize, alias_blur)
   disk = ndimage.correlate1d(disk.astype(np.float64), g, axis=0, mode="mirror")
@@ -50,7 +51,7 @@ def crop_kernel(kernel: np.ndarray, rel_tol: float = 1e-12) -> np.ndarray:
   r = max(rows[-1] - kernel.shape[0] // 2, kernel.shape[0] // 2 - rows[0])
   c = max(cols[-1] - kernel.shape[1] // 2, kernel.shape[1] // 2 - cols[0])
   cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
-  return kernel[cy - r:cy + r + 1, cx - c:cx + c + 1]
+  return kernel[cy - r : cy + r + 1, cx - c : cx + c + 1]
 
 
 def filter2d_reflect101(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -67,8 +68,10 @@ def box_blur3_reflect101(images: np.ndarray) -> np.ndarray:
 
 # ----- ImageMagick -----------------------------------------------------------------------------
 
-def motion_blur(images: np.ndarray, radius: float, sigma: float,
-                angles_deg: np.ndarray) -> np.ndarray:
+
+def motion_blur(
+    images: np.ndarray, radius: float, sigma: float, angles_deg: np.ndarray
+) -> np.ndarray:
   """ImageMagick MagickMotionBlurImage(radius, sigma, angle), one angle per image.
 
   The kernel is a one-sided Gaussian over width = 2 * ceil(radius) + 1 taps along the angle;
@@ -102,6 +105,7 @@ def motion_blur(images: np.ndarray, radius: float, sigma: float,
 
 # ----- scipy.ndimage.zoom (order 1) and make_cifar_c's clipped_zoom ---------------------------
 
+
 def zoom_linear(x: np.ndarray, factor: float, axes=(1, 2)) -> np.ndarray:
   """scipy.ndimage.zoom(x, factor on `axes`, order=1) (grid_mode=False), batched and separable."""
   out = x.astype(np.float64)
@@ -128,12 +132,13 @@ def clipped_zoom(x: np.ndarray, zoom_factor: float) -> np.ndarray:
   h = x.shape[1]
   ch = int(np.ceil(h / zoom_factor))
   top = (h - ch) // 2
-  y = zoom_linear(x[:, top:top + ch, top:top + ch], zoom_factor)
+  y = zoom_linear(x[:, top : top + ch, top : top + ch], zoom_factor)
   trim = (y.shape[1] - h) // 2
-  return y[:, trim:trim + h, trim:trim + h]
+  return y[:, trim : trim + h, trim : trim + h]
 
 
 # ----- skimage.color ---------------------------------------------------------------------------
+
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
   """skimage.color.rgb2hsv (float in [0, 1], channels last)."""
@@ -159,8 +164,12 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
   f = h * 6 - hi
   p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
   hi = hi.astype(np.int64) % 6
-  choices = np.stack([np.stack(c, axis=-1) for c in
-                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+  choices = np.stack(
+      [
+          np.stack(c, axis=-1)
+          for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+      ]
+  )
   return np.take_along_axis(choices, hi[None, ..., None].repeat(3, axis=-1), axis=0)[0]
 
 
@@ -170,6 +179,7 @@ def rgb2gray_cv2(rgb: np.ndarray) -> np.ndarray:
 
 
 # ----- OpenCV: warpAffine, Canny, distanceTransform, equalizeHist ------------------------------
+
 
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
   """cv2.getAffineTransform for a batch: (B, 3, 2) x (B, 3, 2) -> (B, 2, 3), src -> dst."""
@@ -197,8 +207,9 @@ def warp_affine_reflect101(images: np.ndarray, matrices: np.ndarray) -> np.ndarr
 
   def fixed(row):  # source coordinate in 1/32 pixel, as OpenCV's warpAffine computes it
     per_x = np.rint(inv[:, row, 0, None, None] * xs[None, None, :] * ab_scale)
-    per_y = np.rint((inv[:, row, 1, None, None] * ys[None, :, None] + inv[:, row, 2, None, None])
-                    * ab_scale)
+    per_y = np.rint(
+        (inv[:, row, 1, None, None] * ys[None, :, None] + inv[:, row, 2, None, None]) * ab_scale
+    )
     return (per_x + per_y + round_delta).astype(np.int64) >> 5
 
   src_x, src_y = fixed(0), fixed(1)
@@ -228,7 +239,8 @@ def canny(images: np.ndarray, low: float, high: float) -> np.ndarray:
   dy = ndimage.correlate(a, _SOBEL_X.T[None], mode="nearest")
   mag = np.abs(dx) + np.abs(dy)
   padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
-  nb = lambda r, c: padded[:, 1 + r:padded.shape[1] - 1 + r, 1 + c:padded.shape[2] - 1 + c]  # noqa: E731
+  height, width = padded.shape[1] - 1, padded.shape[2] - 1
+  nb = lambda r, c: padded[:, 1 + r : height + r, 1 + c : width + c]  # noqa: E731
   ax, ay = np.abs(dx), np.abs(dy) << 15
   tg22x = ax * _CANNY_TG22
   tg67x = tg22x + (ax << 16)
@@ -254,8 +266,16 @@ def canny(images: np.ndarray, low: float, high: float) -> np.ndarray:
 # OpenCV 4 computes it.
 _DIST_A, _DIST_B, _DIST_C = np.float32(1.0), np.float32(1.4), np.float32(2.1969)
 _DIST_INIT = np.float32(1e20)
-_FORWARD = ((-2, -1, _DIST_C), (-2, 1, _DIST_C), (-1, -2, _DIST_C), (-1, -1, _DIST_B),
-            (-1, 0, _DIST_A), (-1, 1, _DIST_B), (-1, 2, _DIST_C), (0, -1, _DIST_A))
+_FORWARD = (
+    (-2, -1, _DIST_C),
+    (-2, 1, _DIST_C),
+    (-1, -2, _DIST_C),
+    (-1, -1, _DIST_B),
+    (-1, 0, _DIST_A),
+    (-1, 1, _DIST_B),
+    (-1, 2, _DIST_C),
+    (0, -1, _DIST_A),
+)
 _BACKWARD = tuple((-r, -c, w) for r, c, w in _FORWARD)
 
 
@@ -291,7 +311,7 @@ def equalize_hist(images: np.ndarray) -> np.ndarray:
       continue
     scale = np.float32(255.0) / np.float32(total - hist[first])
     lut = np.zeros(256, np.uint8)
-    cumulative = np.cumsum(hist[first + 1:])
-    lut[first + 1:] = np.clip(np.rint(cumulative.astype(np.float32) * scale), 0, 255)
+    cumulative = np.cumsum(hist[first + 1 :])
+    lut[first + 1 :] = np.clip(np.rint(cumulative.astype(np.float32) * scale), 0, 255)
     out[k] = lut[image]
   return out

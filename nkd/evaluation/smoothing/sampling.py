@@ -30,19 +30,32 @@ _MAX_IN_FLIGHT = 32
 
 def draw_key(key: jax.Array, image_index, stream, draw) -> jax.Array:
   """The key of noise draw `draw` of test image `image_index` in noise stream `stream`."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, image_index), stream),
-                            draw)
+  return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, image_index), stream), draw)
 
 
 def _cast_floats(tree, dtype):
   return jax.tree.map(
-      lambda v: v.astype(dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v,
-      tree)
+      lambda v: v.astype(dtype) if jnp.issubdtype(jnp.result_type(v), jnp.floating) else v, tree
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "batch_size", "num_classes", "dtype"))
-def _counts_core(apply_fn, variables, key, images, image_indices, stream, first_row, num,
-                 num_rows, sigma, *, batch_size, num_classes, dtype):
+def _counts_core(
+    apply_fn,
+    variables,
+    key,
+    images,
+    image_indices,
+    stream,
+    first_row,
+    num,
+    num_rows,
+    sigma,
+    *,
+    batch_size,
+    num_classes,
+    dtype,
+):
   """Counts (K, num_classes) int32 of one call: rows first_row .. first_row + batch_size - 1 of
   the draws of images[0], images[1], ... laid end to end (`num` each); rows >= num_rows masked."""
   k = images.shape[0]
@@ -81,10 +94,21 @@ def _images_per_call(num: int, batch_size: int) -> int:
   return (num + batch_size - 2) // num + 1
 
 
-def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sigma: float,
-                num: int, batch_size: int = BATCH_SIZE, num_classes: int | None = None,
-                stream: int = STREAM_SELECT, dtype: str = "float32",
-                log_name: str = "") -> np.ndarray:
+def count_draws(
+    apply_fn: ApplyFn,
+    variables,
+    key,
+    images,
+    image_indices,
+    *,
+    sigma: float,
+    num: int,
+    batch_size: int = BATCH_SIZE,
+    num_classes: int | None = None,
+    stream: int = STREAM_SELECT,
+    dtype: str = "float32",
+    log_name: str = "",
+) -> np.ndarray:
   """Counts (len(images), num_classes) int64 of the base classifier's predictions on `num`
   noisy copies of each image (uint8 or [0, 1] float NHWC); `image_indices` are the images'
   indices in the test set, which with `key` and `stream` fix every noise draw (`draw_key`).
@@ -96,8 +120,10 @@ def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sig
   images = to_unit_float(np.asarray(images))
   image_indices = np.asarray(image_indices, np.int32).reshape(-1)
   if images.ndim != 4 or len(images) == 0 or len(images) != len(image_indices):
-    raise ValueError(f"need NHWC images (N > 0) and N image indices, got {images.shape} and "
-                     f"{image_indices.shape}")
+    raise ValueError(
+        f"need NHWC images (N > 0) and N image indices, got {images.shape} and "
+        f"{image_indices.shape}"
+    )
   if num_classes is None:
     num_classes = infer_num_classes(apply_fn, variables, images.shape[1:])
   key = _as_key(key)
@@ -112,7 +138,7 @@ def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sig
   def collect():
     first, out = pending.popleft()
     used = min(k, n_images - first)
-    counts[first:first + used] += np.asarray(out)[:used]
+    counts[first : first + used] += np.asarray(out)[:used]
 
   start_time, next_log, placed = time.time(), 0.1, (-1, None, None)
   for start in range(0, total, size):
@@ -120,17 +146,33 @@ def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sig
     if first != placed[0]:
       positions = np.minimum(np.arange(first, first + k), n_images - 1)
       placed = (first, *jax.device_put((images[positions], image_indices[positions])))
-    out = _counts_core(apply_fn, variables, key, placed[1], placed[2], constants[0],
-                       np.int32(start - first * num), constants[1],
-                       np.int32(min(size, total - start)), constants[2],
-                       batch_size=size, num_classes=int(num_classes), dtype=dtype)
+    out = _counts_core(
+        apply_fn,
+        variables,
+        key,
+        placed[1],
+        placed[2],
+        constants[0],
+        np.int32(start - first * num),
+        constants[1],
+        np.int32(min(size, total - start)),
+        constants[2],
+        batch_size=size,
+        num_classes=int(num_classes),
+        dtype=dtype,
+    )
     pending.append((first, out))
     if len(pending) > _MAX_IN_FLIGHT:
       collect()
     if log_name and start + size >= next_log * total:
       elapsed = time.time() - start_time
-      logging.info("%s: %d / %d noisy forward passes (%.0f / s)", log_name,
-                   min(start + size, total), total, min(start + size, total) / max(elapsed, 1e-9))
+      logging.info(
+          "%s: %d / %d noisy forward passes (%.0f / s)",
+          log_name,
+          min(start + size, total),
+          total,
+          min(start + size, total) / max(elapsed, 1e-9),
+      )
       next_log += 0.1
   while pending:
     collect()
@@ -139,15 +181,35 @@ def count_draws(apply_fn: ApplyFn, variables, key, images, image_indices, *, sig
   return counts
 
 
-def sample_counts(apply_fn: ApplyFn, variables, key, image, *, sigma: float, num: int,
-                  batch_size: int = BATCH_SIZE, num_classes: int | None = None,
-                  image_index: int = 0, stream: int = STREAM_SELECT,
-                  dtype: str = "float32") -> np.ndarray:
+def sample_counts(
+    apply_fn: ApplyFn,
+    variables,
+    key,
+    image,
+    *,
+    sigma: float,
+    num: int,
+    batch_size: int = BATCH_SIZE,
+    num_classes: int | None = None,
+    image_index: int = 0,
+    stream: int = STREAM_SELECT,
+    dtype: str = "float32",
+) -> np.ndarray:
   """Counts (num_classes,) int64 of f(image + N(0, sigma^2)) over `num` draws (the reference's
   `_sample_noise`); draw j uses `draw_key(key, image_index, stream, j)`."""
-  return count_draws(apply_fn, variables, key, np.asarray(image)[None], [image_index],
-                     sigma=sigma, num=num, batch_size=batch_size, num_classes=num_classes,
-                     stream=stream, dtype=dtype)[0]
+  return count_draws(
+      apply_fn,
+      variables,
+      key,
+      np.asarray(image)[None],
+      [image_index],
+      sigma=sigma,
+      num=num,
+      batch_size=batch_size,
+      num_classes=num_classes,
+      stream=stream,
+      dtype=dtype,
+  )[0]
 
 
 @functools.lru_cache(maxsize=None)
