@@ -5,7 +5,8 @@ Written with tensorboardX (MIT; needs only numpy, protobuf and packaging): it wr
 standard event files, and unlike flax.metrics.tensorboard and clu's writers, which go through
 TensorFlow's summary API, or torch.utils.tensorboard, which needs PyTorch, it brings in no
 framework. Only process 0 writes. Logging only: the files are in no hash (params_sha256,
-recipe), and `--tensorboard=false` leaves them out without changing a run's results.
+recipe), and `--tensorboard=false` leaves them out without changing a run's results. tensorboardX
+is optional: without it a run says so in one line and writes no event files.
 
 Tags (step: the global train step):
   train/loss, train/accuracy, train/lr, train/img_per_s   every --log_every window
@@ -25,12 +26,32 @@ import os
 import statistics
 from typing import Any
 
-from tensorboardX import SummaryWriter
+from absl import logging
 
 from nkd import run_files
 
-
 _WRITERS = itertools.count()
+NOT_WRITTEN = "no TensorBoard event files are written (pip install tensorboardX)"
+_said_missing = False
+
+
+def summary_writer_class():
+  """tensorboardX's SummaryWriter, or None (said once per process) when it cannot be
+  imported."""
+  global _said_missing
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    if not _said_missing:
+      _said_missing = True
+      why = (
+          "is not installed"
+          if getattr(e, "name", None) == "tensorboardX"
+          else f"cannot be imported ({type(e).__name__}: {e})"
+      )
+      logging.warning("nkd: tensorboardX %s: %s", why, NOT_WRITTEN)
+    return None
+  return SummaryWriter
 
 
 class Board:
@@ -39,12 +60,14 @@ class Board:
 
   def __init__(self, workdir: str, enabled: bool = True, purge_step: int | None = None):
     self._writer = None
-    if enabled:
+    writer_class = summary_writer_class() if enabled else None
+    if writer_class is not None:
       # tensorboardX names a file by the second it was opened and would overwrite a file of
       # the same second (the final numbers written right after training): a suffix per writer.
       suffix = f".{os.getpid()}.{next(_WRITERS):04d}"
-      self._writer = SummaryWriter(workdir, purge_step=purge_step or None, flush_secs=30,
-                                   filename_suffix=suffix)
+      self._writer = writer_class(
+          workdir, purge_step=purge_step or None, flush_secs=30, filename_suffix=suffix
+      )
 
   def scalars(self, step: int, values: dict[str, Any]) -> None:
     """Writes each {tag: value} at `step` (None values are skipped) and flushes."""

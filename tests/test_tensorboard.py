@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
 from helpers import tiny_config
 
@@ -14,14 +13,19 @@ from nkd import pipeline
 from nkd import run_files
 from nkd import tensorboard
 
+# The writer and TensorBoard's own reader are optional packages (without the writer a run writes
+# no event files: tests/test_optional_deps.py).
+pytest.importorskip("tensorboardX")
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value), ...]} of every event file in `folder`, read by TensorBoard."""
-  reader = event_accumulator.EventAccumulator(str(folder),
-                                              size_guidance={event_accumulator.SCALARS: 0})
+  reader = event_accumulator.EventAccumulator(
+      str(folder), size_guidance={event_accumulator.SCALARS: 0}
+  )
   reader.Reload()
-  return {tag: [(e.step, e.value) for e in reader.Scalars(tag)]
-          for tag in reader.Tags()["scalars"]}
+  return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]}
 
 
 def event_files(folder):
@@ -32,8 +36,14 @@ def test_a_run_writes_what_it_logs(finished_runs):
   _, teacher, _ = finished_runs  # 1 epoch of 8 steps, --log_every=4
   assert event_files(teacher)
   scalars = read_scalars(teacher)
-  assert {"train/loss", "train/accuracy", "train/lr", "train/img_per_s", "test/accuracy",
-          "final/test_accuracy"} <= set(scalars)
+  assert {
+      "train/loss",
+      "train/accuracy",
+      "train/lr",
+      "train/img_per_s",
+      "test/accuracy",
+      "final/test_accuracy",
+  } <= set(scalars)
   (epoch,) = run_files.read_metrics(teacher)
   losses = scalars["train/loss"]
   assert [step for step, _ in losses] == [4, 8]
@@ -42,13 +52,15 @@ def test_a_run_writes_what_it_logs(finished_runs):
   assert scalars["test/accuracy"] == [(8, pytest.approx(epoch["test_accuracy"], abs=1e-4))]
   results = run_files.read_results(teacher)
   assert scalars["final/test_accuracy"] == [
-      (results.steps, pytest.approx(results.test_accuracy, abs=1e-4))]
+      (results.steps, pytest.approx(results.test_accuracy, abs=1e-4))
+  ]
 
 
 def test_tensorboard_false_writes_none_and_trains_the_same(finished_runs, tmp_path):
   ws, teacher, _ = finished_runs
-  config = tiny_config(ws, epochs=1, workspace=str(ws), workdir=str(tmp_path / "quiet"),
-                       tensorboard=False)
+  config = tiny_config(
+      ws, epochs=1, workspace=str(ws), workdir=str(tmp_path / "quiet"), tensorboard=False
+  )
   results = pipeline.run(config)
   assert not event_files(config.workdir)
   assert results.params_sha256 == run_files.read_results(teacher).params_sha256
@@ -59,18 +71,32 @@ def test_tensorboard_false_writes_none_and_trains_the_same(finished_runs, tmp_pa
 
 def test_headline_numbers_of_an_evaluation(tmp_path):
   results = run_files.RunResults(
-      experiment="x", seed=0, mode="kd", model="wrn-10-1", dataset="synthetic", epochs=1,
-      steps=8, test_accuracy=61.5, params_sha256="0" * 64, wall_time_s=1.0,
+      experiment="x",
+      seed=0,
+      mode="kd",
+      model="wrn-10-1",
+      dataset="synthetic",
+      epochs=1,
+      steps=8,
+      test_accuracy=61.5,
+      params_sha256="0" * 64,
+      wall_time_s=1.0,
       calibration={"ece": 3.5, "nll": 1.25, "teacher_agreement": 80.0},
       pgd={"results": [{"steps": 10, "eps": 0.031, "robust_accuracy": 12.5}]},
       cifar10_c={"mean_15": None, "mean_per_corruption": {"contrast": 30.0, "fog": 40.0}},
       smoothing={"certified_accuracy": {"0.25": 45.0}},
-      cinic_imagenet={"status": "skipped", "reason": "absent"})
+      cinic_imagenet={"status": "skipped", "reason": "absent"},
+  )
   tensorboard.write_final(str(tmp_path), results)
   assert read_scalars(tmp_path) == {
-      "final/test_accuracy": [(8, 61.5)], "final/ece": [(8, 3.5)], "final/nll": [(8, 1.25)],
-      "final/teacher_agreement": [(8, 80.0)], "final/pgd10_eps0.031_robust_accuracy": [(8, 12.5)],
-      "final/cifar10_c_mean": [(8, 35.0)], "final/certified_accuracy_r0.25": [(8, 45.0)]}
+      "final/test_accuracy": [(8, 61.5)],
+      "final/ece": [(8, 3.5)],
+      "final/nll": [(8, 1.25)],
+      "final/teacher_agreement": [(8, 80.0)],
+      "final/pgd10_eps0.031_robust_accuracy": [(8, 12.5)],
+      "final/cifar10_c_mean": [(8, 35.0)],
+      "final/certified_accuracy_r0.25": [(8, 45.0)],
+  }
   tensorboard.write_final(str(tmp_path / "off"), results, enabled=False)
   assert not os.path.exists(tmp_path / "off")
 

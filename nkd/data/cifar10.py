@@ -27,8 +27,10 @@ TARBALL_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-_HELP = (f"put the official {TARBALL} (md5 {TARBALL_MD5}, from {URL}) or its extracted "
-         f"{FOLDER}/ folder in --data_dir")
+_HELP = (
+    f"put the official {TARBALL} (md5 {TARBALL_MD5}, from {URL}) or its extracted "
+    f"{FOLDER}/ folder in --data_dir"
+)
 
 
 def decode_batch(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -43,8 +45,10 @@ def decode_batch(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
   except Exception as e:  # pickle raises many kinds of errors on corrupt input.
     raise DataError(f"{name}: not a CIFAR-10 batch ({type(e).__name__}: {e}); {_HELP}") from None
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-    raise DataError(f"{name}: expected data of shape (N, 3072) with N labels, got "
-                    f"{data.shape} and {labels.shape}")
+    raise DataError(
+        f"{name}: expected data of shape (N, 3072) with N labels, got "
+        f"{data.shape} and {labels.shape}"
+    )
   if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
     raise DataError(f"{name}: labels outside 0..9")
   # Rows hold the R, G, then B planes of a 32x32 image, row-major.
@@ -54,8 +58,16 @@ def decode_batch(blob: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
 def _assemble(read) -> Dataset:
   parts = [read(name) for name in TRAIN_BATCHES]
   test_images, test_labels = read(TEST_BATCH)
-  return Dataset(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                 test_images, test_labels, None, None, 10, "")
+  return Dataset(
+      np.concatenate([p[0] for p in parts]),
+      np.concatenate([p[1] for p in parts]),
+      test_images,
+      test_labels,
+      None,
+      None,
+      10,
+      "",
+  )
 
 
 def load_python_folder(folder: str) -> Dataset:
@@ -65,6 +77,7 @@ def load_python_folder(folder: str) -> Dataset:
       raise DataError(f"{path} is missing; {_HELP}")
     with open(path, "rb") as f:
       return decode_batch(f.read(), path)
+
   return _assemble(read)._replace(source=f"cifar10 python folder {folder}")
 
 
@@ -72,13 +85,23 @@ def load_tarball(path: str, cache_dir: str, *, expected_md5: str = TARBALL_MD5) 
   """Reads the official tarball (md5-checked), caching the decoded arrays."""
   digest = fileio.file_digest(path, "md5")
   if digest != expected_md5:
-    raise DataError(f"{path}: md5 {digest} does not match the official {expected_md5}: the file "
-                    f"is corrupt or incomplete; delete it and {_HELP}")
+    raise DataError(
+        f"{path}: md5 {digest} does not match the official {expected_md5}: the file "
+        f"is corrupt or incomplete; delete it and {_HELP}"
+    )
   cache = os.path.join(cache_dir, f"cifar10_{digest}.npz")
   if os.path.isfile(cache):
     with np.load(cache) as z:
-      return Dataset(z["train_images"], z["train_labels"], z["test_images"], z["test_labels"],
-                     None, None, 10, f"cifar10 tarball {path}")
+      return Dataset(
+          z["train_images"],
+          z["train_labels"],
+          z["test_images"],
+          z["test_labels"],
+          None,
+          None,
+          10,
+          f"cifar10 tarball {path}",
+      )
   with tarfile.open(path, "r:gz") as tar:
     members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
 
@@ -86,30 +109,49 @@ def load_tarball(path: str, cache_dir: str, *, expected_md5: str = TARBALL_MD5) 
       if name not in members:
         raise DataError(f"{path}: no {FOLDER}/{name} inside; {_HELP}")
       return decode_batch(tar.extractfile(members[name]).read(), f"{path}:{name}")
+
     data = _assemble(read)
   # Atomic: a concurrent run never sees half a cache.
-  fileio.save_npz(cache, train_images=data.train_images, train_labels=data.train_labels,
-                  test_images=data.test_images, test_labels=data.test_labels)
+  fileio.save_npz(
+      cache,
+      train_images=data.train_images,
+      train_labels=data.train_labels,
+      test_images=data.test_images,
+      test_labels=data.test_labels,
+  )
   return data._replace(source=f"cifar10 tarball {path}")
 
 
-def load_tfds(data_dir: str) -> Dataset:
+def load_tfds(data_dir: str, source: str = "tfds") -> Dataset:
   """TFDS `cifar10`, prepared in `data_dir` (array_record format; no TensorFlow needed)."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise DataError("--data_source=tfds needs tensorflow-datasets installed") from None
+  except ImportError as e:
+    found = "" if source == "tfds" else f" found a TFDS cifar10 in --data_dir={data_dir} and"
+    why = (
+        "is not installed"
+        if getattr(e, "name", None) == "tensorflow_datasets"
+        else f"cannot be imported ({type(e).__name__}: {e})"
+    )
+    raise DataError(
+        f"--data_source={source}{found} needs tensorflow-datasets, which {why}: "
+        f"pip install tensorflow-datasets"
+    ) from None
   try:
     arrays = {}
     for split in ("train", "test"):
       source = tfds.data_source("cifar10", split=split, data_dir=data_dir, download=False)
       items = [source[i] for i in range(len(source))]
-      arrays[split] = (np.stack([it["image"] for it in items]).astype(np.uint8),
-                       np.asarray([it["label"] for it in items], np.int32))
+      arrays[split] = (
+          np.stack([it["image"] for it in items]).astype(np.uint8),
+          np.asarray([it["label"] for it in items], np.int32),
+      )
   except Exception as e:  # TFDS raises assorted errors for absent or unprepared data.
-    raise DataError(f"TFDS cifar10 could not be loaded from --data_dir={data_dir} "
-                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                    f"{_HELP}") from None
+    raise DataError(
+        f"TFDS cifar10 could not be loaded from --data_dir={data_dir} "
+        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        f"{_HELP}"
+    ) from None
   return Dataset(*arrays["train"], *arrays["test"], None, None, 10, f"tfds cifar10 {data_dir}")
 
 
@@ -120,11 +162,14 @@ def download_tarball(data_dir: str, *, url: str = URL, timeout_s: float = 30.0) 
   try:
     fileio.download(url, dest, md5=TARBALL_MD5, timeout_s=timeout_s)
   except fileio.ChecksumError:
-    raise DataError(f"the download from {url} has the wrong md5 (expected {TARBALL_MD5}); "
-                    f"{_HELP}") from None
+    raise DataError(
+        f"the download from {url} has the wrong md5 (expected {TARBALL_MD5}); " f"{_HELP}"
+    ) from None
   except OSError as e:
-    raise DataError(f"CIFAR-10 is not in --data_dir={data_dir} and the download from {url} "
-                    f"failed ({e}); {_HELP}") from None
+    raise DataError(
+        f"CIFAR-10 is not in --data_dir={data_dir} and the download from {url} "
+        f"failed ({e}); {_HELP}"
+    ) from None
   return dest
 
 
@@ -132,8 +177,9 @@ def _tfds_prepared(data_dir: str) -> bool:
   return os.path.isdir(os.path.join(data_dir, "cifar10"))
 
 
-def load_cifar10(data_dir: str, *, cache_dir: str, source: str = "auto",
-                 download: bool = True) -> Dataset:
+def load_cifar10(
+    data_dir: str, *, cache_dir: str, source: str = "auto", download: bool = True
+) -> Dataset:
   folder = os.path.join(data_dir, FOLDER)
   if not os.path.isdir(folder) and os.path.isfile(os.path.join(data_dir, TRAIN_BATCHES[0])):
     folder = data_dir
@@ -145,7 +191,7 @@ def load_cifar10(data_dir: str, *, cache_dir: str, source: str = "auto",
   if os.path.isfile(tarball):
     return load_tarball(tarball, cache_dir)
   if source == "auto" and _tfds_prepared(data_dir):
-    return load_tfds(data_dir)
+    return load_tfds(data_dir, source)
   if download:
     return load_tarball(download_tarball(data_dir), cache_dir)
   raise DataError(f"CIFAR-10 not found in --data_dir={data_dir} (and --nodownload); {_HELP}")

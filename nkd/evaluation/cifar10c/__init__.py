@@ -16,17 +16,34 @@ import numpy as np
 from absl import logging
 
 from nkd import fileio
-from nkd.config.evaluation import (CIFAR10C_SOURCES as SOURCES, CORRUPTIONS,
-                                   EXTRA_CORRUPTIONS, SEVERITIES, STANDARD_CORRUPTIONS)
+from nkd.config.evaluation import (
+    CIFAR10C_SOURCES as SOURCES,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+    STANDARD_CORRUPTIONS,
+)
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import batching, predict
 from nkd.evaluation.evaluator import EvalData, Model
-from nkd.evaluation.cifar10c.generate import (FIDELITY, corrupt,
-                                        load_frost_images)
+from nkd.evaluation.cifar10c.generate import (FIDELITY, corrupt, load_frost_images)
 
-__all__ = ["CORRUPTIONS", "STANDARD_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "SOURCES",
-           "TFDS_NAMES", "Cifar10CData", "DataUnavailableError", "load_cifar10c_folder",
-           "load_cifar10c_tfds", "regenerate_cifar10c", "load_cifar10c", "evaluate_cifar10c", "run"]
+__all__ = [
+    "CORRUPTIONS",
+    "STANDARD_CORRUPTIONS",
+    "EXTRA_CORRUPTIONS",
+    "SEVERITIES",
+    "SOURCES",
+    "TFDS_NAMES",
+    "Cifar10CData",
+    "DataUnavailableError",
+    "load_cifar10c_folder",
+    "load_cifar10c_tfds",
+    "regenerate_cifar10c",
+    "load_cifar10c",
+    "evaluate_cifar10c",
+    "run",
+]
 
 TFDS_NAMES = {name: name for name in CORRUPTIONS}
 TFDS_NAMES.update({"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"})
@@ -68,8 +85,10 @@ def _check_names(corruptions: Sequence[str] | None) -> tuple[str, ...]:
 
 # ----- the official folder ---------------------------------------------------------------------
 
-def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, *,
-                         source: str = "official") -> Cifar10CData:
+
+def load_cifar10c_folder(
+    folder: str, corruptions: Sequence[str] | None = None, *, source: str = "official"
+) -> Cifar10CData:
   """Reads `<name>.npy` + `labels.npy` (memory-mapped); DataError naming any bad file."""
   names = _check_names(corruptions)
   if not os.path.isdir(folder):
@@ -78,10 +97,16 @@ def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, 
   if not os.path.isfile(labels_path):
     raise DataError(f"CIFAR-10-C folder {folder} has no labels.npy ({labels_path})")
   labels = np.load(labels_path)
-  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0 \
-      or len(labels) % len(SEVERITIES):
-    raise DataError(f"{labels_path}: expected integer labels of shape (5N,), got "
-                     f"{labels.dtype} {labels.shape}")
+  if (
+      labels.ndim != 1
+      or not np.issubdtype(labels.dtype, np.integer)
+      or len(labels) == 0
+      or len(labels) % len(SEVERITIES)
+  ):
+    raise DataError(
+        f"{labels_path}: expected integer labels of shape (5N,), got "
+        f"{labels.dtype} {labels.shape}"
+    )
   images, missing = {}, {}
   for name in names:
     path = os.path.join(folder, f"{name}.npy")
@@ -90,38 +115,49 @@ def load_cifar10c_folder(folder: str, corruptions: Sequence[str] | None = None, 
       continue
     array = np.load(path, mmap_mode="r")
     if array.dtype != np.uint8 or array.shape != (len(labels), 32, 32, 3):
-      raise DataError(f"{path}: expected uint8 {(len(labels), 32, 32, 3)} (matching "
-                       f"labels.npy), got {array.dtype} {array.shape}")
+      raise DataError(
+          f"{path}: expected uint8 {(len(labels), 32, 32, 3)} (matching "
+          f"labels.npy), got {array.dtype} {array.shape}"
+      )
     images[name] = array
   if not images:
-    raise DataError(f"CIFAR-10-C folder {folder} holds none of the corruption files "
-                     f"{[n + '.npy' for n in names]}")
+    raise DataError(
+        f"CIFAR-10-C folder {folder} holds none of the corruption files "
+        f"{[n + '.npy' for n in names]}"
+    )
   details = {"folder": os.path.abspath(folder)}
   manifest = os.path.join(folder, "manifest.json")
   if os.path.isfile(manifest):
     with open(manifest) as f:
       details.update(json.load(f))
     missing.update({k: v for k, v in details.get("missing", {}).items() if k in missing})
-  return Cifar10CData(source, images, labels.astype(np.int32), len(labels) // len(SEVERITIES),
-                      missing, details)
+  return Cifar10CData(
+      source, images, labels.astype(np.int32), len(labels) // len(SEVERITIES), missing, details
+  )
 
 
 # ----- TFDS ------------------------------------------------------------------------------------
 
-def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
-                       data_dir: str | None = None) -> Cifar10CData:
+
+def load_cifar10c_tfds(
+    corruptions: Sequence[str] | None = None, *, data_dir: str | None = None
+) -> Cifar10CData:
   """TFDS `cifar10_corrupted`, already prepared in `data_dir`; DataUnavailableError otherwise."""
   names = _check_names(corruptions)
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except Exception as e:  # noqa: BLE001 - any import failure means "not available"
-    raise DataUnavailableError(f"tensorflow_datasets cannot be imported: {e}") from e
+    raise DataUnavailableError(
+        f"--cifar10c_source=tfds needs tensorflow-datasets, which cannot be "
+        f"imported ({e}): pip install tensorflow-datasets"
+    ) from e
   images, labels = {}, None
   for name in names:
     per_severity, per_labels = [], []
     for severity in SEVERITIES:
       split_images, split_labels = _tfds_test_split(
-          tfds, f"cifar10_corrupted/{TFDS_NAMES[name]}_{severity}", data_dir)
+          tfds, f"cifar10_corrupted/{TFDS_NAMES[name]}_{severity}", data_dir
+      )
       per_severity.append(split_images)
       per_labels.append(split_labels)
     stacked_labels = np.concatenate(per_labels)
@@ -129,9 +165,13 @@ def load_cifar10c_tfds(corruptions: Sequence[str] | None = None, *,
       raise DataError(f"TFDS {name}: labels differ from the other corruptions' labels")
     labels = stacked_labels
     images[name] = np.concatenate(per_severity)
-  return Cifar10CData("tfds", images, labels, len(labels) // len(SEVERITIES),
-                      details={"tfds_data_dir": data_dir, "tfds_names": {
-                          n: TFDS_NAMES[n] for n in names}})
+  return Cifar10CData(
+      "tfds",
+      images,
+      labels,
+      len(labels) // len(SEVERITIES),
+      details={"tfds_data_dir": data_dir, "tfds_names": {n: TFDS_NAMES[n] for n in names}},
+  )
 
 
 def _first_line(e: Exception) -> str:
@@ -146,24 +186,28 @@ def _tfds_test_split(tfds, config: str, data_dir: str | None) -> tuple[np.ndarra
   try:
     source = tfds.data_source(config, split="test", data_dir=data_dir, download=False)
     items = [source[i] for i in range(len(source))]
-    return (np.stack([it["image"] for it in items]).astype(np.uint8),
-            np.asarray([it["label"] for it in items], np.int32))
+    return (
+        np.stack([it["image"] for it in items]).astype(np.uint8),
+        np.asarray([it["label"] for it in items], np.int32),
+    )
   except Exception as e:  # noqa: BLE001 - TFDS raises assorted errors for absent data
     errors.append(f"data_source: {_first_line(e)}")
   try:
-    batch = tfds.as_numpy(tfds.load(config, split="test", data_dir=data_dir, download=False,
-                                     batch_size=-1))
+    batch = tfds.as_numpy(
+        tfds.load(config, split="test", data_dir=data_dir, download=False, batch_size=-1)
+    )
     return np.asarray(batch["image"], np.uint8), np.asarray(batch["label"], np.int32)
   except Exception as e:  # noqa: BLE001
     errors.append(f"load: {_first_line(e)}")
-  raise DataUnavailableError(f"TFDS could not load {config} (data_dir={data_dir}): "
-                             + "; ".join(errors))
+  raise DataUnavailableError(
+      f"TFDS could not load {config} (data_dir={data_dir}): " + "; ".join(errors)
+  )
 
 
 # ----- regeneration ----------------------------------------------------------------------------
 
-def _digest(clean_images: np.ndarray, clean_labels: np.ndarray, seed: int,
-            frost: bool) -> str:
+
+def _digest(clean_images: np.ndarray, clean_labels: np.ndarray, seed: int, frost: bool) -> str:
   h = hashlib.sha256()
   h.update(np.ascontiguousarray(clean_images).tobytes())
   h.update(np.ascontiguousarray(clean_labels, np.int64).tobytes())
@@ -171,9 +215,15 @@ def _digest(clean_images: np.ndarray, clean_labels: np.ndarray, seed: int,
   return h.hexdigest()
 
 
-def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, cache_dir: str,
-                        seed: int, corruptions: Sequence[str] | None = None,
-                        frost_dir: str | None = None) -> Cifar10CData:
+def regenerate_cifar10c(
+    clean_images: np.ndarray,
+    clean_labels: np.ndarray,
+    *,
+    cache_dir: str,
+    seed: int,
+    corruptions: Sequence[str] | None = None,
+    frost_dir: str | None = None,
+) -> Cifar10CData:
   """Makes (or reuses from cache_dir) CIFAR-10-C from clean uint8 test images.
 
   Corruption c at severity s uses numpy Generator SeedSequence([seed, index of c in
@@ -183,11 +233,17 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
   """
   names = _check_names(corruptions)
   clean_images, clean_labels = np.asarray(clean_images), np.asarray(clean_labels)
-  if clean_images.dtype != np.uint8 or clean_images.ndim != 4 \
-      or clean_images.shape[1:] != (32, 32, 3) or len(clean_images) != len(clean_labels) \
-      or len(clean_images) == 0:
-    raise ValueError(f"regeneration needs uint8 (N, 32, 32, 3) clean images with N labels, got "
-                     f"{clean_images.dtype} {clean_images.shape} and {len(clean_labels)} labels")
+  if (
+      clean_images.dtype != np.uint8
+      or clean_images.ndim != 4
+      or clean_images.shape[1:] != (32, 32, 3)
+      or len(clean_images) != len(clean_labels)
+      or len(clean_images) == 0
+  ):
+    raise ValueError(
+        f"regeneration needs uint8 (N, 32, 32, 3) clean images with N labels, got "
+        f"{clean_images.dtype} {clean_images.shape} and {len(clean_labels)} labels"
+    )
   if not cache_dir:
     raise ConfigError("regenerating CIFAR-10-C needs a cache folder (--eval_cache_dir)")
   frost_images = load_frost_images(frost_dir) if frost_dir else None
@@ -195,10 +251,16 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
   folder = os.path.join(cache_dir, "cifar10c_regenerated", digest[:16])
   os.makedirs(folder, exist_ok=True)
   manifest_path = os.path.join(folder, "manifest.json")
-  manifest = {"source": "regenerated", "generator": GENERATOR_VERSION, "seed": int(seed),
-              "clean_sha256": digest, "num_per_severity": int(len(clean_images)),
-              "reference": "hendrycks/robustness ImageNet-C/create_c/make_cifar_c.py",
-              "fidelity": {}, "missing": {}}
+  manifest = {
+      "source": "regenerated",
+      "generator": GENERATOR_VERSION,
+      "seed": int(seed),
+      "clean_sha256": digest,
+      "num_per_severity": int(len(clean_images)),
+      "reference": "hendrycks/robustness ImageNet-C/create_c/make_cifar_c.py",
+      "fidelity": {},
+      "missing": {},
+  }
   if os.path.isfile(manifest_path):
     with open(manifest_path) as f:
       manifest.update(json.load(f))
@@ -211,20 +273,28 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
       manifest["missing"]["frost"] = (
           "not regenerated: frost blends in the photographs frost1.png .. frost5.jpg that ship "
           "with hendrycks/robustness (ImageNet-C/create_c); pass their folder as frost_dir "
-          "(--cifar10c_frost_dir) to regenerate it")
+          "(--cifar10c_frost_dir) to regenerate it"
+      )
       continue
     if not os.path.isfile(path):
-      logging.info("Regenerating CIFAR-10-C %s (%d images x 5 severities, seed %d) into %s",
-                   name, len(clean_images), seed, folder)
+      logging.info(
+          "Regenerating CIFAR-10-C %s (%d images x 5 severities, seed %d) into %s",
+          name,
+          len(clean_images),
+          seed,
+          folder,
+      )
       out = np.empty((len(SEVERITIES) * len(clean_images), 32, 32, 3), np.uint8)
       for severity in SEVERITIES:
-        rng = np.random.default_rng(np.random.SeedSequence(
-            [int(seed), CORRUPTIONS.index(name), severity]))
+        rng = np.random.default_rng(
+            np.random.SeedSequence([int(seed), CORRUPTIONS.index(name), severity])
+        )
         base = (severity - 1) * len(clean_images)
         for start in range(0, len(clean_images), _REGEN_CHUNK):
-          chunk = clean_images[start:start + _REGEN_CHUNK]
-          out[base + start:base + start + len(chunk)] = corrupt(
-              name, chunk, severity, rng=rng, frost_images=frost_images)
+          chunk = clean_images[start : start + _REGEN_CHUNK]
+          out[base + start : base + start + len(chunk)] = corrupt(
+              name, chunk, severity, rng=rng, frost_images=frost_images
+          )
       fileio.save_npy(path, out)
     manifest["fidelity"][name] = FIDELITY[name]
     manifest["missing"].pop(name, None)
@@ -238,11 +308,19 @@ def regenerate_cifar10c(clean_images: np.ndarray, clean_labels: np.ndarray, *, c
 
 # ----- choosing a source -----------------------------------------------------------------------
 
-def load_cifar10c(source: str = "auto", *, folder: str | None = None,
-                  corruptions: Sequence[str] | None = None, tfds_data_dir: str | None = None,
-                  clean_images: np.ndarray | None = None, clean_labels: np.ndarray | None = None,
-                  cache_dir: str | None = None, seed: int = 0,
-                  frost_dir: str | None = None) -> Cifar10CData:
+
+def load_cifar10c(
+    source: str = "auto",
+    *,
+    folder: str | None = None,
+    corruptions: Sequence[str] | None = None,
+    tfds_data_dir: str | None = None,
+    clean_images: np.ndarray | None = None,
+    clean_labels: np.ndarray | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    frost_dir: str | None = None,
+) -> Cifar10CData:
   """The corrupted set from `source` ("auto", "official", "tfds", "regenerate").
 
   "auto" falls back official folder -> TFDS -> regeneration, recording why in
@@ -260,8 +338,9 @@ def load_cifar10c(source: str = "auto", *, folder: str | None = None,
   if source == "auto":
     if folder and os.path.isfile(os.path.join(folder, "labels.npy")):
       return load_cifar10c_folder(folder, corruptions)
-    fallbacks.append("official folder: " + (f"{folder} has no labels.npy" if folder
-                                             else "not given"))
+    fallbacks.append(
+        "official folder: " + (f"{folder} has no labels.npy" if folder else "not given")
+    )
     try:
       data = load_cifar10c_tfds(corruptions, data_dir=tfds_data_dir)
       data.details["fallbacks"] = fallbacks
@@ -271,14 +350,21 @@ def load_cifar10c(source: str = "auto", *, folder: str | None = None,
     logging.info("CIFAR-10-C: no official folder or TFDS copy (%s); regenerating", fallbacks)
   if clean_images is None or clean_labels is None:
     raise ValueError("regenerating CIFAR-10-C needs the clean test images and labels")
-  data = regenerate_cifar10c(clean_images, clean_labels, cache_dir=cache_dir, seed=seed,
-                             corruptions=corruptions, frost_dir=frost_dir)
+  data = regenerate_cifar10c(
+      clean_images,
+      clean_labels,
+      cache_dir=cache_dir,
+      seed=seed,
+      corruptions=corruptions,
+      frost_dir=frost_dir,
+  )
   if fallbacks:
     data.details["fallbacks"] = fallbacks
   return data
 
 
 # ----- evaluation ------------------------------------------------------------------------------
+
 
 def _mean(values) -> float | None:
   values = list(values)
@@ -293,22 +379,32 @@ def relative_accuracy(section: dict, clean_accuracy: float | None) -> dict:
   "relative_mean_per_corruption", "relative_mean_15", "relative_mean_19"}; the values are None
   where the clean accuracy is unknown or 0.
   """
+
   def relative(value):
     return None if value is None or not clean_accuracy else 100.0 * value / clean_accuracy
 
   return {
       "clean_accuracy": clean_accuracy,
-      "relative_accuracy": {name: {s: relative(v) for s, v in by_severity.items()}
-                            for name, by_severity in section["accuracy"].items()},
-      "relative_mean_per_corruption": {name: relative(v) for name, v in
-                                       section["mean_per_corruption"].items()},
+      "relative_accuracy": {
+          name: {s: relative(v) for s, v in by_severity.items()}
+          for name, by_severity in section["accuracy"].items()
+      },
+      "relative_mean_per_corruption": {
+          name: relative(v) for name, v in section["mean_per_corruption"].items()
+      },
       "relative_mean_15": relative(section["mean_15"]),
-      "relative_mean_19": relative(section["mean_19"])}
+      "relative_mean_19": relative(section["mean_19"]),
+  }
 
 
-def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, batch_size: int = 1000,
-                      severities: Sequence[int] = SEVERITIES,
-                      clean_accuracy: float | None = None) -> dict:
+def evaluate_cifar10c(
+    apply_fn: predict.ApplyFn,
+    variables,
+    data: Cifar10CData,
+    batch_size: int = 1000,
+    severities: Sequence[int] = SEVERITIES,
+    clean_accuracy: float | None = None,
+) -> dict:
   """Accuracy (percent) per corruption and severity; one compiled core for all of them.
 
   Returns {"source", "num_per_severity", "severities", "accuracy": {name: {"1": .., ..}},
@@ -342,13 +438,17 @@ def evaluate_cifar10c(apply_fn: predict.ApplyFn, variables, data: Cifar10CData, 
     return _mean(v for n in names for v in accuracy[n].values())
 
   section = {
-      "source": data.source, "num_per_severity": int(data.num_per_severity),
-      "severities": list(severities), "accuracy": accuracy,
+      "source": data.source,
+      "num_per_severity": int(data.num_per_severity),
+      "severities": list(severities),
+      "accuracy": accuracy,
       "mean_per_corruption": per_corruption,
-      "mean_15": grand_mean(STANDARD_CORRUPTIONS), "mean_19": grand_mean(CORRUPTIONS),
+      "mean_15": grand_mean(STANDARD_CORRUPTIONS),
+      "mean_19": grand_mean(CORRUPTIONS),
       "missing": missing,
       "missing_reasons": {n: data.missing.get(n, "not loaded") for n in missing},
-      "details": dict(data.details)}
+      "details": dict(data.details),
+  }
   return {**section, **relative_accuracy(section, clean_accuracy)}
 
 
@@ -356,13 +456,28 @@ def run(model: Model, data: EvalData, options) -> dict:
   """The suite's "cifar10_c" section: --cifar10c_source's data (regenerated from the test set
   where it comes to that), every --cifar10c_severities, relative to the clean accuracy."""
   corrupted = load_cifar10c(
-      options.cifar10c_source, folder=options.cifar10c_dir or None,
-      corruptions=options.corruptions, tfds_data_dir=options.tfds_data_dir or None,
-      clean_images=data.images, clean_labels=data.labels, cache_dir=data.cache_dir,
-      seed=options.cifar10c_seed, frost_dir=options.cifar10c_frost_dir or None)
-  section = evaluate_cifar10c(model.apply_fn, model.variables, corrupted,
-                              options.eval_batch_size, options.cifar10c_severities,
-                              clean_accuracy=data.clean_accuracy(model, options.eval_batch_size))
-  logging.info("CIFAR-10-C (%s): mean_15 %s, missing %s", corrupted.source, section["mean_15"],
-               section["missing"])
+      options.cifar10c_source,
+      folder=options.cifar10c_dir or None,
+      corruptions=options.corruptions,
+      tfds_data_dir=options.tfds_data_dir or None,
+      clean_images=data.images,
+      clean_labels=data.labels,
+      cache_dir=data.cache_dir,
+      seed=options.cifar10c_seed,
+      frost_dir=options.cifar10c_frost_dir or None,
+  )
+  section = evaluate_cifar10c(
+      model.apply_fn,
+      model.variables,
+      corrupted,
+      options.eval_batch_size,
+      options.cifar10c_severities,
+      clean_accuracy=data.clean_accuracy(model, options.eval_batch_size),
+  )
+  logging.info(
+      "CIFAR-10-C (%s): mean_15 %s, missing %s",
+      corrupted.source,
+      section["mean_15"],
+      section["missing"],
+  )
   return section
