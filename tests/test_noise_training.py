@@ -85,7 +85,7 @@ def test_all_noise_off_is_plain_hinton_kd_bitwise(setup):
   spec = StepSpec.from_config(config, N // B)
   ours = _run(
       make_train_step(student, spec, mesh, teacher),
-      *_fresh(mesh, state, teacher_vars, images, labels)
+      *_fresh(mesh, state, teacher_vars, images, labels),
   )
   reference = _run(_plain_hinton_step(student, teacher, spec), state, teacher_vars, images, labels)
   chex.assert_trees_all_equal(ours, reference)
@@ -112,7 +112,7 @@ def test_each_noise_source_changes_the_step(setup, change):
   plain = _run(
       make_train_step(student, base, mesh, teacher),
       *_fresh(mesh, state, teacher_vars, images, labels),
-      n=1
+      n=1,
   )
   args = _fresh(mesh, state, teacher_vars, images, labels)
   noisy = _run(make_train_step(student, _with_noise(base, **change), mesh, teacher), *args, n=1)

@@ -46,9 +46,10 @@ def test_a_turn_without_flock_does_not_wait(tmp_path, monkeypatch):
 
   monkeypatch.setattr(runlock.fcntl, "flock", no_flock)
   start = time.monotonic()
-  with runlock.turn(str(tmp_path / "run")) as mine, runlock.turn(
-      str(tmp_path / "run"), wait=False
-  ) as also_mine:
+  with (
+      runlock.turn(str(tmp_path / "run")) as mine,
+      runlock.turn(str(tmp_path / "run"), wait=False) as also_mine,
+  ):
     assert mine and also_mine
   assert time.monotonic() - start < 5
   assert not os.path.exists(runlock.turn_path(str(tmp_path / "run")))
