@@ -19,3 +19,11 @@ class NonFiniteLossError(NkdError):
 
 class DiskFullError(NkdError):
   """No space left while writing a file; the previous version of it is intact."""
+
+
+def import_failure(error: ImportError, module: str) -> str:
+  """Why `module` could not be imported, for a one-line message: "is not installed" when it is
+  missing itself, otherwise the error it raised."""
+  if getattr(error, "name", None) == module:
+    return "is not installed"
+  return f"cannot be imported ({type(error).__name__}: {error})"

@@ -29,6 +29,7 @@ from typing import Any
 from absl import logging
 
 from nkd import run_files
+from nkd.errors import import_failure
 
 _WRITERS = itertools.count()
 NOT_WRITTEN = "no TensorBoard event files are written (pip install tensorboardX)"
@@ -44,11 +45,7 @@ def summary_writer_class():
   except ImportError as e:
     if not _said_missing:
       _said_missing = True
-      why = (
-          "is not installed"
-          if getattr(e, "name", None) == "tensorboardX"
-          else f"cannot be imported ({type(e).__name__}: {e})"
-      )
+      why = import_failure(e, "tensorboardX")
       logging.warning("nkd: tensorboardX %s: %s", why, NOT_WRITTEN)
     return None
   return SummaryWriter

@@ -19,7 +19,7 @@ from absl import logging
 from nkd import fileio
 from nkd.data import safe_pickle
 from nkd.data.dataset import Dataset
-from nkd.errors import DataError
+from nkd.errors import DataError, import_failure
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 TARBALL = "cifar-10-python.tar.gz"
@@ -128,11 +128,7 @@ def load_tfds(data_dir: str, source: str = "tfds") -> Dataset:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     found = "" if source == "tfds" else f" found a TFDS cifar10 in --data_dir={data_dir} and"
-    why = (
-        "is not installed"
-        if getattr(e, "name", None) == "tensorflow_datasets"
-        else f"cannot be imported ({type(e).__name__}: {e})"
-    )
+    why = import_failure(e, "tensorflow_datasets")
     raise DataError(
         f"--data_source={source}{found} needs tensorflow-datasets, which {why}: "
         f"pip install tensorflow-datasets"
