@@ -20,10 +20,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from nkd.config.evaluation import CORRUPTIONS, SEVERITIES, STANDARD_CORRUPTIONS  # noqa: F401
 import nkd.evaluation.cifar10c.image_ops as ops
+from nkd.lazy import lazy_module
+
+ndimage = lazy_module("scipy.ndimage")
 
 IMAGE_SIZE = 32
 

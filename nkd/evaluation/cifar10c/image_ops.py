@@ -9,7 +9,10 @@ is checked here, against scipy, without OpenCV).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from nkd.lazy import lazy_module
+
+ndimage = lazy_module("scipy.ndimage")
 
 
 def gaussian(

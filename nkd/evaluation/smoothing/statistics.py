@@ -3,9 +3,10 @@ Clopper-Pearson bounds, the two-sided binomial test and the certified radius of 
 
 from __future__ import annotations
 
-from scipy import stats
-
 from nkd.config.evaluation import is_int
+from nkd.lazy import lazy_module
+
+stats = lazy_module("scipy.stats")
 
 
 def _check_counts(k: int, n: int) -> None:
