@@ -116,3 +116,40 @@ def _arr(x):
 
 def _close(a, b, rtol=1e-4, atol=1e-5):
   return bool(np.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def test_evaluation_splits_the_batch_over_the_models_devices():
+  """A model replicated on a mesh (as training leaves it) is evaluated data-parallel: each
+  device gets its rows, not the whole batch; logits and PGD results are those of one device."""
+  from nkd.evaluation import batching, pgd, predict  # pylint: disable=g-import-not-at-top
+
+  model = create_model("wrn-10-1")
+  variables = init_variables(model, jax.random.key(0))
+  apply_fn = predict.eval_apply_fn(model)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 24).astype(np.int32)
+  on_mesh = replicate(variables, mesh_of(4))
+
+  (split,) = batching.split_over_model_devices(on_mesh, images[:8])
+  assert tuple(split.sharding.spec) == ("data",) and len(split.addressable_shards) == 4
+  assert split.addressable_shards[0].data.shape == (2, 32, 32, 3)
+  for unsplit in (
+      batching.split_over_model_devices(variables, images[:8]),  # one device
+      batching.split_over_model_devices(on_mesh, images[:6]),  # 6 rows, 4 devices
+      batching.split_over_model_devices(on_mesh, images[:8], labels[:4]),  # uneven rows
+  ):
+    assert all(isinstance(b, np.ndarray) for b in unsplit)
+
+  np.testing.assert_allclose(
+      predict.compute_logits(apply_fn, on_mesh, images, batch_size=8),
+      predict.compute_logits(apply_fn, variables, images, batch_size=8),
+      rtol=1e-5,
+      atol=1e-5,
+  )
+  attack = dict(eps=8 / 255, step_size=2 / 255, steps=3, batch_size=8)
+  key = jax.random.key(3)
+  np.testing.assert_array_equal(
+      pgd.correct_under_attack(apply_fn, on_mesh, key, images, labels, **attack),
+      pgd.correct_under_attack(apply_fn, variables, key, images, labels, **attack),
+  )

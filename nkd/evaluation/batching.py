@@ -7,9 +7,11 @@ compilation of an evaluator's jitted core.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nkd.errors import ConfigError
 
@@ -50,3 +52,23 @@ def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
     return array
   filler = np.repeat(np.asarray(array[:1]), missing, axis=0)
   return np.concatenate([np.asarray(array), filler], axis=0)
+
+
+def split_over_model_devices(variables, *batches: Any) -> tuple[Any, ...]:
+  """`batches` (arrays with the same number of rows) split by rows over the devices the
+  model's variables are replicated on, the run's mesh: a jitted evaluator then runs
+  data-parallel there (XLA partitions it by the batch; the per-example random streams do not
+  depend on the split), instead of every device computing the whole batch. Unchanged where it
+  cannot be: one device, variables not on a mesh with a 'data' axis, a mesh over several
+  processes (each would hold only its own rows) or rows that do not divide evenly."""
+  leaves = jax.tree.leaves(variables)
+  sharding = getattr(leaves[0], "sharding", None) if leaves else None
+  if not isinstance(sharding, NamedSharding) or not sharding.is_fully_addressable:
+    return batches
+  mesh = sharding.mesh
+  devices = dict(mesh.shape).get("data", 1)
+  rows = {len(b) for b in batches}
+  if devices < 2 or len(rows) != 1 or rows.pop() % devices:
+    return batches
+  split = NamedSharding(mesh, P("data"))
+  return tuple(jax.device_put(b, split) for b in batches)

@@ -175,8 +175,11 @@ def correct_under_attack(
   scalars = _scalars(eps, step_size, steps, random_start_scale)
   out = np.zeros(n, bool)
   for index, start, stop in batching.padded_batches(n, size):
-    batch = batching.pad_batch(np.asarray(images[start:stop]), size)
-    batch_labels = batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size)
+    batch, batch_labels = batching.split_over_model_devices(
+        variables,
+        batching.pad_batch(np.asarray(images[start:stop]), size),
+        batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size),
+    )
     _, correct = _pgd_core(
         apply_fn,
         variables,

@@ -77,7 +77,9 @@ def compute_logits(
   size = batching.effective_batch_size(n, batch_size)
   out = []
   for _, start, stop in batching.padded_batches(n, size):
-    batch = batching.pad_batch(np.asarray(images[start:stop]), size)
+    (batch,) = batching.split_over_model_devices(
+        variables, batching.pad_batch(np.asarray(images[start:stop]), size)
+    )
     out.append(np.asarray(_logits_core(apply_fn, variables, batch))[: stop - start])
   return np.concatenate(out, axis=0)
 

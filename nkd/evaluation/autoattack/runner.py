@@ -272,6 +272,7 @@ def run_autoattack(
         yb = batching.pad_batch(y[sel], shape)
         tb = batching.pad_batch(targets[sel], shape)
         keys, attack_key, judge_key = common.run_keys(run_key, batching.pad_batch(sel, shape), b)
+        xb, yb, tb, keys = batching.split_over_model_devices(variables, xb, yb, tb, keys)
         adv, used = _attack_batch(
             stage, run, cfg, spec, variables, keys, attack_key, xb, yb, tb, eps
         )
