@@ -70,6 +70,7 @@ _WATCHED_FLAGS = (
     "--xla_cpu_experimental_onednn_fusion_type",
     "--xla_cpu_disable_platform_dependent_math",
     "--xla_allow_excess_precision",
+    "--xla_backend_optimization_level",  # LLVM's level: -O0 gave other bits
 )
 _WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
 # Eigen's own matrix kernels instead of oneDNN's sgemm: oneDNN's code path follows the block

@@ -13,7 +13,8 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(os.environ.get("TMPDIR", "/tmp"), "nkd-test-jax-cache"),
 )
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Every program: the tiny ones that compile in under half a second add up over the session.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # The CPU settings a run makes (nkd.runtime.pin_cpu) hold in the test processes too, made before
 # JAX starts: in-process runs compute as `nkd.main` does, and as fast.
