@@ -108,6 +108,24 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
     runtime.pin_cpu("AVX3")
 
 
+def test_llvm_optimisation_level_is_named_and_recorded(monkeypatch):
+  """LLVM's optimisation level changes the bits (-O0 gave another params_sha256): a user's
+  setting of it is one line, and recorded as theirs."""
+  from nkd import runtime
+
+  monkeypatch.setattr(runtime, "_backend_started", lambda: False)
+  monkeypatch.setattr(runtime, "_pinned", {})
+  for name in ("NKD_CPU_PINS", "ONEDNN_MAX_CPU_ISA", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"):
+    monkeypatch.delenv(name, raising=False)  # restored afterwards, as the settings pin_cpu makes
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  notes = runtime.pin_cpu("AVX2")
+  assert [n for n in notes if "--xla_backend_optimization_level=0" in n], notes
+  assert runtime.describe()["settings"]["--xla_backend_optimization_level"] == {
+      "value": "0",
+      "source": "yours",
+  }
+
+
 def test_an_unknown_xla_flag_is_never_set(monkeypatch):
   from nkd import runtime
 
