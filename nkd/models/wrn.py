@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nkd.config import parse_model_name
+from nkd.models.batchnorm import BatchNorm
 from nkd.models.conv import conv2d
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -36,9 +37,7 @@ class _BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
-    )(x)
+    return BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="BatchNorm_0")(x, train)
 
 
 class Conv(nn.Module):
