@@ -22,6 +22,7 @@ import numpy as np
 from nkd.config import parse_model_name
 from nkd.models.batchnorm import BatchNorm
 from nkd.models.conv import conv2d
+from nkd.models.dropout import Dropout
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -75,7 +76,7 @@ class BasicBlock(nn.Module):
     y = conv(self.features, 3, self.stride, "conv1")(preact)
     y = nn.relu(_BatchNorm(self.dtype, name="bn2")(y, train))
     if self.dropout_rate > 0:
-      y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+      y = Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = conv(self.features, 3, 1, "conv2")(y)
     return y + shortcut
 
