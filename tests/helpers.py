@@ -66,6 +66,27 @@ def run_module(module: str, args, *, env=None, timeout=600, check=False, cwd=REP
   return proc
 
 
+def once_per_session(tmp_path_factory, name: str, build) -> Path:
+  """A folder that `build(folder)` fills once per test session, whichever test process asks
+  first; under pytest-xdist the other workers wait for it (a module- or session-scoped fixture
+  is otherwise built once in each worker that runs one of its tests)."""
+  if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):
+    folder = tmp_path_factory.mktemp(name)
+    build(folder)
+    return folder
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  shared = tmp_path_factory.getbasetemp().parent  # this session's, above every worker's
+  folder, done = shared / name, shared / f"{name}.done"
+  with open(shared / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      folder.mkdir(exist_ok=True)
+      build(folder)
+      done.touch()
+  return folder
+
+
 def run_cli(args, **kwargs):
   """Runs `python -m nkd.main ARGS` in a fresh process."""
   return run_module("nkd.main", args, **kwargs)

@@ -6,64 +6,19 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, once_per_session
 
 from benchmarks import bench
 from nkd.models import count_params, create_model
 from nkd.models.wrn import init_variables
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-  path = tmp_path_factory.mktemp("bench") / "bench.json"
-  proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.bench", "--quick", f"--json={path}"],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"},
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc, json.loads(path.read_text())
-
-
-def test_quick_table_has_every_row(quick):
-  proc, _ = quick
-  lines = proc.stdout.strip().splitlines()
-  assert lines[0].startswith("benchmarks.bench on cpu:") and "QUICK" in lines[0]
-  assert lines[1].split()[:3] == ["row", "what", "img/s"] and set(lines[2]) == {"-"}
-  rows = lines[3:]
-  assert [r.split()[0] for r in rows] == list(bench.ROWS)
-  for r in rows:
-    assert float(r.split()[-1]) > 0
-
-
-def test_quick_json_is_well_formed(quick):
-  _, result = quick
-  assert set(result) == {"environment", "settings", "rows", "anchors_h200"}
-  env = result["environment"]
-  assert env["device"].startswith("cpu:") and env["device_count"] >= 1
-  for package in ("jax", "jaxlib", "flax", "optax", "numpy"):
-    assert env["versions"][package]
-  settings = result["settings"]
-  assert settings["quick"] and settings["batch"] == 32
-  assert sorted(result["rows"]) == sorted(bench.ROWS)
-  for name, row in result["rows"].items():
-    repeats = settings["epoch_repeats"] if name == "epoch" else settings["repeats"]
-    assert len(row["times_s"]) == repeats and all(t > 0 for t in row["times_s"])
-    assert row["median_s"] == pytest.approx(float(np.median(row["times_s"])))
-    assert row["img_per_s"] == pytest.approx(row["images_per_timing"] / row["median_s"])
-  assert result["rows"]["epoch"]["steps_per_epoch"] == 256 // 32
-  assert result["rows"]["pgd20_fp32"]["images_per_timing"] == 64
-  assert result["anchors_h200"]["kd_step_fp32"]["pytorch_eager"] == 9600
 
 
 def test_bad_arguments_are_one_line(capsys):
@@ -223,17 +178,66 @@ def test_torch_reference_benchmark_runs():
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-  out = tmp_path_factory.mktemp("report") / "out"
-  proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.bench", f"--report={out}", "--quick"],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=1500,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"},
-  )
+  """`--report=DIR --quick`, run once per test session (its tests may sit in two workers):
+  (its exit code, stdout and stderr; DIR; report.json)."""
+
+  def build(folder):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", f"--report={folder / 'out'}", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    (folder / "process.json").write_text(json.dumps(vars(proc) | {"args": None}))
+
+  folder = once_per_session(tmp_path_factory, "quick_report", build)
+  proc = types.SimpleNamespace(**json.loads((folder / "process.json").read_text()))
+  out = folder / "out"
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc, out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(quick_report):
+  """`benchmarks.bench --quick` as the report's bench stage ran it (every row, with PyTorch's
+  columns where it is installed): (the table it printed, its JSON)."""
+  _, out, report = quick_report
+  stage = report["stages"]["bench"]["result"]
+  log = (out / stage["process"]["log"]).read_text()
+  return log[log.index("benchmarks.bench on cpu:") :], json.loads((out / stage["json"]).read_text())
+
+
+def test_quick_table_has_every_row(quick):
+  table, _ = quick
+  lines = table.strip().splitlines()
+  assert lines[0].startswith("benchmarks.bench on cpu:") and "QUICK" in lines[0]
+  assert lines[1].split()[:3] == ["row", "what", "img/s"] and set(lines[2]) == {"-"}
+  rows = lines[3 : 3 + len(bench.ROWS)]
+  assert [r.split()[0] for r in rows] == list(bench.ROWS)
+  for r in rows:  # img/s, then PyTorch's img/s and the ratio where PyTorch ran
+    assert float(r.split()[-3 if HAS_TORCH else -1]) > 0
+
+
+def test_quick_json_is_well_formed(quick):
+  _, result = quick
+  assert set(result) - {"torch_reference"} == {"environment", "settings", "rows", "anchors_h200"}
+  env = result["environment"]
+  assert env["device"].startswith("cpu:") and env["device_count"] >= 1
+  for package in ("jax", "jaxlib", "flax", "optax", "numpy"):
+    assert env["versions"][package]
+  settings = result["settings"]
+  assert settings["quick"] and settings["batch"] == 32
+  assert sorted(result["rows"]) == sorted(bench.ROWS)
+  for name, row in result["rows"].items():
+    repeats = settings["epoch_repeats"] if name == "epoch" else settings["repeats"]
+    assert len(row["times_s"]) == repeats and all(t > 0 for t in row["times_s"])
+    assert row["median_s"] == pytest.approx(float(np.median(row["times_s"])))
+    assert row["img_per_s"] == pytest.approx(row["images_per_timing"] / row["median_s"])
+  assert result["rows"]["epoch"]["steps_per_epoch"] == 256 // 32
+  assert result["rows"]["pgd20_fp32"]["images_per_timing"] == 64
+  assert result["anchors_h200"]["kd_step_fp32"]["pytorch_eager"] == 9600
 
 
 def test_quick_report_runs_every_stage(quick_report):
@@ -271,7 +275,7 @@ def test_quick_report_runs_every_stage(quick_report):
 def test_quick_report_bench_rows(quick_report):
   _, out, report = quick_report
   bench_stage = report["stages"]["bench"]["result"]
-  assert sorted(bench_stage["rows"]) == ["epoch", "kd_step_fp32", "pgd20_fp32"]
+  assert sorted(bench_stage["rows"]) == sorted(bench.ROWS)
   assert all(r["img_per_s"] > 0 for r in bench_stage["rows"].values())
   assert bench_stage["torch_reference"] == HAS_TORCH
   assert json.loads((out / bench_stage["json"]).read_text())["settings"]["quick"]
