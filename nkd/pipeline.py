@@ -28,6 +28,11 @@ from nkd.training.checkpoint import Checkpointer
 from nkd.training.loop import train
 from nkd.training.teacher import Teacher, load_teacher
 
+# A size cap makes JAX read and write its persistent compilation cache under a file lock
+# (filelock); without one it writes entries unlocked, and a process that reads an entry another
+# is still writing (parallel sweep points, test workers) loads a truncated program and aborts.
+COMPILATION_CACHE_MAX_BYTES = 8 << 30
+
 
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
@@ -41,6 +46,8 @@ def setup_jax(config) -> None:
     jax.config.update(
         "jax_compilation_cache_dir", os.path.abspath(os.path.join(config.workspace, "jax_cache"))
     )
+  if not os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE"):
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"
     xla_flags = os.environ.get("XLA_FLAGS", "")

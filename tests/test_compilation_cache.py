@@ -1,0 +1,60 @@
+"""A run's persistent compilation cache is read and written under JAX's file lock (a size cap):
+unlocked, a process that read an entry another was still writing loaded a truncated program and
+aborted (two test workers did, every time, on a fresh cache)."""
+
+import subprocess
+import sys
+
+from helpers import REPO
+
+PROBE = """
+import sys
+import jax
+from nkd import pipeline
+from helpers import tiny_config
+config = tiny_config(__import__("pathlib").Path(sys.argv[1]))
+pipeline.setup_jax(config)
+jax.jit(lambda x: x * 2 + 1)(jax.numpy.arange(3.0)).block_until_ready()
+print(jax.config.jax_compilation_cache_max_size)
+"""
+
+
+def _probe(tmp_path, **env):
+  import os  # pylint: disable=g-import-not-at-top
+
+  clean = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")
+  }
+  proc = subprocess.run(
+      [sys.executable, "-c", PROBE, str(tmp_path)],
+      cwd=REPO,
+      env={
+          **clean,
+          "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          **env,
+      },
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return int(proc.stdout.split()[-1])
+
+
+def test_the_workspace_cache_is_capped_and_locked(tmp_path):
+  from nkd import pipeline  # pylint: disable=g-import-not-at-top
+
+  assert _probe(tmp_path) == pipeline.COMPILATION_CACHE_MAX_BYTES > 0
+  cache = tmp_path / "ws" / "jax_cache"
+  entries = sorted(p.name for p in cache.iterdir())
+  # The locked, bounded cache keeps an access-time file beside each entry (the unbounded one
+  # does not) and its lock file.
+  assert any(n.endswith("-cache") for n in entries) and any(n.endswith("-atime") for n in entries)
+  assert ".lockfile" in entries
+
+
+def test_the_users_cap_wins(tmp_path):
+  assert _probe(tmp_path, JAX_COMPILATION_CACHE_MAX_SIZE="12345678") == 12345678
