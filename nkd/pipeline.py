@@ -34,6 +34,23 @@ from nkd.training.teacher import Teacher, load_teacher
 COMPILATION_CACHE_MAX_BYTES = 8 << 30
 
 
+def _mend_cache(path: str | None) -> None:
+  """Gives every cache entry without its access-time file one (the oldest time): a process
+  killed between JAX's two writes leaves such an entry, and jax 0.10's eviction then fails every
+  later write (jax-ml/jax#39880)."""
+  if not path or not os.path.isdir(path):
+    return
+  for name in os.listdir(path):
+    if name.endswith("-cache"):
+      atime = os.path.join(path, name[: -len("-cache")] + "-atime")
+      if not os.path.exists(atime):
+        try:
+          with open(atime, "xb") as f:
+            f.write(bytes(8))
+        except OSError:  # written meanwhile by its own process, or a read-only cache
+          pass
+
+
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
   for note in runtime.pin_cpu(config.cpu_isa):
@@ -48,6 +65,7 @@ def setup_jax(config) -> None:
     )
   if not os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE"):
     jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+  _mend_cache(jax.config.jax_compilation_cache_dir)
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"
     xla_flags = os.environ.get("XLA_FLAGS", "")

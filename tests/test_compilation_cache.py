@@ -58,3 +58,15 @@ def test_the_workspace_cache_is_capped_and_locked(tmp_path):
 
 def test_the_users_cap_wins(tmp_path):
   assert _probe(tmp_path, JAX_COMPILATION_CACHE_MAX_SIZE="12345678") == 12345678
+
+
+def test_an_entry_left_without_its_access_time_is_mended(tmp_path):
+  """A process killed between JAX's two writes leaves KEY-cache without KEY-atime; jax 0.10's
+  eviction then fails every later write. The next run gives it the oldest access time."""
+  cache = tmp_path / "ws" / "jax_cache"
+  cache.mkdir(parents=True)
+  (cache / "orphan-cache").write_bytes(b"not a program")
+  _probe(tmp_path)
+  assert (cache / "orphan-atime").read_bytes() == bytes(8)
+  # And the run's own program was written beside it (a failed write would leave only the orphan).
+  assert len([p for p in cache.iterdir() if p.name.endswith("-cache")]) >= 2
