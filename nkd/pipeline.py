@@ -28,28 +28,6 @@ from nkd.training.checkpoint import Checkpointer
 from nkd.training.loop import train
 from nkd.training.teacher import Teacher, load_teacher
 
-# A size cap makes JAX read and write its persistent compilation cache under a file lock
-# (filelock); without one it writes entries unlocked, and a process that reads an entry another
-# is still writing (parallel sweep points, test workers) loads a truncated program and aborts.
-COMPILATION_CACHE_MAX_BYTES = 8 << 30
-
-
-def _mend_cache(path: str | None) -> None:
-  """Gives every cache entry without its access-time file one (the oldest time): a process
-  killed between JAX's two writes leaves such an entry, and jax 0.10's eviction then fails every
-  later write (jax-ml/jax#39880)."""
-  if not path or not os.path.isdir(path):
-    return
-  for name in os.listdir(path):
-    if name.endswith("-cache"):
-      atime = os.path.join(path, name[: -len("-cache")] + "-atime")
-      if not os.path.exists(atime):
-        try:
-          with open(atime, "xb") as f:
-            f.write(bytes(8))
-        except OSError:  # written meanwhile by its own process, or a read-only cache
-          pass
-
 
 def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
@@ -64,8 +42,8 @@ def setup_jax(config) -> None:
         "jax_compilation_cache_dir", os.path.abspath(os.path.join(config.workspace, "jax_cache"))
     )
   if not os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE"):
-    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
-  _mend_cache(jax.config.jax_compilation_cache_dir)
+    jax.config.update("jax_compilation_cache_max_size", runtime.COMPILATION_CACHE_MAX_BYTES)
+  runtime.mend_compilation_cache(jax.config.jax_compilation_cache_dir)
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"
     xla_flags = os.environ.get("XLA_FLAGS", "")

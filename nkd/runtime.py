@@ -8,7 +8,8 @@ same), XLA's platform-dependent math (off), YNNPACK, which picks its kernels fro
 and Eigen's own matrix kernels instead of oneDNN's sgemm behind them
 (`TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false`: oneDNN's code path follows the cache sizes).
 A setting the user made in XLA_FLAGS or the environment wins and is recorded; `describe()` is
-what config.json records. Plain Python: importing this module imports no jax.
+what config.json records. Also the compilation cache's size cap, which the tests set before JAX
+starts too. Plain Python: importing this module imports no jax.
 """
 
 from __future__ import annotations
@@ -77,6 +78,29 @@ _WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
 # shapes Eigen sizes by the L2 and L3 caches, so its bits changed with them (WORKSPACE.md).
 CONTRACTION_ENV = "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL"
 _MARK = "NKD_CPU_PINS"  # JSON of the settings nkd itself made (a sweep's child inherits them).
+
+# A size cap makes JAX read and write its persistent compilation cache under a file lock
+# (filelock); without one it writes entries unlocked, and a process that reads an entry another
+# is still writing (parallel sweep points, test workers) loads a truncated program and aborts.
+COMPILATION_CACHE_MAX_BYTES = 8 << 30
+
+
+def mend_compilation_cache(path: str | None) -> None:
+  """Gives every cache entry without its access-time file one (the oldest time): a process
+  killed between JAX's two writes leaves such an entry, and jax 0.10's eviction then fails every
+  later write (jax-ml/jax#39880)."""
+  if not path or not os.path.isdir(path):
+    return
+  for name in os.listdir(path):
+    if name.endswith("-cache"):
+      atime = os.path.join(path, name[: -len("-cache")] + "-atime")
+      if not os.path.exists(atime):
+        try:
+          with open(atime, "xb") as f:
+            f.write(bytes(8))
+        except OSError:  # written meanwhile by its own process, or a read-only cache
+          pass
+
 
 # What pin_cpu did in this process (recorded by describe()).
 _pinned: dict[str, Any] = {}

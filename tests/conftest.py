@@ -15,13 +15,14 @@ os.environ.setdefault(
 )
 # Every program: the tiny ones that compile in under half a second add up over the session.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-# Read and written under a file lock, as in nkd runs (nkd.pipeline.COMPILATION_CACHE_MAX_BYTES):
-# two workers compiling the same program at once otherwise abort on a half-written entry.
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 # The CPU settings a run makes (nkd.runtime.pin_cpu) hold in the test processes too, made before
 # JAX starts: in-process runs compute as `nkd.main` does, and as fast.
 from nkd import runtime  # noqa: E402
+
+# The cache is read and written under a file lock, as in nkd runs: two workers compiling the
+# same program at once otherwise abort on a half-written entry.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(runtime.COMPILATION_CACHE_MAX_BYTES))
 
 runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
 

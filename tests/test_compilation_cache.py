@@ -2,10 +2,13 @@
 unlocked, a process that read an entry another was still writing loaded a truncated program and
 aborted (two test workers did, every time, on a fresh cache)."""
 
+import os
 import subprocess
 import sys
 
 from helpers import REPO
+
+from nkd import runtime
 
 PROBE = """
 import sys
@@ -20,8 +23,6 @@ print(jax.config.jax_compilation_cache_max_size)
 
 
 def _probe(tmp_path, **env):
-  import os  # pylint: disable=g-import-not-at-top
-
   clean = {
       k: v
       for k, v in os.environ.items()
@@ -45,9 +46,7 @@ def _probe(tmp_path, **env):
 
 
 def test_the_workspace_cache_is_capped_and_locked(tmp_path):
-  from nkd import pipeline  # pylint: disable=g-import-not-at-top
-
-  assert _probe(tmp_path) == pipeline.COMPILATION_CACHE_MAX_BYTES > 0
+  assert _probe(tmp_path) == runtime.COMPILATION_CACHE_MAX_BYTES > 0
   cache = tmp_path / "ws" / "jax_cache"
   entries = sorted(p.name for p in cache.iterdir())
   # The locked, bounded cache keeps an access-time file beside each entry (the unbounded one
