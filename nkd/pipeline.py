@@ -14,6 +14,7 @@ import jax
 from absl import logging
 
 from nkd import config as config_lib
+from nkd import cpu_kernels
 from nkd import keys as keys_lib
 from nkd import run_files
 from nkd import runtime
@@ -33,6 +34,13 @@ def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
   for note in runtime.pin_cpu(config.cpu_isa):
     logging.warning("nkd: %s", note)
+  kernels = cpu_kernels.status()["conv_kernel_gradient"]  # a bad NKD_CPU_KERNELS stops here
+  if kernels.startswith("xla (") and runtime.is_x86():
+    logging.warning(
+        "nkd: convolutions' kernel gradients use XLA's code (%s), so params_sha256 differs "
+        "from runs with nkd's CPU kernel (recorded in config.json)",
+        kernels[5:-1],
+    )
   if config.distributed:
     jax.distributed.initialize()
   jax.config.update("jax_threefry_partitionable", True)

@@ -321,13 +321,9 @@ def package_versions() -> dict[str, str]:
 def describe() -> dict[str, Any]:
   """The host facts and settings a CPU result depends on, for config.json; `fingerprint` is a
   short hash of them (what a pinned hash in the tests is keyed to)."""
-  if _pinned:
-    isa, source, settings = _pinned["isa"], _pinned["isa_source"], _pinned["settings"]
-  else:
-    present = _flags(os.environ.get("XLA_FLAGS", "")).get(MAX_ISA_FLAG)
-    isa, source, settings = ((present.upper(), "XLA_FLAGS") if present else (NATIVE, "default")) + (
-        {},
-    )
+  from nkd import cpu_kernels  # pylint: disable=g-import-not-at-top  (it imports this module)
+
+  isa, source, settings = _isa_in_effect()
   supported = host_isas()
   facts = {
       "model": cpu_model(),
@@ -339,14 +335,31 @@ def describe() -> dict[str, Any]:
       "cpu_count": os.cpu_count(),
       "caches": cache_sizes(),
       "settings": settings,
+      "kernels": cpu_kernels.status(),
   }
   return {**facts, "fingerprint": fingerprint(facts)}
+
+
+def _isa_in_effect() -> tuple[str, str, dict[str, Any]]:
+  """(the ISA XLA:CPU compiles for, where that came from, the settings pin_cpu recorded)."""
+  if _pinned:
+    return _pinned["isa"], _pinned["isa_source"], _pinned["settings"]
+  present = _flags(os.environ.get("XLA_FLAGS", "")).get(MAX_ISA_FLAG)
+  return (present.upper(), "XLA_FLAGS", {}) if present else (NATIVE, "default", {})
+
+
+def describe_isa() -> str:
+  """The ISA XLA:CPU compiles for in this process: one of CPU_ISAS, or 'NATIVE'."""
+  return _isa_in_effect()[0].upper()
 
 
 def fingerprint(facts: dict[str, Any] | None = None) -> str:
   """16 hex digits over what CPU bits depend on: CPU model, caches, usable cores, the host's
   newest ISA, the settings in effect, the package versions."""
   facts = facts or describe()
-  keyed = {key: facts[key] for key in ("model", "caches", "cores", "host_isa", "isa", "settings")}
+  keyed = {
+      key: facts[key]
+      for key in ("model", "caches", "cores", "host_isa", "isa", "settings", "kernels")
+  }
   text = json.dumps({**keyed, "versions": package_versions()}, sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]

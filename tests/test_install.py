@@ -3,6 +3,7 @@
 and nkd-train trains a tiny run in an empty folder. Needs a package index (PyPI in CI); about
 two minutes, most of it pip."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import venv
 import pytest
 
 from helpers import REPO, tiny_flags
+from nkd import cpu_kernels
 
 SCRIPTS = {
     "nkd-train": "nkd.main:",
@@ -125,6 +127,8 @@ def test_installs_into_a_fresh_venv_and_runs_away_from_the_repository(tmp_path):
   )
   assert run.returncode == 0, run.stderr[-3000:]
   assert (away / "workspace" / "runs" / "away" / "seed_0" / "results.json").exists()
+  config = json.loads((away / "workspace" / "runs" / "away" / "seed_0" / "config.json").read_text())
+  assert config["cpu"]["kernels"] == cpu_kernels.status()  # the kernel's source is installed
 
   # Editable: the same environment now imports the copy itself.
   pip(python, "--no-deps", "-e", str(source), cwd=away)

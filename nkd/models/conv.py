@@ -7,18 +7,32 @@ base dilation, so inside a loop (PGD, APGD, FAB, EOT) and for every strided laye
 naive loop ("unoptimized convolution", jax-ml/jax#12868). Here, on CPU, the input gradient is
 written in canonical layout: input row i = s m + a of phase a gets
 dx[s m + a] = sum_{t = a + lo (mod s)} g[m + (a + lo - t) / s] w[t], a stride-1 convolution of
-the cotangent with the phase's taps, and the s x s phases are interleaved. The kernel gradient
-is JAX's own; on GPU and TPU the whole convolution is `lax.conv_general_dilated` with JAX's rule.
+the cotangent with the phase's taps, and the s x s phases are interleaved.
+
+The kernel gradient on CPU is nkd's own kernel (`nkd/cpu_kernels.cc`, an XLA FFI call) where
+`nkd.cpu_kernels` built it for this machine, for float32 and output channels a multiple of 8;
+else JAX's rule. XLA:CPU runs JAX's as a convolution over transposed operands: on a 2-vCPU Zen 4
+(AVX-512, jaxlib 0.10.2), batch 128, 64 GFLOP/s for a 32x32x32 -> 32 layer and 12 for the
+strided 1x1 shortcut, against 180 and 110 for nkd's kernel, whose bits are the same on every
+AVX2 + FMA CPU. On GPU and TPU the whole convolution is `lax.conv_general_dilated` with JAX's rule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import ctypes
 import functools
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from nkd import cpu_kernels
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -74,11 +88,65 @@ def _canonical_conv_fwd(x, kernel, stride, padding):
   return _conv(x, kernel, stride, padding), (x, kernel)
 
 
+@functools.cache
+def _kernel_gradient_target() -> str | None:
+  """The FFI target of nkd's kernel gradient, registered once; None where it is not built."""
+  path = cpu_kernels.library()
+  if path is None:
+    return None
+  library = ctypes.cdll.LoadLibrary(path)
+  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.NkdConvKernelGrad), platform="cpu")
+  return _TARGET
+
+
+_TARGET = "nkd_conv_kernel_grad"
+
+
+_BATCH_AXIS = "data"
+_batch_mesh: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
+    "batch_mesh", default=None
+)
+
+
+@contextlib.contextmanager
+def batch_sharded(mesh: Mesh) -> Iterator[None]:
+  """Gradients traced inside are of a batch sharded over `mesh`'s 'data' axis: nkd's kernel
+  gradient then runs on each device's rows and sums over the axis (an FFI call is opaque to
+  XLA's partitioner, which would gather the whole batch onto every device and repeat it)."""
+  token = _batch_mesh.set(mesh)
+  try:
+    yield
+  finally:
+    _batch_mesh.reset(token)
+
+
+def _kernel_gradient(x, g, kernel, stride: int, padding: Padding):
+  """d conv / d kernel for the cotangent g: nkd's CPU kernel where it applies, else JAX's."""
+  usable = x.dtype == g.dtype == kernel.dtype == jnp.float32 and kernel.shape[3] % 8 == 0
+  if not (usable and _kernel_gradient_target()):
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)
+    return kernel_vjp(g)[0]
+  ffi = jax.ffi.ffi_call(
+      _TARGET, jax.ShapeDtypeStruct(kernel.shape, jnp.float32), vmap_method="sequential"
+  )
+  attrs = dict(
+      stride=np.int64(stride), pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0])
+  )
+  mesh = _batch_mesh.get()
+  shards = mesh.shape.get(_BATCH_AXIS, 1) if mesh is not None else 1
+  if shards == 1 or x.shape[0] % shards:
+    return ffi(x, g, **attrs)
+  local = lambda x, g: lax.psum(ffi(x, g, **attrs), _BATCH_AXIS)  # noqa: E731
+  spec = P(_BATCH_AXIS)
+  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=P(), check_vma=False)(
+      x, g
+  )
+
+
 def _canonical_conv_bwd(stride, padding, residuals, g):
   x, kernel = residuals
   dx = _input_gradient(g, kernel, x.shape, stride, padding).astype(x.dtype)
-  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)
-  return (dx, *kernel_vjp(g))
+  return dx, _kernel_gradient(x, g, kernel, stride, padding)
 
 
 _canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)

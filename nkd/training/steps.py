@@ -22,6 +22,7 @@ from nkd import losses, noise
 from nkd.config.noise import NoiseOptions
 from nkd.data.augment import crop_and_flip, to_unit_float
 from nkd.keys import step_key_for
+from nkd.models import conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +152,8 @@ def make_train_step(
         loss = losses.cross_entropy(logits, y)
       return loss, (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    with conv.batch_sharded(mesh):  # nkd's CPU kernel gradients per device, then summed
+      (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == y)}
     return state, metrics

@@ -1,0 +1,208 @@
+"""nkd's CPU kernel for convolutions' kernel gradients (nkd/cpu_kernels.cc, nkd/cpu_kernels.py,
+used by nkd/models/conv.py): the gradient JAX's rule gives, exact where the arithmetic is exact,
+the same bits whatever the thread count, per device on a sharded batch, and XLA's own gradient
+where it is switched off, not built or not allowed by --cpu_isa. Tests that run the kernel skip
+where it is not built here (not x86-64 with AVX2 + FMA, or no C++ compiler)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from helpers import REPO, mesh_of
+from nkd import cpu_kernels, runtime
+from nkd.errors import ConfigError
+from nkd.models import conv
+
+BUILT = cpu_kernels.library() is not None
+needs_kernel = pytest.mark.skipif(
+    not BUILT, reason=f"nkd's CPU kernel is not used here: {cpu_kernels.status()}"
+)
+
+# (batch, height, width, in features, out features, kernel, stride, padding): the WRN's layer
+# kinds, every remainder of the six-channel input blocks, 8- and 16-channel output blocks, an
+# empty batch, taps that fall outside on every side.
+CASES = [
+    (3, 7, 5, 5, 8, 3, 1, 1),
+    (4, 9, 9, 13, 24, 3, 2, 1),
+    (2, 8, 8, 3, 16, 1, 2, 0),
+    (5, 6, 6, 7, 32, 3, 1, 0),
+    (1, 5, 5, 2, 8, 5, 2, 2),
+    (17, 8, 8, 16, 16, 3, 1, 1),
+    (2, 6, 6, 12, 40, 3, 1, 1),
+    (2, 4, 4, 1, 8, 3, 1, 2),
+    (0, 4, 4, 3, 8, 3, 1, 1),
+]
+
+
+def _gradients(x, w, stride, pad):
+  padding = ((pad, pad), (pad, pad))
+  loss = lambda conv_fn: lambda w: jnp.sum(jnp.sin(conv_fn(x, w)))  # noqa: E731
+  ours = jax.jit(jax.grad(loss(lambda x, w: conv.conv2d(x, w, stride, padding))))
+  theirs = jax.jit(jax.grad(loss(lambda x, w: conv._conv(x, w, stride, padding))))
+  return ours, theirs
+
+
+@needs_kernel
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CASES)
+def test_kernel_gradient_is_jaxs(n, h, w, cin, cout, k, stride, pad):
+  rng = np.random.default_rng(n * 31 + cin)
+  x = jnp.asarray(rng.normal(size=(n, h, w, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
+  ours, theirs = _gradients(x, kernel, stride, pad)
+  assert "nkd_conv_kernel_grad" in ours.lower(kernel).as_text()
+  expected = np.asarray(theirs(kernel))
+  np.testing.assert_allclose(
+      ours(kernel), expected, rtol=0, atol=2e-6 * max(1.0, np.abs(expected).max())
+  )
+
+
+@needs_kernel
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CASES[:6])
+def test_exact_where_the_arithmetic_is(n, h, w, cin, cout, k, stride, pad):
+  """Small integers: every product and sum is exact, so any misplaced tap, row or channel
+  shows as a difference from XLA's (also exact) gradient."""
+  rng = np.random.default_rng(cin)
+  x = jnp.asarray(rng.integers(-3, 4, (n, h, w, cin)), jnp.float32)
+  ho = (h + 2 * pad - k) // stride + 1
+  wo = (w + 2 * pad - k) // stride + 1
+  g = jnp.asarray(rng.integers(-3, 4, (n, ho, wo, cout)), jnp.float32)
+  kernel = jnp.zeros((k, k, cin, cout), jnp.float32)
+  padding = ((pad, pad), (pad, pad))
+  vjp = lambda conv_fn: jax.vjp(lambda w: conv_fn(x, w, stride, padding), kernel)[1](g)[0]  # noqa: E731
+  np.testing.assert_array_equal(jax.jit(lambda: vjp(conv.conv2d))(), vjp(conv._conv))
+
+
+_HASH_SCRIPT = """
+import hashlib, os, sys
+{affinity}
+import jax, jax.numpy as jnp, numpy as np
+from nkd import runtime
+runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
+from nkd.models import conv
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.normal(size=(37, 16, 16, 32)), jnp.float32)
+g = jnp.asarray(rng.normal(size=(37, 8, 8, 64)), jnp.float32)
+kernel = jnp.zeros((3, 3, 32, 64), jnp.float32)
+grad = jax.jit(lambda x, g: jax.vjp(lambda w: conv.conv2d(x, w, 2, ((1, 1), (1, 1))), kernel)[1](g)[0])
+print(hashlib.sha256(np.asarray(grad(x, g)).tobytes()).hexdigest())
+"""
+
+
+def _hash_in_child(affinity: str = "") -> str:
+  env = {**os.environ, "PYTHONPATH": REPO}
+  env.pop("XLA_FLAGS", None)
+  out = subprocess.run(
+      [sys.executable, "-c", _HASH_SCRIPT.format(affinity=affinity)],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=REPO,
+      check=True,
+  )
+  return out.stdout.split()[-1]
+
+
+@needs_kernel
+@pytest.mark.skipif(runtime.usable_cores() < 2, reason="one core: no other thread count to try")
+def test_same_bits_on_one_core_as_on_all():
+  """The images are split into chunks by the shape alone; threads only pick up chunks."""
+  all_cores = _hash_in_child()
+  one_core = _hash_in_child("os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})")
+  assert one_core == all_cores
+
+
+@needs_kernel
+def test_on_a_sharded_batch_each_device_takes_its_rows():
+  mesh = mesh_of(4)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(8, 6, 6, 8)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 8, 16)), jnp.float32)
+  replicated = NamedSharding(mesh, P())
+
+  def grad(w, x):
+    x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
+    loss = lambda w: jnp.sum(jnp.sin(conv.conv2d(x, w, 1, ((1, 1), (1, 1)))))  # noqa: E731
+    with conv.batch_sharded(mesh):
+      return jax.grad(loss)(w)
+
+  step = jax.jit(grad, in_shardings=replicated, out_shardings=replicated)
+  text = step.lower(w, x).compile().as_text()
+  calls = [
+      line for line in text.splitlines() if "nkd_conv_kernel_grad" in line and "custom-call" in line
+  ]
+  assert calls and all("f32[2,6,6,8]" in line for line in calls), calls
+  assert "all-gather" not in text and "all-reduce" in text
+  _, theirs = _gradients(x, w, 1, 1)
+  np.testing.assert_allclose(step(w, x), theirs(w), rtol=1e-5, atol=1e-5)
+
+
+def _forget_the_choice():
+  cpu_kernels._library.cache_clear()
+  conv._kernel_gradient_target.cache_clear()
+
+
+@pytest.fixture
+def fresh_choice():
+  """The choice of kernel made anew in the test, and again after it (settings restored)."""
+  _forget_the_choice()
+  yield
+  _forget_the_choice()
+
+
+def _uses_kernel() -> bool:
+  x, w = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8))
+  f = jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, 1, ((1, 1), (1, 1)))))
+  return "nkd_conv_kernel_grad" in jax.jit(f).lower(w).as_text()
+
+
+def test_off_gives_xlas_gradient_and_says_so(monkeypatch, fresh_choice):
+  monkeypatch.setenv(cpu_kernels.ENV, "off")
+  assert cpu_kernels.status() == {"conv_kernel_gradient": "xla (NKD_CPU_KERNELS=off)"}
+  assert not _uses_kernel()
+  assert runtime.describe()["kernels"] == cpu_kernels.status()
+
+
+def test_a_bad_setting_names_the_variable(monkeypatch, fresh_choice):
+  monkeypatch.setenv(cpu_kernels.ENV, "yes")
+  with pytest.raises(ConfigError, match="NKD_CPU_KERNELS='yes': expected 'on' or 'off'"):
+    cpu_kernels.status()
+
+
+@pytest.mark.skipif(not runtime.is_x86() or "AVX2" not in runtime.host_isas(), reason="no AVX2")
+def test_an_isa_cap_below_avx2_keeps_xlas_gradient(monkeypatch, fresh_choice):
+  monkeypatch.setitem(runtime._pinned, "isa", "AVX")
+  monkeypatch.setitem(runtime._pinned, "isa_source", "--cpu_isa")
+  monkeypatch.setitem(runtime._pinned, "settings", {})
+  assert cpu_kernels.status() == {"conv_kernel_gradient": "xla (--cpu_isa AVX is below AVX2)"}
+  assert not _uses_kernel()
+
+
+@pytest.mark.skipif(not runtime.is_x86() or "AVX2" not in runtime.host_isas(), reason="no AVX2")
+def test_without_a_compiler_xlas_gradient_is_used(monkeypatch, fresh_choice):
+  monkeypatch.setattr(cpu_kernels, "_compiler", lambda: None)
+  assert "no C++ compiler" in cpu_kernels.status()["conv_kernel_gradient"]
+  assert not _uses_kernel()
+
+
+@needs_kernel
+def test_built_once_into_the_kernel_folder_by_a_hash_of_its_inputs(
+    monkeypatch, tmp_path, fresh_choice
+):
+  monkeypatch.setenv(cpu_kernels.DIR_ENV, str(tmp_path / "kernels"))
+  path = cpu_kernels.library()
+  assert os.path.dirname(path) == str(tmp_path / "kernels")
+  assert os.listdir(tmp_path / "kernels") == [os.path.basename(path)]  # no temporary left
+  stamp = os.stat(path).st_mtime_ns
+  cpu_kernels._library.cache_clear()
+  assert cpu_kernels.library() == path and os.stat(path).st_mtime_ns == stamp  # not rebuilt
