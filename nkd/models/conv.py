@@ -12,9 +12,9 @@ the cotangent with the phase's taps, and the s x s phases are interleaved.
 The kernel gradient on CPU is nkd's own kernel (`nkd/cpu_kernels.cc`, an XLA FFI call) where
 `nkd.cpu_kernels` built it for this machine, for float32 and output channels a multiple of 8;
 else JAX's rule. XLA:CPU runs JAX's as a convolution over transposed operands: on a 2-vCPU Zen 4
-(AVX-512, jaxlib 0.10.2), batch 128, 64 GFLOP/s for a 32x32x32 -> 32 layer and 12 for the
-strided 1x1 shortcut, against 180 and 110 for nkd's kernel, whose bits are the same on every
-AVX2 + FMA CPU. On GPU and TPU the whole convolution is `lax.conv_general_dilated` with JAX's rule.
+(AVX-512, jaxlib 0.10.2, nkd's CPU settings), batch 128, 63 GFLOP/s for a 32x32x32 -> 32 layer
+and 13 for the strided 1x1 shortcut, against 180 and 87 for nkd's kernel, whose bits are the
+same on every AVX2 + FMA CPU (BENCHMARKS.md has every layer). On GPU and TPU the whole convolution is `lax.conv_general_dilated` with JAX's rule.
 """
 
 from __future__ import annotations
