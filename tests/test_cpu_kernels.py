@@ -206,3 +206,14 @@ def test_built_once_into_the_kernel_folder_by_a_hash_of_its_inputs(
   stamp = os.stat(path).st_mtime_ns
   cpu_kernels._library.cache_clear()
   assert cpu_kernels.library() == path and os.stat(path).st_mtime_ns == stamp  # not rebuilt
+
+
+def test_the_gpu_program_has_no_cpu_kernel_and_xlas_convolutions():
+  """Lowered for CUDA (no GPU needed), the gradient is JAX's: the CPU branch is not lowered."""
+  from jax import export  # pylint: disable=g-import-not-at-top
+
+  x, w = jnp.ones((4, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
+  grad = jax.jit(jax.grad(lambda w: jnp.sum(jnp.sin(conv.conv2d(x, w, 1, ((1, 1), (1, 1)))))))
+  text = export.export(grad, platforms=("cuda",))(w).mlir_module()
+  assert "nkd_conv_kernel_grad" not in text
+  assert text.count("stablehlo.convolution") == 2  # the forward and JAX's kernel gradient
