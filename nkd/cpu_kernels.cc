@@ -1,18 +1,21 @@
-// The kernel gradient of a 2-D convolution on x86-64 CPUs with AVX2 and FMA, as an XLA FFI
-// handler (nkd/cpu_kernels.py builds it; nkd/models/conv.py registers and calls it).
+// 2-D convolutions (NHWC input, HWIO kernel) on x86-64 CPUs with AVX2 and FMA, as XLA FFI
+// handlers (nkd/cpu_kernels.py builds them; nkd/models/conv.py registers and calls them).
 //
+// NkdConv, the convolution:
+//   y[n, p, q, o] = sum over (a, b, i) of x[n, p s + a - pad_top, q s + b - pad_left, i] w[a, b, i, o]
+// NkdConvKernelGrad, its kernel gradient:
 //   dW[a, b, i, o] = sum over (n, p, q) of x[n, p s + a - pad_top, q s + b - pad_left, i] g[n, p, q, o]
 //
-// x (N, H, W, I) is the layer's input, g (N, P, Q, O) the cotangent of its output, dW (KH, KW, I, O)
-// the HWIO kernel's gradient; taps outside x count as zeros. XLA:CPU runs this as a convolution
-// whose operands it first transposes (the batch becomes the contracted feature), at 50-80 GFLOP/s
-// on the 32- and 64-channel layers of a WRN on a 2-vCPU Zen 4; this runs at 150-180 there.
+// x (N, H, W, I) is the layer's input, w (KH, KW, I, O) its kernel, y and g (N, P, Q, O) its output
+// and the output's cotangent; taps outside x count as zeros (a negative pad crops). On a 2-vCPU
+// Zen 4 the convolution runs at 156-211 GFLOP/s on a WRN's layers (XLA:CPU: 93-187), the kernel
+// gradient at 87-180 (XLA:CPU transposes both operands first: 13-167); BENCHMARKS.md.
 //
-// The bits do not depend on the CPU or on the thread count: the images are split into
-// min(N, 16) chunks (a function of the shape only); within a chunk each element of dW is one
-// running sum of fused multiply-adds over the images, rows and columns in order (FMA rounds
-// once, so 8-lane AVX2 on any CPU gives the same result as any other vector width would); the
-// chunks' partial sums are then added in chunk order. Threads only decide who computes a chunk.
+// The bits do not depend on the CPU or on the thread count. Every output element is one running
+// sum of fused multiply-adds in an order fixed by the code (FMA rounds once, so 8-lane AVX2 on
+// any CPU gives what any other vector width would): over (a, b, i) for y; for dW over the images,
+// rows and columns of each of min(N, 16) chunks of images (a function of the shape only), whose
+// partial sums are then added in chunk order. Threads only decide who computes which part.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -106,13 +109,36 @@ void Chunk(const Dims& d, const float* x, const float* g, float* dw, int64_t fir
       }
 }
 
-// Chunks handed out to the caller and the pool's threads; the caller waits for all to finish.
+// Tasks handed out to the caller and the pool's threads; the caller waits for all to finish.
 struct Progress {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> finished{0};
   std::mutex mu;
   std::condition_variable all_done;
 };
+
+// Runs work(t) for t in [0, tasks) on the caller and the pool's threads; returns when all are done.
+template <typename Work>
+void Parallel(ffi::ThreadPool& pool, int64_t tasks, Work work) {
+  auto progress = std::make_shared<Progress>();
+  auto run = [progress, tasks, work]() {
+    for (int64_t t; (t = progress->next.fetch_add(1)) < tasks;) {
+      work(t);
+      if (progress->finished.fetch_add(1) + 1 == tasks) {
+        std::lock_guard<std::mutex> lock(progress->mu);
+        progress->all_done.notify_all();
+      }
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), tasks - 1);
+  for (int64_t t = 0; t < helpers; ++t) {
+    auto task = run;
+    pool.Schedule(std::move(task));
+  }
+  run();
+  std::unique_lock<std::mutex> lock(progress->mu);
+  progress->all_done.wait(lock, [&] { return progress->finished.load() == tasks; });
+}
 
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
@@ -136,29 +162,12 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const int64_t chunks = std::min(d.n, kMaxChunks);
   // Chunk 0 is summed straight into the result, the others into their own buffers.
   auto partial = std::make_shared<std::vector<float>>(static_cast<size_t>((chunks - 1) * size));
-  auto progress = std::make_shared<Progress>();
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
-  auto work = [progress, partial, d, xp, gp, result, size, chunks]() {
-    for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
-      float* out = c == 0 ? result : partial->data() + (c - 1) * size;
-      Chunk(d, xp, gp, out, c * d.n / chunks, (c + 1) * d.n / chunks);
-      if (progress->finished.fetch_add(1) + 1 == chunks) {
-        std::lock_guard<std::mutex> lock(progress->mu);
-        progress->all_done.notify_all();
-      }
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) {
-    auto task = work;
-    pool.Schedule(std::move(task));
-  }
-  work();
-  {
-    std::unique_lock<std::mutex> lock(progress->mu);
-    progress->all_done.wait(lock, [&] { return progress->finished.load() == chunks; });
-  }
+  float* pp = partial->data();
+  Parallel(pool, chunks, [=](int64_t c) {
+    Chunk(d, xp, gp, c == 0 ? result : pp + (c - 1) * size, c * d.n / chunks, (c + 1) * d.n / chunks);
+  });
   for (int64_t c = 1; c < chunks; ++c) {
     const float* p = partial->data() + (c - 1) * size;
     for (int64_t k = 0; k < size; ++k) result[k] += p[k];
@@ -166,7 +175,102 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   return ffi::Error::Success();
 }
 
+
+// y[n, pixels pix0 .. pix0+QT of the image (row-major over P x Q), o0 .. o0+8*OV]. The tile lives
+// in QT x OV registers through the input channels of a tap; taps outside x read zeros.
+template <int QT, int OV>
+inline void OutputTile(const Dims& d, const float* x, const float* w, float* y, const float* zeros,
+                       int64_t n, int64_t pix0, int64_t o0) {
+  float* out = y + (n * d.p * d.q + pix0) * d.co + o0;
+  for (int j = 0; j < QT; ++j)
+    for (int k = 0; k < OV; ++k) _mm256_storeu_ps(out + j * d.co + 8 * k, _mm256_setzero_ps());
+  int64_t row0[QT], col0[QT];
+  for (int j = 0; j < QT; ++j) {
+    row0[j] = (pix0 + j) / d.q * d.stride - d.pad_top;
+    col0[j] = (pix0 + j) % d.q * d.stride - d.pad_left;
+  }
+  const float* xn = x + n * d.h * d.w * d.ci;
+  for (int64_t a = 0; a < d.kh; ++a) {
+    for (int64_t b = 0; b < d.kw; ++b) {
+      const float* xp[QT];
+      bool any = false;
+      for (int j = 0; j < QT; ++j) {
+        const int64_t row = row0[j] + a, col = col0[j] + b;
+        const bool inside = row >= 0 && row < d.h && col >= 0 && col < d.w;
+        xp[j] = inside ? xn + (row * d.w + col) * d.ci : zeros;
+        any |= inside;
+      }
+      if (!any) continue;
+      const float* wp = w + (a * d.kw + b) * d.ci * d.co + o0;
+      __m256 acc[QT][OV];
+      for (int j = 0; j < QT; ++j)
+        for (int k = 0; k < OV; ++k) acc[j][k] = _mm256_loadu_ps(out + j * d.co + 8 * k);
+      for (int64_t i = 0; i < d.ci; ++i, wp += d.co) {
+        __m256 wv[OV];
+        for (int k = 0; k < OV; ++k) wv[k] = _mm256_loadu_ps(wp + 8 * k);
+        for (int j = 0; j < QT; ++j) {
+          const __m256 xv = _mm256_broadcast_ss(xp[j] + i);
+          for (int k = 0; k < OV; ++k) acc[j][k] = _mm256_fmadd_ps(xv, wv[k], acc[j][k]);
+        }
+      }
+      for (int j = 0; j < QT; ++j)
+        for (int k = 0; k < OV; ++k) _mm256_storeu_ps(out + j * d.co + 8 * k, acc[j][k]);
+    }
+  }
+}
+
+// Output pixels [lo, hi) of image n, three at a time, for output channels o0 .. o0+8*OV.
+template <int OV>
+void OutputPixels(const Dims& d, const float* x, const float* w, float* y, const float* zeros,
+                  int64_t n, int64_t lo, int64_t hi, int64_t o0) {
+  int64_t pix = lo;
+  for (; pix + 3 <= hi; pix += 3) OutputTile<3, OV>(d, x, w, y, zeros, n, pix, o0);
+  for (; pix < hi; ++pix) OutputTile<1, OV>(d, x, w, y, zeros, n, pix, o0);
+}
+
+ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top, int64_t pad_left) {
+  const auto xd = x.dimensions();
+  const auto wd = w.dimensions();
+  const auto yd = y->dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
+    return ffi::Error::InvalidArgument("nkd_conv: x, w and y must be rank 4");
+  const Dims d{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3],
+               wd[0], wd[1], stride, pad_top, pad_left};
+  if (yd[0] != d.n || wd[2] != d.ci || wd[3] != d.co || d.co % 8 != 0 || stride < 1)
+    return ffi::Error::InvalidArgument(
+        "nkd_conv: expected x (N,H,W,I), w (KH,KW,I,O), y (N,P,Q,O), O % 8 == 0");
+  const int64_t pixels = d.p * d.q;
+  if (d.n == 0 || pixels == 0) return ffi::Error::Success();
+  constexpr int64_t kPixelsPerTask = 64;
+  const int64_t per_image = (pixels + kPixelsPerTask - 1) / kPixelsPerTask;
+  auto zeros = std::make_shared<std::vector<float>>(static_cast<size_t>(d.ci), 0.0f);
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  float* yp = y->typed_data();
+  const float* zp = zeros->data();
+  Parallel(pool, d.n * per_image, [=](int64_t t) {
+    const int64_t n = t / per_image, lo = t % per_image * kPixelsPerTask;
+    const int64_t hi = std::min(pixels, lo + kPixelsPerTask);
+    int64_t o0 = 0;
+    for (; o0 + 32 <= d.co; o0 += 32) OutputPixels<4>(d, xp, wp, yp, zp, n, lo, hi, o0);
+    if (o0 + 16 <= d.co) OutputPixels<2>(d, xp, wp, yp, zp, n, lo, hi, o0), o0 += 16;
+    if (o0 < d.co) OutputPixels<1>(d, xp, wp, yp, zp, n, lo, hi, o0);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConv, Conv,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConvKernelGrad, ConvKernelGrad,
                               ffi::Ffi::Bind()

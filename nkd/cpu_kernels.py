@@ -1,17 +1,20 @@
 """nkd's own CPU kernels (`cpu_kernels.cc`): built once per machine with the C++ compiler, loaded
 as an XLA FFI library.
 
-One kernel so far: the kernel gradient of a convolution, which XLA:CPU runs 2-3x slower than
-the processor allows (it transposes both operands first; `nkd/models/conv.py` has the figures).
-The library is compiled for AVX2 + FMA and its arithmetic is fixed by the code (fused
-multiply-adds in a set order, `-ffp-contract=off`), so it gives the same bits on every x86-64
-CPU that has them, whatever its vector width, caches or thread count.
+Two kernels: a float32 convolution (NHWC, HWIO), up to 1.6x XLA:CPU's speed, and its kernel
+gradient, up to 3x (XLA transposes both operands first) on a WRN's layers; nkd/models/conv.py
+uses them for a network's forward pass, input gradients (written as convolutions) and kernel
+gradients, BENCHMARKS.md has the figures. The library is compiled for AVX2 + FMA and its
+arithmetic is fixed by the code (fused multiply-adds in a set order, `-ffp-contract=off`), so it
+gives the same bits on every x86-64 CPU that has them, whatever its vector width, caches or
+thread count.
 
-It is used when all of these hold, else XLA's own gradient is (and `status()` says why, which
-config.json records under `cpu`):
+It is used when all of these hold, else XLA's own convolutions are (and `status()` says why,
+which config.json records under `cpu.kernels`):
 - an x86-64 CPU with AVX2 and FMA, and `--cpu_isa` (or the user's `--xla_cpu_max_isa`) at AVX2
   or above, or native: a lower cap asks for code without them;
-- `NKD_CPU_KERNELS` is unset or `on` (`off`: XLA's gradient, the bits of nkd before this kernel);
+- `NKD_CPU_KERNELS` is unset or `on` (`off`: XLA's convolutions, the bits of nkd before these
+  kernels);
 - a C++ compiler (`$CXX`, else `g++`, else `c++`) builds the library.
 The build lands in `$NKD_KERNEL_DIR`, else `$XDG_CACHE_HOME/nkd` or `~/.cache/nkd`, named by a
 hash of the source, the flags, the compiler and jaxlib, written under a temporary name and then
@@ -143,5 +146,5 @@ def library() -> str | None:
 
 
 def status() -> dict[str, Any]:
-  """What config.json records: which code computes the convolutions' kernel gradients on CPU."""
-  return {"conv_kernel_gradient": _library()[1]}
+  """What config.json records: which code computes the convolutions on CPU."""
+  return {"convolutions": _library()[1]}

@@ -34,11 +34,11 @@ def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
   for note in runtime.pin_cpu(config.cpu_isa):
     logging.warning("nkd: %s", note)
-  kernels = cpu_kernels.status()["conv_kernel_gradient"]  # a bad NKD_CPU_KERNELS stops here
+  kernels = cpu_kernels.status()["convolutions"]  # a bad NKD_CPU_KERNELS stops here
   if kernels.startswith("xla (") and runtime.is_x86():
     logging.warning(
-        "nkd: convolutions' kernel gradients use XLA's code (%s), so params_sha256 differs "
-        "from runs with nkd's CPU kernel (recorded in config.json)",
+        "nkd: convolutions use XLA's code (%s), so params_sha256 differs from runs with "
+        "nkd's CPU kernels (recorded in config.json)",
         kernels[5:-1],
     )
   if config.distributed:

@@ -1,5 +1,6 @@
 """nkd.models.conv: the canonical input gradient equals JAX's, and keeps XLA:CPU on its fast
-path inside a loop (no base-dilated or non-canonical convolution left in the program)."""
+path inside a loop (no base-dilated or non-canonical convolution left in the program). nkd's
+own CPU kernels behind it are tested in tests/test_cpu_kernels.py."""
 
 import re
 
@@ -30,10 +31,11 @@ def test_gradients_match_jax_and_the_forward_is_the_same(size, cin, cout, k, str
   padding = ((pad, pad), (pad, pad))
   ours = lambda x, w: conv2d(x, w, stride, padding)  # noqa: E731
   theirs = lambda x, w: _conv(x, w, stride, padding)  # noqa: E731
-  assert jnp.array_equal(jax.jit(ours)(x, w), jax.jit(theirs)(x, w))
+  # Equal up to rounding: on CPU nkd's kernel sums in its own order (tests/test_cpu_kernels.py).
+  np.testing.assert_allclose(jax.jit(ours)(x, w), jax.jit(theirs)(x, w), rtol=1e-5, atol=1e-5)
   loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w)))  # noqa: E731
   for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(theirs), (0, 1))(x, w)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=0, atol=5e-6 * float(np.abs(b).max()))
 
 
 def test_in_a_loop_every_convolution_is_canonical_and_none_is_base_dilated():

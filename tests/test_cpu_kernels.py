@@ -45,42 +45,49 @@ CASES = [
 ]
 
 
-def _gradients(x, w, stride, pad):
+def _vjps(x, kernel, g, stride, pad):
+  """(output, input gradient, kernel gradient) for the cotangent g: conv2d's, then XLA's."""
   padding = ((pad, pad), (pad, pad))
-  loss = lambda conv_fn: lambda w: jnp.sum(jnp.sin(conv_fn(x, w)))  # noqa: E731
-  ours = jax.jit(jax.grad(loss(lambda x, w: conv.conv2d(x, w, stride, padding))))
-  theirs = jax.jit(jax.grad(loss(lambda x, w: conv._conv(x, w, stride, padding))))
-  return ours, theirs
+
+  def of(conv_fn):
+    y, vjp = jax.vjp(lambda x, w: conv_fn(x, w, stride, padding), x, kernel)
+    return (y, *vjp(g))
+
+  ours = jax.jit(lambda x, kernel, g: of(conv.conv2d))
+  assert {"@nkd_conv(", "@nkd_conv_kernel_grad("} <= {
+      name
+      for name in ("@nkd_conv(", "@nkd_conv_kernel_grad(")
+      if name in ours.lower(x, kernel, g).as_text()
+  }
+  return ours(x, kernel, g), of(conv._conv)
 
 
-@needs_kernel
-@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CASES)
-def test_kernel_gradient_is_jaxs(n, h, w, cin, cout, k, stride, pad):
+def _inputs(case, draw):
+  n, h, w, cin, cout, k, stride, pad = case
+  out_h, out_w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
   rng = np.random.default_rng(n * 31 + cin)
-  x = jnp.asarray(rng.normal(size=(n, h, w, cin)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
-  ours, theirs = _gradients(x, kernel, stride, pad)
-  assert "nkd_conv_kernel_grad" in ours.lower(kernel).as_text()
-  expected = np.asarray(theirs(kernel))
-  np.testing.assert_allclose(
-      ours(kernel), expected, rtol=0, atol=2e-6 * max(1.0, np.abs(expected).max())
-  )
+  shapes = ((n, h, w, cin), (k, k, cin, cout), (n, out_h, out_w, cout))
+  return [jnp.asarray(draw(rng, shape), jnp.float32) for shape in shapes]
 
 
 @needs_kernel
-@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", CASES[:6])
-def test_exact_where_the_arithmetic_is(n, h, w, cin, cout, k, stride, pad):
+@pytest.mark.parametrize("case", CASES)
+def test_convolution_and_its_gradients_are_xlas(case):
+  x, kernel, g = _inputs(case, lambda rng, shape: rng.normal(size=shape))
+  for ours, theirs in zip(*_vjps(x, kernel, g, *case[-2:])):
+    theirs = np.asarray(theirs)
+    scale = max(1.0, float(np.abs(theirs).max(initial=0)))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-6 * scale)
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", CASES)
+def test_exact_where_the_arithmetic_is(case):
   """Small integers: every product and sum is exact, so any misplaced tap, row or channel
-  shows as a difference from XLA's (also exact) gradient."""
-  rng = np.random.default_rng(cin)
-  x = jnp.asarray(rng.integers(-3, 4, (n, h, w, cin)), jnp.float32)
-  ho = (h + 2 * pad - k) // stride + 1
-  wo = (w + 2 * pad - k) // stride + 1
-  g = jnp.asarray(rng.integers(-3, 4, (n, ho, wo, cout)), jnp.float32)
-  kernel = jnp.zeros((k, k, cin, cout), jnp.float32)
-  padding = ((pad, pad), (pad, pad))
-  vjp = lambda conv_fn: jax.vjp(lambda w: conv_fn(x, w, stride, padding), kernel)[1](g)[0]  # noqa: E731
-  np.testing.assert_array_equal(jax.jit(lambda: vjp(conv.conv2d))(), vjp(conv._conv))
+  shows as a difference from XLA's (also exact) results."""
+  x, kernel, g = _inputs(case, lambda rng, shape: rng.integers(-3, 4, shape))
+  for ours, theirs in zip(*_vjps(x, kernel, g, *case[-2:])):
+    np.testing.assert_array_equal(ours, theirs)
 
 
 _HASH_SCRIPT = """
@@ -143,13 +150,13 @@ def test_on_a_sharded_batch_each_device_takes_its_rows():
   ]
   assert calls and all("f32[2,6,6,8]" in line for line in calls), calls
   assert "all-gather" not in text and "all-reduce" in text
-  _, theirs = _gradients(x, w, 1, 1)
-  np.testing.assert_allclose(step(w, x), theirs(w), rtol=1e-5, atol=1e-5)
+  theirs = jax.grad(lambda w: jnp.sum(jnp.sin(conv._conv(x, w, 1, ((1, 1), (1, 1))))))(w)
+  np.testing.assert_allclose(step(w, x), theirs, rtol=1e-4, atol=1e-4)
 
 
 def _forget_the_choice():
   cpu_kernels._library.cache_clear()
-  conv._kernel_gradient_target.cache_clear()
+  conv._kernels_registered.cache_clear()
 
 
 @pytest.fixture
@@ -168,7 +175,7 @@ def _uses_kernel() -> bool:
 
 def test_off_gives_xlas_gradient_and_says_so(monkeypatch, fresh_choice):
   monkeypatch.setenv(cpu_kernels.ENV, "off")
-  assert cpu_kernels.status() == {"conv_kernel_gradient": "xla (NKD_CPU_KERNELS=off)"}
+  assert cpu_kernels.status() == {"convolutions": "xla (NKD_CPU_KERNELS=off)"}
   assert not _uses_kernel()
   assert runtime.describe()["kernels"] == cpu_kernels.status()
 
@@ -184,14 +191,14 @@ def test_an_isa_cap_below_avx2_keeps_xlas_gradient(monkeypatch, fresh_choice):
   monkeypatch.setitem(runtime._pinned, "isa", "AVX")
   monkeypatch.setitem(runtime._pinned, "isa_source", "--cpu_isa")
   monkeypatch.setitem(runtime._pinned, "settings", {})
-  assert cpu_kernels.status() == {"conv_kernel_gradient": "xla (--cpu_isa AVX is below AVX2)"}
+  assert cpu_kernels.status() == {"convolutions": "xla (--cpu_isa AVX is below AVX2)"}
   assert not _uses_kernel()
 
 
 @pytest.mark.skipif(not runtime.is_x86() or "AVX2" not in runtime.host_isas(), reason="no AVX2")
 def test_without_a_compiler_xlas_gradient_is_used(monkeypatch, fresh_choice):
   monkeypatch.setattr(cpu_kernels, "_compiler", lambda: None)
-  assert "no C++ compiler" in cpu_kernels.status()["conv_kernel_gradient"]
+  assert "no C++ compiler" in cpu_kernels.status()["convolutions"]
   assert not _uses_kernel()
 
 

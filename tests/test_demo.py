@@ -17,9 +17,9 @@ DEMO = "--flagfile=experiments/demo.flags"
 # second run in a fresh workspace gives the same bits instead.
 PINNED = {
     # 2-vCPU AMD EPYC (Zen 4, KVM), AVX-512, L1d 32K, L2 1M, L3 32M; jax 0.10.2; nkd's CPU
-    # kernel for kernel gradients. (A Sapphire Rapids entry, 15bd2de09393049b, gave the same
-    # bits before nkd's own BatchNorm changed them; it is not measured since.)
-    "19458608fdf13bb2": ("a4609b50e637c529", "464ca11a4ee63c58"),
+    # convolution kernels. (A Sapphire Rapids entry, 15bd2de09393049b, gave the same bits
+    # before nkd's own BatchNorm changed them; it is not measured since.)
+    "f83cc420c7db5039": ("19b4c3c78fd307f6", "5a73104f18449d35"),
 }
 
 

@@ -11,9 +11,10 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nkd.errors import ConfigError
+from nkd.models import conv
 
 
 def check_batch_size(batch_size: int, option: str = "batch_size") -> None:
@@ -54,6 +55,22 @@ def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([np.asarray(array), filler], axis=0)
 
 
+def model_mesh(variables) -> Mesh | None:
+  """The mesh the model's variables are replicated on when it has several devices of one process
+  on a 'data' axis (what split_over_model_devices splits batches over), else None."""
+  leaves = jax.tree.leaves(variables)
+  sharding = getattr(leaves[0], "sharding", None) if leaves else None
+  if not isinstance(sharding, NamedSharding) or not sharding.is_fully_addressable:
+    return None
+  return sharding.mesh if dict(sharding.mesh.shape).get("data", 1) > 1 else None
+
+
+def on_model_devices(variables):
+  """Context for calling a jitted evaluator on batches from split_over_model_devices: nkd's CPU
+  convolution kernels inside then run on each device's rows (`conv.batch_sharded`)."""
+  return conv.batch_sharded(model_mesh(variables))
+
+
 def split_over_model_devices(variables, *batches: Any) -> tuple[Any, ...]:
   """`batches` (arrays with the same number of rows) split by rows over the devices the
   model's variables are replicated on, the run's mesh: a jitted evaluator then runs
@@ -61,14 +78,9 @@ def split_over_model_devices(variables, *batches: Any) -> tuple[Any, ...]:
   depend on the split), instead of every device computing the whole batch. Unchanged where it
   cannot be: one device, variables not on a mesh with a 'data' axis, a mesh over several
   processes (each would hold only its own rows) or rows that do not divide evenly."""
-  leaves = jax.tree.leaves(variables)
-  sharding = getattr(leaves[0], "sharding", None) if leaves else None
-  if not isinstance(sharding, NamedSharding) or not sharding.is_fully_addressable:
-    return batches
-  mesh = sharding.mesh
-  devices = dict(mesh.shape).get("data", 1)
+  mesh = model_mesh(variables)
   rows = {len(b) for b in batches}
-  if devices < 2 or len(rows) != 1 or rows.pop() % devices:
+  if mesh is None or len(rows) != 1 or rows.pop() % mesh.shape["data"]:
     return batches
   split = NamedSharding(mesh, P("data"))
   return tuple(jax.device_put(b, split) for b in batches)

@@ -180,15 +180,16 @@ def correct_under_attack(
         batching.pad_batch(np.asarray(images[start:stop]), size),
         batching.pad_batch(np.asarray(labels[start:stop]).astype(np.int32), size),
     )
-    _, correct = _pgd_core(
-        apply_fn,
-        variables,
-        jax.random.fold_in(key, index),
-        batch,
-        batch_labels,
-        *scalars,
-        loss=loss,
-    )
+    with batching.on_model_devices(variables):
+      _, correct = _pgd_core(
+          apply_fn,
+          variables,
+          jax.random.fold_in(key, index),
+          batch,
+          batch_labels,
+          *scalars,
+          loss=loss,
+      )
     out[start:stop] = np.asarray(correct)[: stop - start]
   return out
 

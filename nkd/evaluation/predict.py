@@ -80,7 +80,8 @@ def compute_logits(
     (batch,) = batching.split_over_model_devices(
         variables, batching.pad_batch(np.asarray(images[start:stop]), size)
     )
-    out.append(np.asarray(_logits_core(apply_fn, variables, batch))[: stop - start])
+    with batching.on_model_devices(variables):
+      out.append(np.asarray(_logits_core(apply_fn, variables, batch))[: stop - start])
   return np.concatenate(out, axis=0)
 
 

@@ -9,12 +9,16 @@ written in canonical layout: input row i = s m + a of phase a gets
 dx[s m + a] = sum_{t = a + lo (mod s)} g[m + (a + lo - t) / s] w[t], a stride-1 convolution of
 the cotangent with the phase's taps, and the s x s phases are interleaved.
 
-The kernel gradient on CPU is nkd's own kernel (`nkd/cpu_kernels.cc`, an XLA FFI call) where
-`nkd.cpu_kernels` built it for this machine, for float32 and output channels a multiple of 8;
-else JAX's rule. XLA:CPU runs JAX's as a convolution over transposed operands: on a 2-vCPU Zen 4
-(AVX-512, jaxlib 0.10.2, nkd's CPU settings), batch 128, 63 GFLOP/s for a 32x32x32 -> 32 layer
-and 13 for the strided 1x1 shortcut, against 180 and 87 for nkd's kernel, whose bits are the
-same on every AVX2 + FMA CPU (BENCHMARKS.md has every layer). On GPU and TPU the whole convolution is `lax.conv_general_dilated` with JAX's rule.
+On CPU, the convolutions (the forward pass and the input gradient's phases) and the kernel
+gradient are nkd's own kernels (`nkd/cpu_kernels.cc`, XLA FFI calls) where `nkd.cpu_kernels`
+built them for this machine, for float32 and output channels a multiple of 8; else XLA's
+convolution and JAX's rule. XLA:CPU runs JAX's kernel gradient as a convolution over transposed
+operands: on a 2-vCPU Zen 4 (AVX-512, jaxlib 0.10.2, nkd's CPU settings), batch 128, 63 GFLOP/s
+for a 32x32x32 -> 32 layer and 13 for the strided 1x1 shortcut, against 180 and 87 for nkd's
+kernel; nkd's convolution runs at 156-211 GFLOP/s on a WRN's layers, XLA's at 93-187. Their bits
+are the same on every AVX2 + FMA CPU (BENCHMARKS.md has every layer). Inside `batch_sharded`
+they run on each device's rows of a sharded batch. On GPU and TPU the whole convolution is
+`lax.conv_general_dilated` with JAX's rule.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def _input_gradient(g, kernel, input_shape: Sequence[int], stride: int, padding:
       if row is None or col is None:
         line.append(jnp.zeros(shape, g.dtype))
       else:
-        line.append(_conv(g, transposed[row[0], col[0]], 1, (row[1], col[1])))
+        line.append(_cpu_conv(g, transposed[row[0], col[0]], 1, (row[1], col[1])))
     planes.append(jnp.stack(line, axis=3) if stride > 1 else line[0])
   if stride == 1:
     return planes[0]
@@ -79,27 +83,23 @@ def _input_gradient(g, kernel, input_shape: Sequence[int], stride: int, padding:
   return dx[:, :height, :width, :]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _canonical_conv(x, kernel, stride: int, padding: Padding):
-  return _conv(x, kernel, stride, padding)
-
-
-def _canonical_conv_fwd(x, kernel, stride, padding):
-  return _conv(x, kernel, stride, padding), (x, kernel)
+_CONV_TARGET = "nkd_conv"
+_KERNEL_GRADIENT_TARGET = "nkd_conv_kernel_grad"
 
 
 @functools.cache
-def _kernel_gradient_target() -> str | None:
-  """The FFI target of nkd's kernel gradient, registered once; None where it is not built."""
+def _kernels_registered() -> bool:
+  """Registers nkd's CPU kernels as FFI targets, once; False where they are not built."""
   path = cpu_kernels.library()
   if path is None:
-    return None
+    return False
   library = ctypes.cdll.LoadLibrary(path)
-  jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.NkdConvKernelGrad), platform="cpu")
-  return _TARGET
-
-
-_TARGET = "nkd_conv_kernel_grad"
+  for target, symbol in (
+      (_CONV_TARGET, library.NkdConv),
+      (_KERNEL_GRADIENT_TARGET, library.NkdConvKernelGrad),
+  ):
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
+  return True
 
 
 _BATCH_AXIS = "data"
@@ -109,10 +109,11 @@ _batch_mesh: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def batch_sharded(mesh: Mesh) -> Iterator[None]:
-  """Gradients traced inside are of a batch sharded over `mesh`'s 'data' axis: nkd's kernel
-  gradient then runs on each device's rows and sums over the axis (an FFI call is opaque to
-  XLA's partitioner, which would gather the whole batch onto every device and repeat it)."""
+def batch_sharded(mesh: Mesh | None) -> Iterator[None]:
+  """Convolutions traced inside take a batch sharded over `mesh`'s 'data' axis (None: not
+  sharded): nkd's CPU kernels then run on each device's rows (the kernel gradient summed over
+  the axis). An FFI call is opaque to XLA's partitioner, which would gather the whole batch
+  onto every device and repeat the work there."""
   token = _batch_mesh.set(mesh)
   try:
     yield
@@ -120,27 +121,73 @@ def batch_sharded(mesh: Mesh) -> Iterator[None]:
     _batch_mesh.reset(token)
 
 
-def _kernel_gradient(x, g, kernel, stride: int, padding: Padding):
-  """d conv / d kernel for the cotangent g: nkd's CPU kernel where it applies, else JAX's."""
-  usable = x.dtype == g.dtype == kernel.dtype == jnp.float32 and kernel.shape[3] % 8 == 0
-  if not (usable and _kernel_gradient_target()):
-    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)
-    return kernel_vjp(g)[0]
-  ffi = jax.ffi.ffi_call(
-      _TARGET, jax.ShapeDtypeStruct(kernel.shape, jnp.float32), vmap_method="sequential"
-  )
-  attrs = dict(
-      stride=np.int64(stride), pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0])
-  )
+def _call_on_shards(call, *arrays, summed: bool = False):
+  """call(*arrays), or inside `batch_sharded` on each device's rows of the batch (axis 0): the
+  results stacked as the batch is (summed over the devices if `summed`)."""
   mesh = _batch_mesh.get()
   shards = mesh.shape.get(_BATCH_AXIS, 1) if mesh is not None else 1
-  if shards == 1 or x.shape[0] % shards:
-    return ffi(x, g, **attrs)
-  local = lambda x, g: lax.psum(ffi(x, g, **attrs), _BATCH_AXIS)  # noqa: E731
+  if shards == 1 or arrays[0].shape[0] % shards:
+    return call(*arrays)
+  local = (lambda *a: lax.psum(call(*a), _BATCH_AXIS)) if summed else call
   spec = P(_BATCH_AXIS)
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=P(), check_vma=False)(
-      x, g
+  return jax.shard_map(
+      local,
+      mesh=mesh,
+      in_specs=(spec,) * len(arrays),
+      out_specs=P() if summed else spec,
+      check_vma=False,
+  )(*arrays)
+
+
+def _attrs(stride: int, padding: Padding) -> dict:
+  return dict(
+      stride=np.int64(stride), pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0])
   )
+
+
+def _usable(*arrays) -> bool:
+  """nkd's CPU kernels take float32 and output channels a multiple of 8."""
+  return (
+      all(a.dtype == jnp.float32 for a in arrays)
+      and arrays[-1].shape[-1] % 8 == 0
+      and _kernels_registered()
+  )
+
+
+def _cpu_conv(x, kernel, stride: int, padding: Padding):
+  """The convolution on CPU: nkd's kernel where it applies, else XLA's."""
+  kh, kw = kernel.shape[:2]
+  out_h = (x.shape[1] + sum(padding[0]) - kh) // stride + 1
+  out_w = (x.shape[2] + sum(padding[1]) - kw) // stride + 1
+  if not (_usable(x, kernel) and out_h > 0 and out_w > 0):
+    return _conv(x, kernel, stride, padding)
+  attrs = _attrs(stride, padding)
+
+  def call(x, kernel):
+    out = jax.ShapeDtypeStruct((x.shape[0], out_h, out_w, kernel.shape[3]), jnp.float32)
+    return jax.ffi.ffi_call(_CONV_TARGET, out, vmap_method="sequential")(x, kernel, **attrs)
+
+  return _call_on_shards(lambda x: call(x, kernel), x)
+
+
+def _kernel_gradient(x, g, kernel, stride: int, padding: Padding):
+  """d conv / d kernel for the cotangent g: nkd's CPU kernel where it applies, else JAX's."""
+  if not _usable(x, g):
+    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)
+    return kernel_vjp(g)[0]
+  out = jax.ShapeDtypeStruct(kernel.shape, jnp.float32)
+  ffi = jax.ffi.ffi_call(_KERNEL_GRADIENT_TARGET, out, vmap_method="sequential")
+  attrs = _attrs(stride, padding)
+  return _call_on_shards(lambda x, g: ffi(x, g, **attrs), x, g, summed=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _canonical_conv(x, kernel, stride: int, padding: Padding):
+  return _cpu_conv(x, kernel, stride, padding)
+
+
+def _canonical_conv_fwd(x, kernel, stride, padding):
+  return _cpu_conv(x, kernel, stride, padding), (x, kernel)
 
 
 def _canonical_conv_bwd(stride, padding, residuals, g):

@@ -152,13 +152,16 @@ def make_train_step(
         loss = losses.cross_entropy(logits, y)
       return loss, (logits, updates["batch_stats"])
 
-    with conv.batch_sharded(mesh):  # nkd's CPU kernel gradients per device, then summed
-      (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == y)}
     return state, metrics
 
-  return jit_train_step(train_step, mesh) if jit else train_step
+  def sharded_train_step(*args):
+    with conv.batch_sharded(mesh):  # nkd's CPU convolution kernels on each device's rows
+      return train_step(*args)
+
+  return jit_train_step(sharded_train_step, mesh) if jit else sharded_train_step
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

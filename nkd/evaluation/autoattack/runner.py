@@ -273,10 +273,11 @@ def run_autoattack(
         tb = batching.pad_batch(targets[sel], shape)
         keys, attack_key, judge_key = common.run_keys(run_key, batching.pad_batch(sel, shape), b)
         xb, yb, tb, keys = batching.split_over_model_devices(variables, xb, yb, tb, keys)
-        adv, used = _attack_batch(
-            stage, run, cfg, spec, variables, keys, attack_key, xb, yb, tb, eps
-        )
-        judged = np.asarray(common.judge_scores(spec, variables, judge_key, adv))[: len(sel)]
+        with batching.on_model_devices(variables):
+          adv, used = _attack_batch(
+              stage, run, cfg, spec, variables, keys, attack_key, xb, yb, tb, eps
+          )
+          judged = np.asarray(common.judge_scores(spec, variables, judge_key, adv))[: len(sel)]
         adv = np.asarray(adv)[: len(sel)]
         broken = (np.argmax(judged, -1) != y[sel]) & common.inside_ball(adv, x[sel], eps)
         if used is not None:
