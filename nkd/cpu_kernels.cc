@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -140,19 +141,28 @@ void Parallel(ffi::ThreadPool& pool, int64_t tasks, Work work) {
   progress->all_done.wait(lock, [&] { return progress->finished.load() == tasks; });
 }
 
+// The layer's sizes from x (N,H,W,I), a kernel-shaped (KH,KW,I,O) and an output-shaped
+// (N,P,Q,O) buffer; an error naming `handler` where they do not fit together.
+template <typename Span>
+ffi::Error LayerDims(const char* handler, Span x, Span kernel, Span out, int64_t stride,
+                     int64_t pad_top, int64_t pad_left, Dims* d) {
+  if (x.size() != 4 || kernel.size() != 4 || out.size() != 4 || out[0] != x[0] ||
+      kernel[2] != x[3] || kernel[3] != out[3] || out[3] % 8 != 0 || stride < 1)
+    return ffi::Error::InvalidArgument(
+        std::string(handler) +
+        ": expected x (N,H,W,I), a kernel (KH,KW,I,O) and an output (N,P,Q,O) with O % 8 == 0");
+  *d = Dims{x[0], x[1], x[2], x[3], out[1], out[2], out[3],
+            kernel[0], kernel[1], stride, pad_top, pad_left};
+  return ffi::Error::Success();
+}
+
 ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
                           ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
                           int64_t pad_left) {
-  const auto xd = x.dimensions();
-  const auto gd = g.dimensions();
-  const auto wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4)
-    return ffi::Error::InvalidArgument("nkd_conv_kernel_grad: x, g and dW must be rank 4");
-  const Dims d{xd[0], xd[1], xd[2], xd[3], gd[1], gd[2], gd[3],
-               wd[0], wd[1], stride, pad_top, pad_left};
-  if (gd[0] != d.n || wd[2] != d.ci || wd[3] != d.co || d.co % 8 != 0 || stride < 1)
-    return ffi::Error::InvalidArgument(
-        "nkd_conv_kernel_grad: expected x (N,H,W,I), g (N,P,Q,O), dW (KH,KW,I,O), O % 8 == 0");
+  Dims d;
+  ffi::Error bad = LayerDims("nkd_conv_kernel_grad", x.dimensions(), dw->dimensions(),
+                             g.dimensions(), stride, pad_top, pad_left, &d);
+  if (bad.failure()) return bad;
   const int64_t size = d.kh * d.kw * d.ci * d.co;
   float* result = dw->typed_data();
   if (d.n == 0) {
@@ -230,16 +240,10 @@ void OutputPixels(const Dims& d, const float* x, const float* w, float* y, const
 
 ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                 ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top, int64_t pad_left) {
-  const auto xd = x.dimensions();
-  const auto wd = w.dimensions();
-  const auto yd = y->dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4)
-    return ffi::Error::InvalidArgument("nkd_conv: x, w and y must be rank 4");
-  const Dims d{xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], yd[3],
-               wd[0], wd[1], stride, pad_top, pad_left};
-  if (yd[0] != d.n || wd[2] != d.ci || wd[3] != d.co || d.co % 8 != 0 || stride < 1)
-    return ffi::Error::InvalidArgument(
-        "nkd_conv: expected x (N,H,W,I), w (KH,KW,I,O), y (N,P,Q,O), O % 8 == 0");
+  Dims d;
+  ffi::Error bad = LayerDims("nkd_conv", x.dimensions(), w.dimensions(), y->dimensions(), stride,
+                             pad_top, pad_left, &d);
+  if (bad.failure()) return bad;
   const int64_t pixels = d.p * d.q;
   if (d.n == 0 || pixels == 0) return ffi::Error::Success();
   constexpr int64_t kPixelsPerTask = 64;
