@@ -172,7 +172,7 @@ def _cpu_conv(x, kernel, stride: int, padding: Padding):
 
 def _kernel_gradient(x, g, kernel, stride: int, padding: Padding):
   """d conv / d kernel for the cotangent g: nkd's CPU kernel where it applies, else JAX's."""
-  if not _usable(x, g):
+  if not _usable(x, kernel, g):
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, padding), kernel)
     return kernel_vjp(g)[0]
   out = jax.ShapeDtypeStruct(kernel.shape, jnp.float32)
