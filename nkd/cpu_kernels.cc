@@ -170,21 +170,21 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
     return ffi::Error::Success();
   }
   const int64_t chunks = std::min(d.n, kMaxChunks);
-  // Chunk 0 is summed straight into the result, the others into their own buffers.
-  auto partial = std::make_shared<std::vector<float>>(static_cast<size_t>((chunks - 1) * size));
+  // Chunk 0 is summed straight into the result, the others into their own buffers (Chunk
+  // zeroes each before summing, so they are left uninitialised here).
+  std::unique_ptr<float[]> partial(new float[(chunks - 1) * size]);
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
-  float* pp = partial->data();
+  float* pp = partial.get();
   Parallel(pool, chunks, [=](int64_t c) {
     Chunk(d, xp, gp, c == 0 ? result : pp + (c - 1) * size, c * d.n / chunks, (c + 1) * d.n / chunks);
   });
   for (int64_t c = 1; c < chunks; ++c) {
-    const float* p = partial->data() + (c - 1) * size;
+    const float* p = pp + (c - 1) * size;
     for (int64_t k = 0; k < size; ++k) result[k] += p[k];
   }
   return ffi::Error::Success();
 }
-
 
 // y[n, pixels pix0 .. pix0+QT of the image (row-major over P x Q), o0 .. o0+8*OV]. The tile lives
 // in QT x OV registers through the input channels of a tap; taps outside x read zeros.
@@ -248,11 +248,11 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   if (d.n == 0 || pixels == 0) return ffi::Error::Success();
   constexpr int64_t kPixelsPerTask = 64;
   const int64_t per_image = (pixels + kPixelsPerTask - 1) / kPixelsPerTask;
-  auto zeros = std::make_shared<std::vector<float>>(static_cast<size_t>(d.ci), 0.0f);
+  const std::vector<float> zeros(static_cast<size_t>(d.ci), 0.0f);
   const float* xp = x.typed_data();
   const float* wp = w.typed_data();
   float* yp = y->typed_data();
-  const float* zp = zeros->data();
+  const float* zp = zeros.data();
   Parallel(pool, d.n * per_image, [=](int64_t t) {
     const int64_t n = t / per_image, lo = t % per_image * kPixelsPerTask;
     const int64_t hi = std::min(pixels, lo + kPixelsPerTask);
@@ -264,25 +264,20 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   return ffi::Error::Success();
 }
 
+// Both handlers' arguments: the thread pool, the layer's input, a second array (the kernel, or the
+// output's cotangent), the result, and the convolution's stride and low paddings.
+auto LayerBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("stride")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left");
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConv, Conv,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConvKernelGrad, ConvKernelGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
-
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConv, Conv, LayerBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NkdConvKernelGrad, ConvKernelGrad, LayerBinding());

@@ -52,8 +52,9 @@ def _build_dir() -> str:
 
 def _compiler() -> str | None:
   for name in (os.environ.get("CXX"), "g++", "c++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
+    found = shutil.which(name) if name else None
+    if found:
+      return found
   return None
 
 
@@ -65,8 +66,8 @@ def _jaxlib_include() -> str | None:
   return include if os.path.isfile(os.path.join(include, "xla", "ffi", "api", "ffi.h")) else None
 
 
-def _isa_allows_avx2() -> bool:
-  isa = runtime.describe_isa()
+def _allows_avx2(isa: str) -> bool:
+  """Whether XLA's ISA cap `isa` (runtime.describe_isa()) admits AVX2 code."""
   return isa == runtime.NATIVE.upper() or (
       isa in runtime.CPU_ISAS and runtime.CPU_ISAS.index(isa) >= runtime.CPU_ISAS.index("AVX2")
   )
@@ -83,27 +84,28 @@ def _why_not() -> str | None:
     return "not an x86-64 CPU"
   if "AVX2" not in runtime.host_isas():
     return "this CPU lacks AVX2 or FMA"
-  if not _isa_allows_avx2():
-    return f"--cpu_isa {runtime.describe_isa()} is below AVX2"
+  isa = runtime.describe_isa()
+  if not _allows_avx2(isa):
+    return f"--cpu_isa {isa} is below AVX2"
   return None
 
 
 @functools.cache
-def _library() -> tuple[str | None, str]:
-  """(path of the built library or None, what is used: 'nkd AVX2+FMA' or 'xla (why)')."""
+def _library() -> tuple[str | None, str | None]:
+  """(path of the built library, None) where it is used, else (None, why XLA's code is)."""
   why = _why_not()
   if why:
-    return None, f"xla ({why})"
+    return None, why
   compiler, include = _compiler(), _jaxlib_include()
   if compiler is None:
-    return None, "xla (no C++ compiler: set CXX, or install g++)"
+    return None, "no C++ compiler: set CXX, or install g++"
   if include is None:
-    return None, "xla (jaxlib has no XLA FFI headers)"
+    return None, "jaxlib has no XLA FFI headers"
   try:
     with open(SOURCE, "rb") as f:
       source = f.read()
   except OSError:
-    return None, f"xla ({os.path.basename(SOURCE)} is not installed beside nkd)"
+    return None, f"{os.path.basename(SOURCE)} is not installed beside nkd"
   version = subprocess.run(
       [compiler, "--version"], capture_output=True, text=True, check=False
   ).stdout.splitlines()
@@ -125,7 +127,7 @@ def _library() -> tuple[str | None, str]:
       fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
       os.close(fd)
     except OSError as e:
-      return None, f"xla (cannot write the kernel library to {folder}: {e.strerror}; set {DIR_ENV})"
+      return None, f"cannot write the kernel library to {folder}: {e.strerror}; set {DIR_ENV}"
     built = subprocess.run(
         [compiler, *FLAGS, "-I", include, SOURCE, "-o", tmp],
         capture_output=True,
@@ -135,9 +137,9 @@ def _library() -> tuple[str | None, str]:
     if built.returncode:
       os.unlink(tmp)
       tail = " ".join(built.stderr.strip().splitlines()[-3:])[-300:]
-      return None, f"xla (building {os.path.basename(SOURCE)} failed: {tail})"
+      return None, f"building {os.path.basename(SOURCE)} failed: {tail}"
     os.replace(tmp, path)
-  return path, f"nkd {ISA}"
+  return path, None
 
 
 def library() -> str | None:
@@ -145,6 +147,13 @@ def library() -> str | None:
   return _library()[0]
 
 
+def not_used_because() -> str | None:
+  """Why XLA's convolutions are used here instead of nkd's kernels; None where they are not."""
+  return _library()[1]
+
+
 def status() -> dict[str, Any]:
-  """What config.json records: which code computes the convolutions on CPU."""
-  return {"convolutions": _library()[1]}
+  """What config.json records: which code computes the convolutions on CPU ('nkd AVX2+FMA' or
+  'xla (why)')."""
+  why = not_used_because()
+  return {"convolutions": f"nkd {ISA}" if why is None else f"xla ({why})"}

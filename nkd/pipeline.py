@@ -34,12 +34,12 @@ def setup_jax(config) -> None:
   """JAX options that change numerics are set explicitly, before any computation."""
   for note in runtime.pin_cpu(config.cpu_isa):
     logging.warning("nkd: %s", note)
-  kernels = cpu_kernels.status()["convolutions"]  # a bad NKD_CPU_KERNELS stops here
-  if kernels.startswith("xla (") and runtime.is_x86():
+  why = cpu_kernels.not_used_because()  # a bad NKD_CPU_KERNELS stops here
+  if why and runtime.is_x86():
     logging.warning(
         "nkd: convolutions use XLA's code (%s), so params_sha256 differs from runs with "
         "nkd's CPU kernels (recorded in config.json)",
-        kernels[5:-1],
+        why,
     )
   if config.distributed:
     jax.distributed.initialize()
