@@ -7,8 +7,8 @@ batch gradient is written out (`_train_norm`'s VJP: two sums per layer instead o
 autodiff of the forward pass produces). On CPU every per-channel sum is two matrix-vector
 products, ones(N) @ x(N, HWC) then ones(HW) @ (HW, C): XLA:CPU runs a plain reduction over
 (N, H, W) single-threaded in a window loop (TreeReductionRewriter), about 8x slower on a
-WRN-16-2 layer (2-vCPU Zen 4), while Eigen's products are threaded, and the sums of 128 and then 1,024 terms
-keep the tree's precision. Elsewhere it is `jnp.sum`.
+WRN-16-2 layer (2-vCPU Zen 4), while Eigen's products are threaded, and the sums of 128 and then
+1,024 terms keep the tree's precision. Elsewhere it is `jnp.sum`.
 """
 
 from __future__ import annotations
