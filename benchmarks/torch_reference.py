@@ -1,4 +1,4 @@
-"""Our own eager PyTorch version of the KD step and of PGD, for `python -m benchmarks.bench
+"""Our own eager PyTorch version of the KD step, PGD and APGD-CE, for `python -m benchmarks.bench
 --torch_reference`: the speed a RepDistiller-style PyTorch training loop reaches on the same
 device. Not used for training; PyTorch is not a requirement of nkd.
 
@@ -177,6 +177,86 @@ def make_pgd(
   return attack
 
 
+def apgd_checkpoints(n_iter: int) -> list[tuple[int, int]]:
+  """(iteration w_j, interval w_j - w_{j-1}) of APGD's checkpoints: intervals of
+  max(floor(0.22 N), 1) iterations first, shrinking by max(floor(0.03 N), 1) down to
+  max(floor(0.06 N), 1)."""
+  first, decrement, minimum = (max(p * n_iter // 100, 1) for p in (22, 3, 6))
+  out, w, interval = [], 0, first
+  while w + interval <= n_iter:
+    w += interval
+    out.append((w, interval))
+    interval = max(interval - decrement, minimum)
+  return out
+
+
+def make_apgd(
+    model: nn.Module,
+    *,
+    eps: float = 0.031,
+    n_iter: int = 20,
+    rho: float = 0.75,
+) -> Callable:
+  """`attack(images, labels) -> adversarial images`: APGD-CE, L-inf, one restart on every image
+  (as nkd's `autoattack.apgd_attack` with restarts=1), after the reference implementation's
+  `APGDAttack.attack_single_run` (Croce & Hein 2020): a uniform start scaled to the eps-sphere,
+  step 2 eps, momentum 0.75; at each checkpoint the step is halved, and the iterate restarted
+  from the best point, where the loss rose in at most rho of the steps since the last checkpoint
+  or the best loss stalled. One forward and backward pass per iteration, one clean forward."""
+  device = next(model.parameters()).device
+  model.eval()
+  for p in model.parameters():
+    p.requires_grad_(False)
+  checkpoints = dict(apgd_checkpoints(n_iter))
+
+  def loss_grad(x, labels):
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad.detach(), logits.detach().argmax(1) != labels
+
+  def attack(images, labels):
+    n = images.shape[0]
+    per_example = (n, 1, 1, 1)
+    with torch.no_grad():
+      model(images).argmax(1)  # the clean prediction (nkd's reports which points were correct)
+    t = 2 * torch.rand(images.shape, device=device) - 1
+    t_max = t.reshape(n, -1).abs().amax(1).reshape(per_example)
+    x = torch.clamp(images + eps * t / t_max, 0, 1)
+    low, high = torch.clamp(images - eps, min=0), torch.clamp(images + eps, max=1)
+    loss, grad, fooled = loss_grad(x, labels)
+    x_prev, x_best, grad_best, x_adv = x, x.clone(), grad.clone(), x.clone()
+    loss_prev, loss_best = loss, loss.clone()
+    step = torch.full(per_example, 2 * eps, device=device)
+    increases = torch.zeros(n, device=device)
+    best_at_check, reduced_last = loss_best.clone(), torch.ones(n, dtype=torch.bool, device=device)
+    for i in range(n_iter):
+      with torch.no_grad():
+        a = 0.75 if i > 0 else 1.0
+        z = torch.max(torch.min(x + step * grad.sign(), high), low)
+        x_new = torch.max(torch.min(x + a * (z - x) + (1 - a) * (x - x_prev), high), low)
+      loss, grad, wrong = loss_grad(x_new, labels)
+      with torch.no_grad():
+        x_adv[wrong] = x_new[wrong]
+        fooled |= wrong
+        improved = loss > loss_best
+        x_best[improved], grad_best[improved] = x_new[improved], grad[improved]
+        loss_best = torch.where(improved, loss, loss_best)
+        increases += (loss > loss_prev).float()
+        x_prev, x, loss_prev = x, x_new, loss
+        interval = checkpoints.get(i + 1)
+        if interval:
+          halve = (increases <= rho * interval) | (~reduced_last & (best_at_check >= loss_best))
+          step[halve] /= 2
+          x[halve], grad[halve] = x_best[halve], grad_best[halve]
+          reduced_last, best_at_check = halve, loss_best.clone()
+          increases.zero_()
+    return torch.where(fooled.reshape(per_example), x_adv, x_best)
+
+  return attack
+
+
 def time_calls(
     fn: Callable[[], object],
     *,
@@ -224,6 +304,7 @@ def benchmark(
         "kd_step_softrand",
         "pgd20_fp32",
         "pgd20_bf16",
+        "apgd_ce_fp32",
     ),
     seed: int = 0,
 ) -> dict[str, dict]:
@@ -257,9 +338,13 @@ def benchmark(
           device=device,
       )
       n = steps * batch
-    elif row.startswith("pgd"):
+    elif row.startswith(("pgd", "apgd")):
       dtype = "bfloat16" if row.endswith("bf16") else "float32"
-      attack = make_pgd(create_model(student).to(device), steps=pgd_steps, dtype=dtype)
+      model = create_model(student).to(device)
+      if row == "apgd_ce_fp32":
+        attack = make_apgd(model, n_iter=pgd_steps)
+      else:
+        attack = make_pgd(model, steps=pgd_steps, dtype=dtype)
       images = torch.rand(pgd_batch, 3, 32, 32, device=device)
       labels = torch.randint(0, 10, (pgd_batch,), device=device)
       times = time_calls(

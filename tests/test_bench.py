@@ -168,8 +168,39 @@ def test_torch_reference_benchmark_runs():
       "kd_step_softrand",
       "pgd20_fp32",
       "pgd20_bf16",
+      "apgd_ce_fp32",
   }
   assert all(r["img_per_s"] > 0 for r in out.values())
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+@pytest.mark.parametrize("n_iter", [1, 5, 20, 37, 100, 1000])
+def test_torch_apgd_checks_where_nkds_does(n_iter):
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+  from nkd.evaluation.autoattack import apgd  # pylint: disable=import-outside-toplevel
+
+  got = torch_reference.apgd_checkpoints(n_iter)
+  assert [w for w, _ in got] == apgd.checkpoint_schedule(n_iter)
+  assert [b - a for a, b in zip([0] + [w for w, _ in got], [w for w, _ in got])] == [
+      i for _, i in got
+  ]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+def test_torch_apgd_stays_in_the_ball_and_fools_a_weak_model():
+  import torch  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  model = torch_reference.create_model("wrn-10-1")
+  images = torch.rand(16, 3, 32, 32)
+  labels = model.eval()(images).argmax(1)  # every point correct before the attack
+  eps = 8 / 255
+  adv = torch_reference.make_apgd(model, eps=eps, n_iter=10)(images, labels)
+  assert float((adv - images).abs().max()) <= eps + 1e-6
+  assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+  # An untrained WRN's decisions are fragile: APGD flips most of them.
+  assert float((model(adv).argmax(1) != labels).float().mean()) > 0.5
 
 
 # ---------------------------------------------------------------------------------------------
