@@ -4,6 +4,8 @@ that several test files use, and the optional real CIFAR-10. Helpers live in hel
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -39,6 +41,7 @@ from helpers import (
     REPO,
     SHARED_CIFAR10,
     TINY,
+    once_per_session,
     run_cli,
     tiny_config,  # noqa: E402,F401
     tiny_flags,
@@ -71,3 +74,21 @@ def cifar10_shared():
   if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
     pytest.skip("../shared/data/cifar10 is not present")
   return SHARED_CIFAR10
+
+
+@pytest.fixture(scope="session")
+def cifar10_official(tmp_path_factory):
+  """../shared's CIFAR-10 in the official Python format, as its make_cifar10_python.py writes
+  it (DIR/cifar-10-batches-py/ and DIR/cifar-10-python.tar.gz), once per test session: decoding
+  the 60,000 JPEGs takes about 15 s. Tests read it and write elsewhere."""
+  if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
+    pytest.skip("../shared/data/cifar10 is not present")
+
+  def build(folder):
+    subprocess.run(
+        [sys.executable, str(SHARED_CIFAR10 / "make_cifar10_python.py"), str(folder), "--tar"],
+        check=True,
+        capture_output=True,
+    )
+
+  return once_per_session(tmp_path_factory, "cifar10_official", build)

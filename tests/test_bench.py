@@ -507,21 +507,16 @@ def test_cifar10_npz_converts_to_the_official_format(tmp_path):
     cifar10_npz.write_python_folder(str(tmp_path / "bad.npz"), str(tmp_path / "bad"))
 
 
-def test_cifar10_npz_matches_the_shared_converter(cifar10_shared, tmp_path):
+def test_cifar10_npz_matches_the_shared_converter(cifar10_shared, cifar10_official, tmp_path):
   """Our converter gives the same arrays as ../shared's make_cifar10_python.py."""
   from benchmarks import cifar10_npz  # pylint: disable=import-outside-toplevel
   from nkd.data import cifar10  # pylint: disable=import-outside-toplevel
 
-  subprocess.run(
-      [sys.executable, str(cifar10_shared / "make_cifar10_python.py"), str(tmp_path / "ref")],
-      check=True,
-      capture_output=True,
-  )
   ours = cifar10.load_python_folder(
       cifar10_npz.write_python_folder(
           str(cifar10_shared / "cifar10_jpeg.npz"), str(tmp_path / "ours")
       )
   )
-  ref = cifar10.load_python_folder(str(tmp_path / "ref" / cifar10.FOLDER))
+  ref = cifar10.load_python_folder(str(cifar10_official / cifar10.FOLDER))
   for a, b in zip(ours[:4], ref[:4]):
     np.testing.assert_array_equal(a, b)

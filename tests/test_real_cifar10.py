@@ -10,9 +10,6 @@ them arrived"). Measured: a 4-device train step in a loop beside a CPU hog abort
 few steps, with XLA's convolutions and with nkd's kernels alike. This test's 250 steps made it
 the one that crashed a worker now and then. Sharding is tested in test_sharding.py (3 steps)."""
 
-import subprocess
-import sys
-
 import numpy as np
 
 from nkd.data import cifar10, load_dataset
@@ -22,22 +19,17 @@ from nkd.training import loop
 from helpers import mesh_of, tiny_config
 
 
-def test_small_wrn_learns_real_cifar10(cifar10_shared, tmp_path, monkeypatch):
+def test_small_wrn_learns_real_cifar10(cifar10_official, tmp_path, monkeypatch):
   monkeypatch.setattr(loop, "make_mesh", lambda: mesh_of(1))
-  subprocess.run(
-      [sys.executable, str(cifar10_shared / "make_cifar10_python.py"), str(tmp_path / "data")],
-      check=True,
-      capture_output=True,
-  )
   data = cifar10.load_cifar10(
-      str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), download=False
+      str(cifar10_official), cache_dir=str(tmp_path / "cache"), download=False
   )
   assert data.train_images.shape == (50000, 32, 32, 3) and data.test_images.shape[0] == 10000
   assert np.bincount(data.test_labels).tolist() == [1000] * 10
   config = tiny_config(
       tmp_path,
       dataset="cifar10",
-      data_dir=str(tmp_path / "data"),
+      data_dir=str(cifar10_official),
       train_subset=8000,
       batch_size=64,
       epochs=2,

@@ -7,7 +7,6 @@ import hashlib
 import os
 import pickle
 import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from nkd.data import cifar10, safe_pickle
 from nkd.errors import DataError
 
-from helpers import SHARED_CIFAR10, assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 
@@ -101,18 +100,10 @@ def _hand_written_posix_system(marker) -> bytes:
   return b"cposix\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."
 
 
-@pytest.fixture(scope="module")
-def official(tmp_path_factory):
-  """The official format (folder and tarball) written by ../shared/data/cifar10, once."""
-  if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
-    pytest.skip("../shared/data/cifar10 is not present")
-  out = tmp_path_factory.mktemp("official")
-  subprocess.run(
-      [sys.executable, str(SHARED_CIFAR10 / "make_cifar10_python.py"), str(out), "--tar"],
-      check=True,
-      capture_output=True,
-  )
-  return out
+@pytest.fixture
+def official(cifar10_official):
+  """The official format (folder and tarball) written by ../shared/data/cifar10."""
+  return cifar10_official
 
 
 # (a) The official format.
