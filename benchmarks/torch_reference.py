@@ -148,6 +148,14 @@ def make_kd_step(
   return step
 
 
+def _attacked(model: nn.Module) -> torch.device:
+  """Puts a model under attack in eval mode with its parameters frozen; returns its device."""
+  model.eval()
+  for p in model.parameters():
+    p.requires_grad_(False)
+  return next(model.parameters()).device
+
+
 def make_pgd(
     model: nn.Module,
     *,
@@ -158,10 +166,7 @@ def make_pgd(
 ) -> Callable:
   """`attack(images, labels) -> adversarial images`: L-inf PGD with a uniform random start,
   cross-entropy, eval mode, [0, 1] pixels."""
-  device = next(model.parameters()).device
-  model.eval()
-  for p in model.parameters():
-    p.requires_grad_(False)
+  device = _attacked(model)
 
   def attack(images, labels):
     x = torch.clamp(images + torch.empty_like(images).uniform_(-eps, eps), 0, 1)
@@ -203,10 +208,7 @@ def make_apgd(
   step 2 eps, momentum 0.75; at each checkpoint the step is halved, and the iterate restarted
   from the best point, where the loss rose in at most rho of the steps since the last checkpoint
   or the best loss stalled. One forward and backward pass per iteration, one clean forward."""
-  device = next(model.parameters()).device
-  model.eval()
-  for p in model.parameters():
-    p.requires_grad_(False)
+  device = _attacked(model)
   checkpoints = dict(apgd_checkpoints(n_iter))
 
   def loss_grad(x, labels):
