@@ -23,8 +23,8 @@ that compiles and then runs for 2 seconds; a KD timing is --steps=20 steps):
 --quick shrinks everything (WRN-10-1 models, batch 32, a 256-image epoch, PGD-2 at batch 64,
 2 timings of 2 steps) so a test runs it in seconds; its numbers mean nothing. --torch_reference
 also times benchmarks/torch_reference.py (our eager PyTorch version of the same step and
-attacks: PGD, APGD-CE) on the same device and prints the ratios JAX / PyTorch. JAX is set up as for a training
-run (nkd.pipeline.setup_jax): GPU programs use --xla_gpu_deterministic_ops unless
+attacks: PGD, APGD-CE) on the same device and prints the ratios JAX / PyTorch. JAX is set up as
+for a training run (nkd.pipeline.setup_jax): GPU programs use --xla_gpu_deterministic_ops unless
 --gpu_deterministic=false. The device, package versions and every setting go into the JSON.
 Run it alone on the machine: anything else running skews it.
 

@@ -2,9 +2,11 @@
 // handlers (nkd/cpu_kernels.py builds them; nkd/models/conv.py registers and calls them).
 //
 // NkdConv, the convolution:
-//   y[n, p, q, o] = sum over (a, b, i) of x[n, p s + a - pad_top, q s + b - pad_left, i] w[a, b, i, o]
+//   y[n, p, q, o] = sum over (a, b, i) of
+//                   x[n, p s + a - pad_top, q s + b - pad_left, i] w[a, b, i, o]
 // NkdConvKernelGrad, its kernel gradient:
-//   dW[a, b, i, o] = sum over (n, p, q) of x[n, p s + a - pad_top, q s + b - pad_left, i] g[n, p, q, o]
+//   dW[a, b, i, o] = sum over (n, p, q) of
+//                    x[n, p s + a - pad_top, q s + b - pad_left, i] g[n, p, q, o]
 //
 // x (N, H, W, I) is the layer's input, w (KH, KW, I, O) its kernel, y and g (N, P, Q, O) its output
 // and the output's cotangent; taps outside x count as zeros (a negative pad crops). On a 2-vCPU
@@ -177,7 +179,8 @@ ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const float* gp = g.typed_data();
   float* pp = partial.get();
   Parallel(pool, chunks, [=](int64_t c) {
-    Chunk(d, xp, gp, c == 0 ? result : pp + (c - 1) * size, c * d.n / chunks, (c + 1) * d.n / chunks);
+    float* out = c == 0 ? result : pp + (c - 1) * size;
+    Chunk(d, xp, gp, out, c * d.n / chunks, (c + 1) * d.n / chunks);
   });
   for (int64_t c = 1; c < chunks; ++c) {
     const float* p = pp + (c - 1) * size;

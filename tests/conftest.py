@@ -69,11 +69,15 @@ def finished_runs(tmp_path_factory):
   return ws, ws / "teacher", ws / "student"
 
 
-@pytest.fixture
-def cifar10_shared():
+def _shared_cifar10_or_skip():
   if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
     pytest.skip("../shared/data/cifar10 is not present")
   return SHARED_CIFAR10
+
+
+@pytest.fixture
+def cifar10_shared():
+  return _shared_cifar10_or_skip()
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +85,11 @@ def cifar10_official(tmp_path_factory):
   """../shared's CIFAR-10 in the official Python format, as its make_cifar10_python.py writes
   it (DIR/cifar-10-batches-py/ and DIR/cifar-10-python.tar.gz), once per test session: decoding
   the 60,000 JPEGs takes about 15 s. Tests read it and write elsewhere."""
-  if not (SHARED_CIFAR10 / "cifar10_jpeg.npz").exists():
-    pytest.skip("../shared/data/cifar10 is not present")
+  shared = _shared_cifar10_or_skip()
 
   def build(folder):
     subprocess.run(
-        [sys.executable, str(SHARED_CIFAR10 / "make_cifar10_python.py"), str(folder), "--tar"],
+        [sys.executable, str(shared / "make_cifar10_python.py"), str(folder), "--tar"],
         check=True,
         capture_output=True,
     )

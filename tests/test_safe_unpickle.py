@@ -100,17 +100,11 @@ def _hand_written_posix_system(marker) -> bytes:
   return b"cposix\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."
 
 
-@pytest.fixture
-def official(cifar10_official):
-  """The official format (folder and tarball) written by ../shared/data/cifar10."""
-  return cifar10_official
-
-
 # (a) The official format.
 
 
-def test_official_batches_load_as_pickle_loads_gives_them(official):
-  folder = official / cifar10.FOLDER
+def test_official_batches_load_as_pickle_loads_gives_them(cifar10_official):
+  folder = cifar10_official / cifar10.FOLDER
   for name in (*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH, "batches.meta"):
     blob = (folder / name).read_bytes()
     ours = safe_pickle.loads(blob, name)
@@ -124,13 +118,13 @@ def test_official_batches_load_as_pickle_loads_gives_them(official):
         assert ours[key] == value, (name, key)
 
 
-def test_official_folder_and_tarball_through_the_loaders(official, tmp_path):
+def test_official_folder_and_tarball_through_the_loaders(cifar10_official, tmp_path):
   folder_data = cifar10.load_cifar10(
-      str(official), cache_dir=str(tmp_path / "unused"), download=False
+      str(cifar10_official), cache_dir=str(tmp_path / "unused"), download=False
   )
   assert folder_data.train_images.shape == (50000, 32, 32, 3)
   assert folder_data.test_images.shape == (10000, 32, 32, 3)
-  tarball = official / cifar10.TARBALL
+  tarball = cifar10_official / cifar10.TARBALL
   md5 = hashlib.md5(tarball.read_bytes()).hexdigest()
   tar_data = cifar10.load_tarball(str(tarball), str(tmp_path / "cache"), expected_md5=md5)
   assert (tmp_path / "cache" / f"cifar10_{md5}.npz").exists()
