@@ -59,6 +59,15 @@ _FIXED_FLAGS = {
     "--xla_cpu_enable_platform_dependent_math": "false",
     "--xla_cpu_experimental_ynn_fusion_type": "",
 }
+# LLVM's optimisation level for XLA:CPU's generated code, pinned where the CPU computes: -O1
+# compiles in about half the time of the default -O2 (the demo's 46 programs: 15 s -> 7.5 s on
+# a 2-vCPU Zen 4) and runs as fast (the convolutions, most of a step, are nkd's kernels or
+# XLA's libraries, not generated code): BENCHMARKS.md. Each level rounds its own way (XLA
+# fuses multiplies and adds into FMAs on the optimised IR), so the level is part of the bits.
+# XLA_FLAGS reach every backend, and on a GPU this flag is the level of its kernels' LLVM
+# pipeline, so it is set only where JAX will compute on the CPU (`_computes_on_cpu`).
+OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
+CPU_OPT_LEVEL = "1"
 # Other settings that change XLA:CPU's numerics: recorded, and named when the user set one.
 _WATCHED_FLAGS = (
     "--xla_cpu_enable_fast_math",
@@ -71,7 +80,7 @@ _WATCHED_FLAGS = (
     "--xla_cpu_experimental_onednn_fusion_type",
     "--xla_cpu_disable_platform_dependent_math",
     "--xla_allow_excess_precision",
-    "--xla_backend_optimization_level",  # LLVM's level: -O0 gave other bits
+    OPT_LEVEL_FLAG,  # each level gave other bits (-O0, -O1, -O2)
 )
 _WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
 # Eigen's own matrix kernels instead of oneDNN's sgemm: oneDNN's code path follows the block
@@ -167,6 +176,32 @@ def known_xla_flags(names) -> set[str]:
   return {name for name in names if known[name]}
 
 
+def _computes_on_cpu() -> bool:
+  """Whether JAX will compute on the CPU in this process, decided before it starts: the first
+  platform JAX_PLATFORMS names, else whether an accelerator plugin (CUDA, ROCm, TPU) is
+  installed. A GPU machine whose plugin fails to load computes on its CPU without the CPU's
+  opt-level pin: config.json records the settings either way."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  try:
+    spec = importlib.util.find_spec("jax_plugins")
+  except (ImportError, ValueError):
+    spec = None
+  if spec is not None and any(
+      os.path.isdir(os.path.join(path, name)) and not name.startswith(("_", "."))
+      for path in spec.submodule_search_locations or ()
+      for name in os.listdir(path)
+  ):
+    return False
+  try:
+    return not importlib.metadata.entry_points(group="jax_plugins")
+  except Exception:  # pylint: disable=broad-except  (broken metadata: assume the CPU)
+    return True
+
+
 def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
   """The settings `pin_cpu(isa)` makes on an x86 CPU: {'xla_flags': {flag: value}, 'env':
   {variable: value}}."""
@@ -177,6 +212,8 @@ def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
       for name, value in _FIXED_FLAGS.items()
       if name in known_xla_flags(tuple(_FIXED_FLAGS))
   }
+  if _computes_on_cpu():
+    flags[OPT_LEVEL_FLAG] = CPU_OPT_LEVEL
   env = {CONTRACTION_ENV: "false"}
   if isa != NATIVE:
     flags[MAX_ISA_FLAG] = isa

@@ -65,6 +65,7 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   from nkd import runtime
 
   monkeypatch.setattr(runtime, "is_x86", lambda: True)
+  monkeypatch.setattr(runtime, "_computes_on_cpu", lambda: True)
   monkeypatch.setattr(runtime, "_backend_started", lambda: False)  # as in a fresh process
   monkeypatch.setattr(runtime, "_pinned", {})  # This process's record stays as it was.
   for name in (
@@ -76,7 +77,8 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   ):
     monkeypatch.delenv(name, raising=False)
   fixed = (
-      "--xla_cpu_enable_platform_dependent_math=false " "--xla_cpu_experimental_ynn_fusion_type="
+      "--xla_cpu_enable_platform_dependent_math=false --xla_cpu_experimental_ynn_fusion_type= "
+      "--xla_backend_optimization_level=1"
   )
   assert runtime.pin_cpu("AVX2") == []
   assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(
@@ -106,6 +108,32 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   assert {"model", "host_isa", "cores", "caches", "fingerprint"} <= set(cpu)
   with pytest.raises(ValueError, match="unknown CPU ISA"):
     runtime.pin_cpu("AVX3")
+
+
+def test_llvm_optimisation_level_is_pinned_only_where_the_cpu_computes(monkeypatch, tmp_path):
+  """-O1 for XLA:CPU's generated code, but not in a process that computes on a GPU or TPU:
+  XLA_FLAGS reach every backend, and there the flag sets the level of the GPU kernels' LLVM."""
+  from nkd import runtime
+
+  level = runtime.OPT_LEVEL_FLAG
+  for platforms, on_cpu in (
+      ("cpu", True),
+      ("cpu,cuda", True),
+      ("cuda", False),
+      ("cuda,cpu", False),
+  ):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert runtime._computes_on_cpu() is on_cpu, platforms
+    assert (level in runtime.cpu_settings("AVX2")["xla_flags"]) is on_cpu, platforms
+  # Without JAX_PLATFORMS: an installed accelerator plugin (jax_plugins/xla_cuda13 here) means
+  # JAX will compute on it.
+  monkeypatch.delenv("JAX_PLATFORMS")
+  plugin = tmp_path / "site" / "jax_plugins" / "xla_cuda13"
+  plugin.mkdir(parents=True)
+  (plugin / "__init__.py").write_text("")
+  monkeypatch.syspath_prepend(str(tmp_path / "site"))
+  assert runtime._computes_on_cpu() is False
+  assert level not in runtime.cpu_settings("AVX2")["xla_flags"]
 
 
 def test_llvm_optimisation_level_is_named_and_recorded(monkeypatch):
