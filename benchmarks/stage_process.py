@@ -65,6 +65,7 @@ QUICK = Sizes(
     model_override="wrn-10-1",
     epochs=1,
     sweep_epochs=2,
+    sweep_seeds=(1, 2),  # two processes at once test the sweep as four do, for half the CPU
     determinism_epochs=2,
     train_subset=512,
     synthetic_train_size=512,
