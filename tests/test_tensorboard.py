@@ -2,12 +2,15 @@
 logged values back, and --tensorboard=false leaves them out without changing the result."""
 
 import glob
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from helpers import tiny_config
+from helpers import REPO, tiny_config
 
 from nkd import pipeline
 from nkd import run_files
@@ -108,3 +111,21 @@ def test_a_resumed_run_purges_what_came_after_its_checkpoint(tmp_path):
   with tensorboard.Board(str(tmp_path), purge_step=8) as board:  # resumed from step 8
     board.scalars(12, {"train/loss": 1.0})
   assert read_scalars(tmp_path)["train/loss"] == [(4, 4.0), (12, 1.0)]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="PyTorch is not installed (optional)"
+)
+def test_the_writer_does_not_import_pytorch_unless_the_process_has():
+  """tensorboardX imports PyTorch where it is installed (seconds of start-up in every run);
+  nkd's writer leaves it out, and PyTorch imports normally afterwards, or before."""
+  writer = "from nkd import tensorboard\nassert tensorboard.summary_writer_class()\n"
+  use_torch = "import torch\nassert torch.zeros(2).sum().item() == 0\n"
+  for script in (
+      f"import sys\n{writer}assert 'torch' not in sys.modules, 'imported'\n{use_torch}",
+      f"{use_torch}{writer}",  # imported before: left as it is
+  ):
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
