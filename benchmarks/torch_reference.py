@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nkd.evaluation.autoattack import apgd
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -182,19 +184,6 @@ def make_pgd(
   return attack
 
 
-def apgd_checkpoints(n_iter: int) -> list[tuple[int, int]]:
-  """(iteration w_j, interval w_j - w_{j-1}) of APGD's checkpoints: intervals of
-  max(floor(0.22 N), 1) iterations first, shrinking by max(floor(0.03 N), 1) down to
-  max(floor(0.06 N), 1)."""
-  first, decrement, minimum = (max(p * n_iter // 100, 1) for p in (22, 3, 6))
-  out, w, interval = [], 0, first
-  while w + interval <= n_iter:
-    w += interval
-    out.append((w, interval))
-    interval = max(interval - decrement, minimum)
-  return out
-
-
 def make_apgd(
     model: nn.Module,
     *,
@@ -209,7 +198,9 @@ def make_apgd(
   from the best point, where the loss rose in at most rho of the steps since the last checkpoint
   or the best loss stalled. One forward and backward pass per iteration, one clean forward."""
   device = _attacked(model)
-  checkpoints = dict(apgd_checkpoints(n_iter))
+  # nkd's checkpoints (iteration -> interval since the previous one), so both attack alike.
+  schedule = apgd.checkpoint_schedule(n_iter)
+  checkpoints = {w: w - previous for previous, w in zip([0, *schedule], schedule)}
 
   def loss_grad(x, labels):
     x = x.detach().requires_grad_(True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,11 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from nkd.evaluation.predict import eval_apply_fn
 from nkd.models.wrn import create_model, init_variables
 
 REPO = Path(__file__).resolve().parents[1]
+# PyTorch is optional (the bench's reference columns); tests that need it skip without it.
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
 # A tiny, fast run: WRN-10-1 on a small synthetic set.

@@ -1,7 +1,6 @@
 """benchmarks.bench --quick prints a well-formed table and writes well-formed JSON; the PyTorch
 reference (where PyTorch is installed) is the same network as ours and its benchmark runs."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,13 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import REPO, once_per_session
+from helpers import HAS_TORCH, REPO, needs_torch, once_per_session
 
 from benchmarks import bench
 from nkd.models import count_params, create_model
 from nkd.models.wrn import init_variables
-
-HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def test_bad_arguments_are_one_line(capsys):
@@ -106,7 +103,7 @@ def _to_torch(model, variables):
   return model
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+@needs_torch
 def test_torch_wrn_has_the_papers_parameter_counts():
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
 
@@ -114,7 +111,7 @@ def test_torch_wrn_has_the_papers_parameter_counts():
   assert torch_reference.count_params(torch_reference.create_model("wrn-16-2")) == 691_674
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+@needs_torch
 def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
   """Same variables, same logits, in eval and in train mode (WRN-10-1 has both kinds of
   block: with and without the 1x1 shortcut)."""
@@ -146,7 +143,7 @@ def test_torch_wrn_is_our_wrn(name="wrn-10-1"):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+@needs_torch
 def test_torch_reference_benchmark_runs():
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
 
@@ -173,20 +170,7 @@ def test_torch_reference_benchmark_runs():
   assert all(r["img_per_s"] > 0 for r in out.values())
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
-@pytest.mark.parametrize("n_iter", [1, 5, 20, 37, 100, 1000])
-def test_torch_apgd_checks_where_nkds_does(n_iter):
-  from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel
-  from nkd.evaluation.autoattack import apgd  # pylint: disable=import-outside-toplevel
-
-  got = torch_reference.apgd_checkpoints(n_iter)
-  assert [w for w, _ in got] == apgd.checkpoint_schedule(n_iter)
-  assert [b - a for a, b in zip([0] + [w for w, _ in got], [w for w, _ in got])] == [
-      i for _, i in got
-  ]
-
-
-@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
+@needs_torch
 def test_torch_apgd_stays_in_the_ball_and_fools_a_weak_model():
   import torch  # pylint: disable=import-outside-toplevel
   from benchmarks import torch_reference  # pylint: disable=import-outside-toplevel

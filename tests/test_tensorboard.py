@@ -2,7 +2,6 @@
 logged values back, and --tensorboard=false leaves them out without changing the result."""
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, tiny_config
+from helpers import REPO, needs_torch, tiny_config
 
 from nkd import pipeline
 from nkd import run_files
@@ -113,9 +112,7 @@ def test_a_resumed_run_purges_what_came_after_its_checkpoint(tmp_path):
   assert read_scalars(tmp_path)["train/loss"] == [(4, 4.0), (12, 1.0)]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("torch") is None, reason="PyTorch is not installed (optional)"
-)
+@needs_torch
 def test_the_writer_does_not_import_pytorch_unless_the_process_has():
   """tensorboardX imports PyTorch where it is installed (seconds of start-up in every run);
   nkd's writer leaves it out, and PyTorch imports normally afterwards, or before."""
