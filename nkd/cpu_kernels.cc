@@ -9,15 +9,22 @@
 //                    x[n, p s + a - pad_top, q s + b - pad_left, i] g[n, p, q, o]
 //
 // x (N, H, W, I) is the layer's input, w (KH, KW, I, O) its kernel, y and g (N, P, Q, O) its output
-// and the output's cotangent; taps outside x count as zeros (a negative pad crops). On a 2-vCPU
-// Zen 4 the convolution runs at 156-211 GFLOP/s on a WRN's layers (XLA:CPU: 93-187), the kernel
-// gradient at 87-180 (XLA:CPU transposes both operands first: 13-167); BENCHMARKS.md.
+// and the output's cotangent; taps outside x count as zeros (a negative pad crops). A stride-1
+// 3x3 convolution with 8 or more input channels (a WRN's main layers, and their input gradients)
+// takes Winograd's F(2x2, 3x3) algorithm: 16 multiplications per 2x2 outputs and channel pair
+// instead of 36. Other layers take the direct sum. On a 2-vCPU Zen 4 the convolution runs at
+// the equivalent of 200-330 GFLOP/s of direct convolution on a WRN's 3x3 layers (XLA:CPU:
+// 93-187), the kernel gradient at 87-180 (XLA:CPU transposes both operands first: 13-167);
+// BENCHMARKS.md.
 //
-// The bits do not depend on the CPU or on the thread count. Every output element is one running
-// sum of fused multiply-adds in an order fixed by the code (FMA rounds once, so 8-lane AVX2 on
-// any CPU gives what any other vector width would): over (a, b, i) for y; for dW over the images,
-// rows and columns of each of min(N, 16) chunks of images (a function of the shape only), whose
-// partial sums are then added in chunk order. Threads only decide who computes which part.
+// The bits do not depend on the CPU or on the thread count. The code fixes the order of every
+// operation: a direct output element is one running sum of fused multiply-adds over (a, b, i); a
+// Winograd output is a fixed sequence of additions of 16 such sums over i, each of transformed
+// inputs and kernels, whose own additions and halvings are written out (-ffp-contract=off keeps
+// the compiler from fusing them). FMA rounds once, so 8-lane AVX2 on any CPU gives what any
+// other vector width would. dW is summed over the images, rows and columns of each of min(N, 16)
+// chunks of images (a function of the shape only), whose partial sums are then added in chunk
+// order. Threads only decide who computes which part.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -241,6 +248,206 @@ void OutputPixels(const Dims& d, const float* x, const float* w, float* y, const
   for (; pix < hi; ++pix) OutputTile<1, OV>(d, x, w, y, zeros, n, pix, o0);
 }
 
+// Winograd F(2x2, 3x3) (Lavin and Gray, 2016) for stride-1 3x3 layers: each 2x2 block of
+// outputs ("tile") of one image is A^T [(G w G^T) . (B^T d B)] A, d the tile's 4x4 input patch,
+// so the 36 multiplications of a tile and channel pair become 16, done as 16 matrix products
+// M[k] = V[k] U[k] over the input channels (V: the transformed patches, tiles x I; U: the
+// transformed kernel, I x O). The transforms are additions and halvings written out below in a
+// fixed order (-ffp-contract=off keeps them apart); each product is a running FMA sum over the
+// input channels in order. Tiles are grouped into blocks for the cache, a block per task: a
+// tile's result does not depend on its block or thread.
+namespace winograd {
+
+// U[k = 4 r + c][i][o] = (G w[., ., i, o] G^T)[r][c], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
+// 0 0 1].
+void TransformKernel(const Dims& d, const float* w, float* u) {
+  const int64_t io = d.ci * d.co;
+  for (int64_t e = 0; e < io; ++e) {
+    float g[3][3], t[4][3];
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b) g[a][b] = w[(a * 3 + b) * io + e];
+    for (int b = 0; b < 3; ++b) {
+      t[0][b] = g[0][b];
+      t[1][b] = (g[0][b] + g[1][b] + g[2][b]) * 0.5f;
+      t[2][b] = (g[0][b] - g[1][b] + g[2][b]) * 0.5f;
+      t[3][b] = g[2][b];
+    }
+    for (int r = 0; r < 4; ++r) {
+      u[(4 * r + 0) * io + e] = t[r][0];
+      u[(4 * r + 1) * io + e] = (t[r][0] + t[r][1] + t[r][2]) * 0.5f;
+      u[(4 * r + 2) * io + e] = (t[r][0] - t[r][1] + t[r][2]) * 0.5f;
+      u[(4 * r + 3) * io + e] = t[r][2];
+    }
+  }
+}
+
+// v[4 r + c] = (B^T d B)[r][c], B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], for floats or
+// AVX2 vectors of 8 channels.
+template <typename T>
+inline void TransformPatch(const T (&p)[4][4], T (&v)[16]) {
+  T t[4][4];
+  for (int c = 0; c < 4; ++c) {
+    t[0][c] = p[0][c] - p[2][c];
+    t[1][c] = p[1][c] + p[2][c];
+    t[2][c] = p[2][c] - p[1][c];
+    t[3][c] = p[1][c] - p[3][c];
+  }
+  for (int r = 0; r < 4; ++r) {
+    v[4 * r + 0] = t[r][0] - t[r][2];
+    v[4 * r + 1] = t[r][1] + t[r][2];
+    v[4 * r + 2] = t[r][2] - t[r][1];
+    v[4 * r + 3] = t[r][1] - t[r][3];
+  }
+}
+
+struct Layout {
+  int64_t tiles_h, tiles_w, tiles;  // tiles per column and row of an image, in all
+  int64_t block;                    // tiles per task
+};
+
+// The transformed patches of tiles [t0, t0 + count) into v[k][tile - t0][i].
+void TransformInput(const Dims& d, const Layout& l, const float* x, const float* zeros,
+                    int64_t t0, int64_t count, float* v) {
+  const int64_t per_image = l.tiles_h * l.tiles_w, k_stride = count * d.ci;
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t t = t0 + j, n = t / per_image;
+    const int64_t row0 = (t % per_image) / l.tiles_w * 2 - d.pad_top;
+    const int64_t col0 = (t % per_image) % l.tiles_w * 2 - d.pad_left;
+    const float* xn = x + n * d.h * d.w * d.ci;
+    const float* src[4][4];
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) {
+        const int64_t row = row0 + r, col = col0 + c;
+        src[r][c] = row >= 0 && row < d.h && col >= 0 && col < d.w ? xn + (row * d.w + col) * d.ci
+                                                                   : zeros;
+      }
+    float* out = v + j * d.ci;
+    int64_t i = 0;
+    for (; i + 8 <= d.ci; i += 8) {
+      __m256 p[4][4], q[16];
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) p[r][c] = _mm256_loadu_ps(src[r][c] + i);
+      TransformPatch(p, q);
+      for (int k = 0; k < 16; ++k) _mm256_storeu_ps(out + k * k_stride + i, q[k]);
+    }
+    for (; i < d.ci; ++i) {
+      float p[4][4], q[16];
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) p[r][c] = src[r][c][i];
+      TransformPatch(p, q);
+      for (int k = 0; k < 16; ++k) out[k * k_stride + i] = q[k];
+    }
+  }
+}
+
+// m[RT rows][8 OV channels] = v[RT rows][I] u[I][8 OV channels]: FMAs over i in order.
+template <int RT, int OV>
+inline void Product(const float* v, const float* u, float* m, int64_t ci, int64_t co) {
+  __m256 acc[RT][OV];
+#pragma GCC unroll 16
+  for (int j = 0; j < RT; ++j)
+#pragma GCC unroll 16
+    for (int k = 0; k < OV; ++k) acc[j][k] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < ci; ++i, u += co) {
+    __m256 uv[OV];
+#pragma GCC unroll 16
+    for (int k = 0; k < OV; ++k) uv[k] = _mm256_loadu_ps(u + 8 * k);
+#pragma GCC unroll 16
+    for (int j = 0; j < RT; ++j) {
+      const __m256 xv = _mm256_broadcast_ss(v + j * ci + i);
+#pragma GCC unroll 16
+      for (int k = 0; k < OV; ++k) acc[j][k] = _mm256_fmadd_ps(xv, uv[k], acc[j][k]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < RT; ++j)
+#pragma GCC unroll 16
+    for (int k = 0; k < OV; ++k) _mm256_storeu_ps(m + j * co + 8 * k, acc[j][k]);
+}
+
+// Rows of one product, RT at a time, for channels o0 .. o0 + 8 OV.
+template <int RT, int OV>
+void ProductRows(const float* v, const float* u, float* m, int64_t rows, int64_t ci, int64_t co) {
+  int64_t j = 0;
+  for (; j + RT <= rows; j += RT) Product<RT, OV>(v + j * ci, u, m + j * co, ci, co);
+  for (; j < rows; ++j) Product<1, OV>(v + j * ci, u, m + j * co, ci, co);
+}
+
+// y of tiles [t0, t0 + count) from m[k][tile - t0][o]: A^T m A, A^T = [1 1 1 0; 0 1 -1 -1],
+// the outputs past the layer's last row or column left out.
+void TransformOutput(const Dims& d, const Layout& l, const float* m, int64_t t0, int64_t count,
+                     float* y) {
+  const int64_t per_image = l.tiles_h * l.tiles_w, k_stride = count * d.co;
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t t = t0 + j, n = t / per_image;
+    const int64_t row0 = (t % per_image) / l.tiles_w * 2, col0 = (t % per_image) % l.tiles_w * 2;
+    const bool row1 = row0 + 1 < d.p, col1 = col0 + 1 < d.q;
+    float* out = y + ((n * d.p + row0) * d.q + col0) * d.co;
+    const float* in = m + j * d.co;
+    for (int64_t o = 0; o < d.co; o += 8) {
+      __m256 s[16], t2[2][4];
+      for (int k = 0; k < 16; ++k) s[k] = _mm256_loadu_ps(in + k * k_stride + o);
+      for (int c = 0; c < 4; ++c) {
+        t2[0][c] = s[c] + s[4 + c] + s[8 + c];
+        t2[1][c] = s[4 + c] - s[8 + c] - s[12 + c];
+      }
+      for (int r = 0; r < 2; ++r) {
+        if (r == 1 && !row1) break;
+        float* dst = out + r * d.q * d.co + o;
+        _mm256_storeu_ps(dst, t2[r][0] + t2[r][1] + t2[r][2]);
+        if (col1) _mm256_storeu_ps(dst + d.co, t2[r][1] - t2[r][2] - t2[r][3]);
+      }
+    }
+  }
+}
+
+// Scratch space for a task's transformed patches and products, kept by each thread.
+float* Scratch(size_t floats) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+void Conv(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* w, float* y) {
+  Layout l;
+  l.tiles_h = (d.p + 1) / 2;
+  l.tiles_w = (d.q + 1) / 2;
+  l.tiles = d.n * l.tiles_h * l.tiles_w;
+  // About 192 KiB of patches and products per block (they stay in L2), 6 to 60 tiles.
+  l.block = std::max<int64_t>(6, std::min<int64_t>(60, 3072 / (d.ci + d.co)) / 6 * 6);
+  std::vector<float> u(16 * d.ci * d.co);
+  TransformKernel(d, w, u.data());
+  const std::vector<float> zeros(static_cast<size_t>(d.ci), 0.0f);
+  const float* up = u.data();
+  const float* zp = zeros.data();
+  const int64_t tasks = (l.tiles + l.block - 1) / l.block;
+  Parallel(pool, tasks, [=](int64_t task) {
+    const int64_t t0 = task * l.block, count = std::min(l.block, l.tiles - t0);
+    float* v = Scratch(16 * l.block * (d.ci + d.co));
+    float* m = v + 16 * count * d.ci;
+    TransformInput(d, l, x, zp, t0, count, v);
+    for (int k = 0; k < 16; ++k) {
+      const float* vk = v + k * count * d.ci;
+      const float* uk = up + k * d.ci * d.co;
+      float* mk = m + k * count * d.co;
+      int64_t o0 = 0;
+      for (; o0 + 32 <= d.co; o0 += 32)
+        ProductRows<3, 4>(vk, uk + o0, mk + o0, count, d.ci, d.co);
+      if (o0 + 16 <= d.co) ProductRows<6, 2>(vk, uk + o0, mk + o0, count, d.ci, d.co), o0 += 16;
+      if (o0 < d.co) ProductRows<6, 1>(vk, uk + o0, mk + o0, count, d.ci, d.co);
+    }
+    TransformOutput(d, l, m, t0, count, y);
+  });
+}
+
+}  // namespace winograd
+
+// Whether the convolution takes Winograd's algorithm: a stride-1 3x3 layer with 8 or more input
+// channels (fewer leave its products too short to gain; a function of the shape alone).
+bool UsesWinograd(const Dims& d) {
+  return d.kh == 3 && d.kw == 3 && d.stride == 1 && d.ci >= 8;
+}
+
 ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                 ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top, int64_t pad_left) {
   Dims d;
@@ -249,6 +456,10 @@ ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   if (bad.failure()) return bad;
   const int64_t pixels = d.p * d.q;
   if (d.n == 0 || pixels == 0) return ffi::Error::Success();
+  if (UsesWinograd(d)) {
+    winograd::Conv(pool, d, x.typed_data(), w.typed_data(), y->typed_data());
+    return ffi::Error::Success();
+  }
   constexpr int64_t kPixelsPerTask = 64;
   const int64_t per_image = (pixels + kPixelsPerTask - 1) / kPixelsPerTask;
   const std::vector<float> zeros(static_cast<size_t>(d.ci), 0.0f);
