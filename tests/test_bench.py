@@ -504,3 +504,29 @@ def test_cifar10_npz_matches_the_shared_converter(cifar10_shared, cifar10_offici
   ref = cifar10.load_python_folder(str(cifar10_official / cifar10.FOLDER))
   for a, b in zip(ours[:4], ref[:4]):
     np.testing.assert_array_equal(a, b)
+
+
+def test_layers_bad_arguments_are_one_line(capsys):
+  from benchmarks import layers
+
+  for argv, fragment in (
+      (["--only=32_3-16_3_1,nope"], "unknown layer 'nope'"),
+      (["--batch=0"], "--batch"),
+      (["--bogus"], "--bogus"),
+      (["extra"], "unexpected arguments extra"),
+  ):
+    assert layers.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("benchmarks.layers: error: ")
+    assert fragment in err[0]
+
+
+def test_layers_times_every_part_of_a_layer():
+  from benchmarks import layers
+
+  result = layers.measure("32_32-64_1_2", batch=2, repeats=1)
+  assert result["gflop"] == 2 * 2 * 16 * 16 * 32 * 64 / 1e9
+  for part in layers.PARTS:
+    assert set(result[part]) == {"conv2d", "xla"} and min(result[part].values()) > 0
+  table = layers.format_table({"32_32-64_1_2": result}, "cpu:cpu x1").splitlines()
+  assert "kernel_grad xla" in table[1] and table[3].startswith("32_32-64_1_2")

@@ -6,7 +6,7 @@ from absl import flags
 
 from helpers import run_module
 
-from benchmarks import bench
+from benchmarks import bench, layers
 from nkd import cli
 from nkd.sweep import __main__ as sweep
 from nkd.report import __main__ as report_cli
@@ -47,6 +47,7 @@ def test_nkd_evaluate_help_lists_the_evaluation_options():
         (sweep.main, ("--flagfile ", "--grid=", "--parallel=1 ", "--task_index ")),
         (report_cli.main, ("--out ", "--no-figures=false ")),
         (bench.main, ("--quick=false ", "--only=", "--json=", "--gpu_deterministic=true ")),
+        (layers.main, ("--only=", "--batch=128 ", "--repeats=5 ", "--json=")),
     ],
 )
 def test_own_flag_programs_list_their_options(capsys, main, options):
