@@ -18,9 +18,15 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags
 
-from nkd import cli
+from nkd import cli, fileio, pipeline
+from nkd import config as config_lib
+from nkd.devices import environment
+from nkd.models import conv
 
 PROG = "benchmarks.layers"
 # (image size, input channels, output channels, kernel, stride): a WRN-16-2's layers, the first
@@ -54,12 +60,6 @@ def _best_ms(fn: Callable[..., Any], args, repeats: int) -> float:
 
 def measure(name: str, batch: int, repeats: int) -> dict[str, Any]:
   """{part: {"conv2d": ms, "xla": ms}} and the direct convolution's GFLOP for one layer."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from nkd.models import conv  # pylint: disable=g-import-not-at-top
-
   size, cin, cout, k, stride = LAYERS[name]
   pad = (k - 1) // 2
   padding = ((pad, pad), (pad, pad))
@@ -110,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   flag_values = flags.FlagValues()
   define_flags(flag_values)
-  request = cli.help_request(argv)
-  if request:
-    cli.print_help(cli.help_text(__doc__, flag_values, SECTIONS, full=request == "full"))
+  if cli.answer_help(argv, __doc__, flag_values, SECTIONS):
     return 0
   try:
     rest = flag_values([PROG, *argv])[1:]
@@ -128,10 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
-  from nkd import config as config_lib  # pylint: disable=g-import-not-at-top
-  from nkd import fileio, pipeline  # pylint: disable=g-import-not-at-top
-  from nkd.devices import environment  # pylint: disable=g-import-not-at-top
-
   pipeline.setup_jax(config_lib.Config())  # before the backend starts, as for a run
   env = environment()
   results = {}

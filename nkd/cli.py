@@ -151,6 +151,17 @@ def help_request(argv: Sequence[str]) -> str | None:
   return None
 
 
+def answer_help(
+    argv: Sequence[str], doc: str, flag_values: flags.FlagValues, sections: Sections
+) -> bool:
+  """Prints the help `argv` asks for (help_text's, short or full) and returns True; False where
+  it asks for none."""
+  request = help_request(argv)
+  if request:
+    print_help(help_text(doc, flag_values, sections, full=request == "full"))
+  return request is not None
+
+
 def flag_error(error: flags.Error, flag_values: flags.FlagValues) -> str:
   """One line for a flag that absl refused; an unknown one gets the closest option's name."""
   if isinstance(error, flags.UnrecognizedFlagError):
@@ -181,9 +192,7 @@ def parser(label: str, doc: str, sections: Sections, flag_values: flags.FlagValu
   `LABEL: error: ...` (exit 2); otherwise the arguments that are not flags."""
 
   def parse(argv: Sequence[str]) -> list[str]:
-    request = help_request(argv[1:])
-    if request:
-      print_help(help_text(doc, flag_values, sections, full=request == "full"))
+    if answer_help(argv[1:], doc, flag_values, sections):
       sys.exit(0)
     try:
       return flag_values(list(argv))

@@ -60,9 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sys.argv's); the exit status. Also the console script `nkd-report`."""
   argv = sys.argv[1:] if argv is None else argv
   fv = _flag_values()
-  request = cli.help_request(argv)
-  if request:
-    cli.print_help(cli.help_text(__doc__, fv, SECTIONS, full=request == "full"))
+  if cli.answer_help(argv, __doc__, fv, SECTIONS):
     return 0
   try:
     run_dirs = fv([PROG, *argv])[1:]
