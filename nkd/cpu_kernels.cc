@@ -58,65 +58,80 @@ inline void ValidRange(int64_t out, int64_t stride, int64_t offset, int64_t size
   while (*hi > *lo && (*hi - 1) * stride + offset >= size) --*hi;
 }
 
-// dW[a, b, i0:i0+CI, o0:o0+8*OV] += the products of image `n`. The block of dW lives in
-// CI x OV registers for a row of output pixels (12 of AVX2's 16 at most).
+// dW[a, b, i0:i0+CI, o0:o0+8*OV] += the products of output row p of image `n` (its pixels
+// q_lo .. q_hi, xr and gr pointing at the first). The block of dW lives in CI x OV registers
+// for the row (12 of AVX2's 16 at most).
 template <int CI, int OV>
-inline void Block(const Dims& d, const float* x, const float* g, float* dw, int64_t n, int64_t a,
-                  int64_t b, int64_t i0, int64_t o0) {
-  float* out = dw + ((a * d.kw + b) * d.ci + i0) * d.co + o0;
-  int64_t p_lo, p_hi, q_lo, q_hi;
-  ValidRange(d.p, d.stride, a - d.pad_top, d.h, &p_lo, &p_hi);
-  ValidRange(d.q, d.stride, b - d.pad_left, d.w, &q_lo, &q_hi);
-  if (q_lo >= q_hi) return;
-  const float* xn = x + n * d.h * d.w * d.ci;
-  const float* gn = g + n * d.p * d.q * d.co;
+inline void Block(const Dims& d, const float* xr, const float* gr, float* out, int64_t q_count) {
   const int64_t x_step = d.stride * d.ci;
-  for (int64_t p = p_lo; p < p_hi; ++p) {
-    const float* xr =
-        xn + ((p * d.stride + a - d.pad_top) * d.w + q_lo * d.stride + b - d.pad_left) * d.ci + i0;
-    const float* gr = gn + (p * d.q + q_lo) * d.co + o0;
-    __m256 acc[CI][OV];
-    for (int i = 0; i < CI; ++i)
-      for (int j = 0; j < OV; ++j) acc[i][j] = _mm256_loadu_ps(out + i * d.co + 8 * j);
-    for (int64_t q = q_lo; q < q_hi; ++q, xr += x_step, gr += d.co) {
-      __m256 gv[OV];
-      for (int j = 0; j < OV; ++j) gv[j] = _mm256_loadu_ps(gr + 8 * j);
-      for (int i = 0; i < CI; ++i) {
-        const __m256 xv = _mm256_broadcast_ss(xr + i);
-        for (int j = 0; j < OV; ++j) acc[i][j] = _mm256_fmadd_ps(xv, gv[j], acc[i][j]);
-      }
+  __m256 acc[CI][OV];
+#pragma GCC unroll 6
+  for (int i = 0; i < CI; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < OV; ++j) acc[i][j] = _mm256_loadu_ps(out + i * d.co + 8 * j);
+  for (int64_t q = 0; q < q_count; ++q, xr += x_step, gr += d.co) {
+    __m256 gv[OV];
+#pragma GCC unroll 2
+    for (int j = 0; j < OV; ++j) gv[j] = _mm256_loadu_ps(gr + 8 * j);
+#pragma GCC unroll 6
+    for (int i = 0; i < CI; ++i) {
+      const __m256 xv = _mm256_broadcast_ss(xr + i);
+#pragma GCC unroll 2
+      for (int j = 0; j < OV; ++j) acc[i][j] = _mm256_fmadd_ps(xv, gv[j], acc[i][j]);
     }
-    for (int i = 0; i < CI; ++i)
-      for (int j = 0; j < OV; ++j) _mm256_storeu_ps(out + i * d.co + 8 * j, acc[i][j]);
   }
+#pragma GCC unroll 6
+  for (int i = 0; i < CI; ++i)
+#pragma GCC unroll 2
+    for (int j = 0; j < OV; ++j) _mm256_storeu_ps(out + i * d.co + 8 * j, acc[i][j]);
 }
 
-// All input channels of one tap and one block of 8 * OV output channels, six at a time.
+// All input channels of one tap, one output row and one block of 8 * OV output channels, six
+// at a time.
 template <int OV>
-void InputChannels(const Dims& d, const float* x, const float* g, float* dw, int64_t n, int64_t a,
-                   int64_t b, int64_t o0) {
+void InputChannels(const Dims& d, const float* xr, const float* gr, float* out, int64_t q_count) {
   int64_t i0 = 0;
-  for (; i0 + 6 <= d.ci; i0 += 6) Block<6, OV>(d, x, g, dw, n, a, b, i0, o0);
+  for (; i0 + 6 <= d.ci; i0 += 6) Block<6, OV>(d, xr + i0, gr, out + i0 * d.co, q_count);
+  const float* x = xr + i0;
+  float* o = out + i0 * d.co;
   switch (d.ci - i0) {
-    case 5: Block<5, OV>(d, x, g, dw, n, a, b, i0, o0); break;
-    case 4: Block<4, OV>(d, x, g, dw, n, a, b, i0, o0); break;
-    case 3: Block<3, OV>(d, x, g, dw, n, a, b, i0, o0); break;
-    case 2: Block<2, OV>(d, x, g, dw, n, a, b, i0, o0); break;
-    case 1: Block<1, OV>(d, x, g, dw, n, a, b, i0, o0); break;
+    case 5: Block<5, OV>(d, x, gr, o, q_count); break;
+    case 4: Block<4, OV>(d, x, gr, o, q_count); break;
+    case 3: Block<3, OV>(d, x, gr, o, q_count); break;
+    case 2: Block<2, OV>(d, x, gr, o, q_count); break;
+    case 1: Block<1, OV>(d, x, gr, o, q_count); break;
     default: break;
   }
 }
 
-// The partial dW of images [first, last), written to dw.
+// The partial dW of images [first, last), written to dw. Each element is one running sum over
+// the images, then the output rows, then the columns, in order; a tap's output row is done for
+// every channel block before the next, so its rows of x and g stay in the L1 cache.
 void Chunk(const Dims& d, const float* x, const float* g, float* dw, int64_t first, int64_t last) {
   std::memset(dw, 0, sizeof(float) * d.kh * d.kw * d.ci * d.co);
-  for (int64_t n = first; n < last; ++n)
-    for (int64_t a = 0; a < d.kh; ++a)
+  for (int64_t n = first; n < last; ++n) {
+    const float* xn = x + n * d.h * d.w * d.ci;
+    const float* gn = g + n * d.p * d.q * d.co;
+    for (int64_t a = 0; a < d.kh; ++a) {
+      int64_t p_lo, p_hi;
+      ValidRange(d.p, d.stride, a - d.pad_top, d.h, &p_lo, &p_hi);
       for (int64_t b = 0; b < d.kw; ++b) {
-        int64_t o0 = 0;
-        for (; o0 + 16 <= d.co; o0 += 16) InputChannels<2>(d, x, g, dw, n, a, b, o0);
-        if (o0 < d.co) InputChannels<1>(d, x, g, dw, n, a, b, o0);
+        int64_t q_lo, q_hi;
+        ValidRange(d.q, d.stride, b - d.pad_left, d.w, &q_lo, &q_hi);
+        if (q_lo >= q_hi) continue;
+        float* tap = dw + (a * d.kw + b) * d.ci * d.co;
+        for (int64_t p = p_lo; p < p_hi; ++p) {
+          const float* xr =
+              xn + ((p * d.stride + a - d.pad_top) * d.w + q_lo * d.stride + b - d.pad_left) * d.ci;
+          const float* gr = gn + (p * d.q + q_lo) * d.co;
+          int64_t o0 = 0;
+          for (; o0 + 16 <= d.co; o0 += 16)
+            InputChannels<2>(d, xr, gr + o0, tap + o0, q_hi - q_lo);
+          if (o0 < d.co) InputChannels<1>(d, xr, gr + o0, tap + o0, q_hi - q_lo);
+        }
       }
+    }
+  }
 }
 
 // Tasks handed out to the caller and the pool's threads; the caller waits for all to finish.
