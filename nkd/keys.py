@@ -8,6 +8,8 @@ step takes `step_key_for(step_key, name)`, so a resumed run needs nothing but th
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 # Stable tags; never renumber: a tag change shifts that stream for every run.
@@ -27,7 +29,12 @@ LABEL_ROLE_TAGS = {"teacher": 0, "student": 1}
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
   """The run's named keys, all derived from `seed`."""
-  root = jax.random.key(seed)
+  return _named(jax.random.key(seed))
+
+
+@jax.jit
+def _named(root: jax.Array) -> dict[str, jax.Array]:
+  # One compiled program (eager fold_ins are two); integer arithmetic: the same keys.
   return {name: jax.random.fold_in(root, tag) for name, tag in RUN_KEY_TAGS.items()}
 
 
@@ -46,6 +53,7 @@ def step_key_for(step_key: jax.Array, name: str) -> jax.Array:
   return jax.random.fold_in(step_key, STEP_KEY_TAGS[name])
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def epoch_permutation(data_key: jax.Array, epoch: int, n: int) -> jax.Array:
-  """The order of the training set in `epoch`."""
+  """The order of the training set in `epoch` (one compiled program per run)."""
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)

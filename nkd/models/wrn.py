@@ -123,8 +123,8 @@ def create_model(
 
 def init_variables(model: nn.Module, key: jax.Array, image_size: int = 32):
   """Initial {'params', 'batch_stats'} from an explicit key."""
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return jax.jit(lambda k: model.init(k, x, train=False))(key)
+  shape = (1, image_size, image_size, 3)  # zeros made inside the program: no eager op to compile
+  return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))(key)
 
 
 def count_params(params) -> int:

@@ -221,7 +221,8 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
   spec = StepSpec.from_config(config, steps_per_epoch)
   train_step = make_train_step(model, spec, mesh, teacher.model if teacher else None)
   apply_fn = predict.eval_apply_fn(model)
-  schedule = learning_rate_schedule(config, steps_per_epoch)
+  # The logged learning rate: one compiled program (the schedule's eager ops would be several).
+  schedule = jax.jit(learning_rate_schedule(config, steps_per_epoch))
   last_test_logits = None
 
   def evaluate(variables) -> dict[str, float]:

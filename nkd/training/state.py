@@ -42,9 +42,17 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
 
 
 def create_train_state(model: nn.Module, key: jax.Array, tx) -> TrainState:
+  """The initial state (TrainState.create's) with the optimiser state made by one compiled
+  program: eagerly, each parameter shape's zeros would be a program of its own."""
   variables = init_variables(model, key)
-  state = TrainState.create(
-      apply_fn=model.apply, params=variables["params"], batch_stats=variables["batch_stats"], tx=tx
-  )
+  params = variables["params"]
   # A strongly typed step: a weakly typed 0 would make the second step compile again.
-  return state.replace(step=jnp.zeros((), jnp.int32))
+  step, opt_state = jax.jit(lambda p: (jnp.zeros((), jnp.int32), tx.init(p)))(params)
+  return TrainState(
+      step=step,
+      apply_fn=model.apply,
+      params=params,
+      tx=tx,
+      opt_state=opt_state,
+      batch_stats=variables["batch_stats"],
+  )
