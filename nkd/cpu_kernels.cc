@@ -14,7 +14,7 @@
 // takes Winograd's F(2x2, 3x3) algorithm: 16 multiplications per 2x2 outputs and channel pair
 // instead of 36. Other layers take the direct sum. On a 2-vCPU Zen 4 the convolution runs at
 // the equivalent of 200-400 GFLOP/s of direct convolution on a WRN's 3x3 layers (XLA:CPU:
-// 79-187), the kernel gradient at 87-180 (XLA:CPU transposes both operands first: 13-167);
+// 79-187), the kernel gradient at 100-210 (XLA:CPU transposes both operands first: 24-180);
 // BENCHMARKS.md.
 //
 // The bits do not depend on the CPU or on the thread count. The code fixes the order of every
