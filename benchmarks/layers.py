@@ -120,12 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in LAYERS]
     if unknown:
       raise ValueError(f"--only: unknown layer {unknown[0]!r}; layers are {', '.join(LAYERS)}")
-  except flags.Error as e:
-    print(f"{PROG}: error: {cli.flag_error(e, flag_values)}", file=sys.stderr)
-    return 2
-  except ValueError as e:
-    print(f"{PROG}: error: {e}", file=sys.stderr)
-    return 2
+  except (flags.Error, ValueError) as e:
+    return cli.usage_error(PROG, e, flag_values)
   pipeline.setup_jax(config_lib.Config())  # before the backend starts, as for a run
   env = environment()
   results = {}

@@ -179,6 +179,14 @@ def did_you_mean(name: str, flag_values: flags.FlagValues) -> str:
   return f" (did you mean --{close[0]}?)" if close else ""
 
 
+def usage_error(prog: str, error: Exception, flag_values: flags.FlagValues) -> int:
+  """Prints the one line `PROG: error: ...` for `error` (a flag absl refused as `flag_error`
+  names it, any other error as its message); the exit status for it, 2."""
+  message = flag_error(error, flag_values) if isinstance(error, flags.Error) else error
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  return 2
+
+
 def print_help(text: str) -> None:
   """Prints to stdout; a reader that stops early (`--help | head`) is no error."""
   try:
@@ -197,8 +205,7 @@ def parser(label: str, doc: str, sections: Sections, flag_values: flags.FlagValu
     try:
       return flag_values(list(argv))
     except flags.Error as e:
-      print(f"{label}: error: {flag_error(e, flag_values)}", file=sys.stderr)
-      sys.exit(2)
+      sys.exit(usage_error(label, e, flag_values))
 
   return parse
 

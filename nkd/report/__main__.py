@@ -70,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise ReportError("no RUN_DIR given: name run folders, or folders above them")
     nkd.report.write_report(run_dirs, fv.out, figures=not fv["no-figures"].value)
   except (flags.Error, ReportError) as e:
-    message = cli.flag_error(e, fv) if isinstance(e, flags.Error) else e
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+    return cli.usage_error(PROG, e, fv)
   return 0
 
 
