@@ -12,19 +12,21 @@
 // and the output's cotangent; taps outside x count as zeros (a negative pad crops). A stride-1
 // 3x3 convolution with 8 or more input channels (a WRN's main layers, and their input gradients)
 // takes Winograd's F(2x2, 3x3) algorithm: 16 multiplications per 2x2 outputs and channel pair
-// instead of 36. Other layers take the direct sum. On a 2-vCPU Zen 4 the convolution runs at
-// the equivalent of 200-400 GFLOP/s of direct convolution on a WRN's 3x3 layers (XLA:CPU:
-// 79-187), the kernel gradient at 100-210 (XLA:CPU transposes both operands first: 24-180);
-// BENCHMARKS.md.
+// instead of 36; its kernel gradient the transposed F(3x3, 2x2), 16 per 2x2 tile of g and channel
+// pair. Other layers take the direct sum. On a 2-vCPU Zen 4 the convolution runs at the
+// equivalent of 200-400 GFLOP/s of direct convolution on a WRN's 3x3 layers (XLA:CPU: 79-187),
+// the kernel gradient at 160-300 (direct: 100-210; XLA:CPU transposes both operands first:
+// 24-180); BENCHMARKS.md.
 //
 // The bits do not depend on the CPU or on the thread count. The code fixes the order of every
 // operation: a direct output element is one running sum of fused multiply-adds over (a, b, i); a
 // Winograd output is a fixed sequence of additions of 16 such sums over i, each of transformed
 // inputs and kernels, whose own additions and halvings are written out (-ffp-contract=off keeps
 // the compiler from fusing them). FMA rounds once, so 8-lane AVX2 on any CPU gives what any
-// other vector width would. dW is summed over the images, rows and columns of each of min(N, 16)
-// chunks of images (a function of the shape only), whose partial sums are then added in chunk
-// order. Threads only decide who computes which part.
+// other vector width would. dW (or Winograd's 16 products for it) is summed over the images,
+// rows and columns (tiles) of each of min(N, 16) chunks of images (a function of the shape
+// only), whose partial sums are then added in chunk order. Threads only decide who computes
+// which part.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -180,37 +182,6 @@ ffi::Error LayerDims(const char* handler, Span x, Span kernel, Span out, int64_t
   return ffi::Error::Success();
 }
 
-ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                          ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
-                          int64_t pad_left) {
-  Dims d;
-  ffi::Error bad = LayerDims("nkd_conv_kernel_grad", x.dimensions(), dw->dimensions(),
-                             g.dimensions(), stride, pad_top, pad_left, &d);
-  if (bad.failure()) return bad;
-  const int64_t size = d.kh * d.kw * d.ci * d.co;
-  float* result = dw->typed_data();
-  if (d.n == 0) {
-    std::memset(result, 0, sizeof(float) * size);
-    return ffi::Error::Success();
-  }
-  const int64_t chunks = std::min(d.n, kMaxChunks);
-  // Chunk 0 is summed straight into the result, the others into their own buffers (Chunk
-  // zeroes each before summing, so they are left uninitialised here).
-  std::unique_ptr<float[]> partial(new float[(chunks - 1) * size]);
-  const float* xp = x.typed_data();
-  const float* gp = g.typed_data();
-  float* pp = partial.get();
-  Parallel(pool, chunks, [=](int64_t c) {
-    float* out = c == 0 ? result : pp + (c - 1) * size;
-    Chunk(d, xp, gp, out, c * d.n / chunks, (c + 1) * d.n / chunks);
-  });
-  for (int64_t c = 1; c < chunks; ++c) {
-    const float* p = pp + (c - 1) * size;
-    for (int64_t k = 0; k < size; ++k) result[k] += p[k];
-  }
-  return ffi::Error::Success();
-}
-
 // y[n, pixels pix0 .. pix0+QT of the image (row-major over P x Q), o0 .. o0+8*OV]. The tile lives
 // in QT x OV registers through the input channels of a tap; taps outside x read zeros.
 template <int QT, int OV>
@@ -320,10 +291,11 @@ struct Layout {
   int64_t block;                    // tiles per task
 };
 
-// The transformed patches of tiles [t0, t0 + count) into v[k][tile - t0][i].
+// The transformed patches of tiles [t0, t0 + count) into v[k][tile - t0][i], v[k] at
+// v + k * k_stride.
 void TransformInput(const Dims& d, const Layout& l, const float* x, const float* zeros,
-                    int64_t t0, int64_t count, float* v) {
-  const int64_t per_image = l.tiles_h * l.tiles_w, k_stride = count * d.ci;
+                    int64_t t0, int64_t count, int64_t k_stride, float* v) {
+  const int64_t per_image = l.tiles_h * l.tiles_w;
   for (int64_t j = 0; j < count; ++j) {
     const int64_t t = t0 + j, n = t / per_image;
     const int64_t row0 = (t % per_image) / l.tiles_w * 2 - d.pad_top;
@@ -440,7 +412,7 @@ void Conv(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* w, 
     const int64_t t0 = task * l.block, count = std::min(l.block, l.tiles - t0);
     float* v = Scratch(16 * l.block * (d.ci + d.co));
     float* m = v + 16 * count * d.ci;
-    TransformInput(d, l, x, zp, t0, count, v);
+    TransformInput(d, l, x, zp, t0, count, count * d.ci, v);
     for (int k = 0; k < 16; ++k) {
       const float* vk = v + k * count * d.ci;
       const float* uk = up + k * d.ci * d.co;
@@ -455,12 +427,173 @@ void Conv(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* w, 
   });
 }
 
+
+// The kernel gradient of a stride-1 3x3 layer by Winograd's F(3x3, 2x2), the same algorithm
+// transposed: for each 2x2 tile of the output's cotangent g and the 4x4 input patch d under it,
+// the tile's share of dW[., ., i, o] (3x3) is G^T [(A g A^T) . (B^T d B)] G, with B^T and G
+// as above and A = [1 0; 1 1; 1 -1; 0 -1]. The 16 products are summed over the tiles first,
+// M[k][i][o] = sum over tiles of V[k][tile][i] T[k][tile][o] (T: the transformed cotangent),
+// and G^T M G taken once at the end: 16 multiplications per tile and channel pair instead of 36.
+
+// T[k][tile - t0][o] = (A g A^T)[r][c], k = 4 r + c, of tiles [t0, t0 + count), T[k] at
+// out + k * k_stride; the cotangent's rows and columns past the layer's last count as zeros.
+void TransformGradient(const Dims& d, const Layout& l, const float* g, const float* zeros,
+                       int64_t t0, int64_t count, int64_t k_stride, float* out) {
+  const int64_t per_image = l.tiles_h * l.tiles_w;
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t t = t0 + j, n = t / per_image;
+    const int64_t row0 = (t % per_image) / l.tiles_w * 2, col0 = (t % per_image) % l.tiles_w * 2;
+    const float* src[2][2];
+    for (int u = 0; u < 2; ++u)
+      for (int v = 0; v < 2; ++v)
+        src[u][v] = row0 + u < d.p && col0 + v < d.q
+                        ? g + ((n * d.p + row0 + u) * d.q + col0 + v) * d.co
+                        : zeros;
+    float* dst = out + j * d.co;
+    for (int64_t o = 0; o < d.co; o += 8) {
+      __m256 p[2][2], a[4][2];
+      for (int u = 0; u < 2; ++u)
+        for (int v = 0; v < 2; ++v) p[u][v] = _mm256_loadu_ps(src[u][v] + o);
+      for (int v = 0; v < 2; ++v) {
+        a[0][v] = p[0][v];
+        a[1][v] = p[0][v] + p[1][v];
+        a[2][v] = p[0][v] - p[1][v];
+        a[3][v] = -p[1][v];
+      }
+      for (int r = 0; r < 4; ++r) {
+        _mm256_storeu_ps(dst + (4 * r + 0) * k_stride + o, a[r][0]);
+        _mm256_storeu_ps(dst + (4 * r + 1) * k_stride + o, a[r][0] + a[r][1]);
+        _mm256_storeu_ps(dst + (4 * r + 2) * k_stride + o, a[r][0] - a[r][1]);
+        _mm256_storeu_ps(dst + (4 * r + 3) * k_stride + o, -a[r][1]);
+      }
+    }
+  }
+}
+
+// dW[a][b][e] = (G^T M[.][e] G)[a][b] for the io = I x O channel pairs e in [lo, hi).
+void TransformKernelGradient(const float* m, int64_t io, int64_t lo, int64_t hi, float* dw) {
+  for (int64_t e = lo; e < hi; ++e) {
+    float t[4][3];
+    for (int r = 0; r < 4; ++r) {
+      const float m0 = m[(4 * r) * io + e], m1 = m[(4 * r + 1) * io + e];
+      const float m2 = m[(4 * r + 2) * io + e], m3 = m[(4 * r + 3) * io + e];
+      t[r][0] = m0 + (m1 + m2) * 0.5f;
+      t[r][1] = (m1 - m2) * 0.5f;
+      t[r][2] = (m1 + m2) * 0.5f + m3;
+    }
+    for (int b = 0; b < 3; ++b) {
+      dw[(0 * 3 + b) * io + e] = t[0][b] + (t[1][b] + t[2][b]) * 0.5f;
+      dw[(1 * 3 + b) * io + e] = (t[1][b] - t[2][b]) * 0.5f;
+      dw[(2 * 3 + b) * io + e] = (t[1][b] + t[2][b]) * 0.5f + t[3][b];
+    }
+  }
+}
+
+// The products' partial sums of every chunk of images, kept by the calling thread between calls.
+float* ChunkSums(size_t floats) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < floats) buffer.resize(floats);
+  return buffer.data();
+}
+
+// dW of a stride-1 3x3 layer. Chunk c of images sums its tiles' products into its own M_c, each
+// element one running FMA sum over the chunk's tiles in order (images, tile rows, tile
+// columns); the chunks' M_c are then added in chunk order, and G^T M G taken.
+void KernelGrad(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* g,
+                float* dw) {
+  Layout l;
+  l.tiles_h = (d.p + 1) / 2;
+  l.tiles_w = (d.q + 1) / 2;
+  l.tiles = d.n * l.tiles_h * l.tiles_w;
+  // Blocks of 64 tiles (fewer where I + O > 256: a product's operands, block x (I + O) floats,
+  // at most 64 KiB): each block reads and writes all of M, so longer blocks are faster until
+  // the operands spill out of the L2 cache.
+  l.block = std::max<int64_t>(8, std::min<int64_t>(64, 16384 / (d.ci + d.co)));
+  const int64_t per_image = l.tiles_h * l.tiles_w, io = d.ci * d.co, size = 16 * io;
+  const int64_t chunks = std::min(d.n, kMaxChunks);
+  float* sums = ChunkSums(chunks * size);
+  const std::vector<float> zeros(static_cast<size_t>(std::max(d.ci, d.co)), 0.0f);
+  const float* zp = zeros.data();
+  Dims rows = d;  // the products' operands: rows of I (patches) and of O (cotangents) floats
+  rows.stride = 1;
+  Parallel(pool, chunks, [=](int64_t c) {
+    float* mc = sums + c * size;
+    std::memset(mc, 0, sizeof(float) * size);
+    const int64_t first = c * d.n / chunks * per_image, last = (c + 1) * d.n / chunks * per_image;
+    // The 16 products' operands lie a cache line more than a multiple of the block apart: at
+    // a multiple of 4 KiB, the transforms' 16 streams of stores would share L1 cache sets.
+    const int64_t v_stride = l.block * d.ci + 16, g_stride = l.block * d.co + 16;
+    float* v = Scratch(16 * (v_stride + g_stride));
+    float* gt = v + 16 * v_stride;
+    for (int64_t t0 = first; t0 < last; t0 += l.block) {
+      const int64_t count = std::min(l.block, last - t0);
+      TransformInput(d, l, x, zp, t0, count, v_stride, v);
+      TransformGradient(d, l, g, zp, t0, count, g_stride, gt);
+      for (int k = 0; k < 16; ++k) {
+        const float* vk = v + k * v_stride;
+        const float* gk = gt + k * g_stride;
+        float* mk = mc + k * io;
+        int64_t o0 = 0;
+        for (; o0 + 16 <= d.co; o0 += 16) InputChannels<2>(rows, vk, gk + o0, mk + o0, count);
+        if (o0 < d.co) InputChannels<1>(rows, vk, gk + o0, mk + o0, count);
+      }
+    }
+  });
+  // Sum the chunks in order and transform, in parallel over the channel pairs.
+  constexpr int64_t kPairsPerTask = 1024;
+  Parallel(pool, (io + kPairsPerTask - 1) / kPairsPerTask, [=](int64_t task) {
+    const int64_t lo = task * kPairsPerTask, hi = std::min(io, lo + kPairsPerTask);
+    for (int64_t c = 1; c < chunks; ++c)
+      for (int k = 0; k < 16; ++k) {
+        float* m0 = sums + k * io;
+        const float* mc = sums + c * size + k * io;
+        for (int64_t e = lo; e < hi; ++e) m0[e] += mc[e];
+      }
+    TransformKernelGradient(sums, io, lo, hi, dw);
+  });
+}
+
 }  // namespace winograd
 
 // Whether the convolution takes Winograd's algorithm: a stride-1 3x3 layer with 8 or more input
 // channels (fewer leave its products too short to gain; a function of the shape alone).
 bool UsesWinograd(const Dims& d) {
   return d.kh == 3 && d.kw == 3 && d.stride == 1 && d.ci >= 8;
+}
+
+ffi::Error ConvKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                          ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
+                          int64_t pad_left) {
+  Dims d;
+  ffi::Error bad = LayerDims("nkd_conv_kernel_grad", x.dimensions(), dw->dimensions(),
+                             g.dimensions(), stride, pad_top, pad_left, &d);
+  if (bad.failure()) return bad;
+  const int64_t size = d.kh * d.kw * d.ci * d.co;
+  float* result = dw->typed_data();
+  if (d.n == 0) {
+    std::memset(result, 0, sizeof(float) * size);
+    return ffi::Error::Success();
+  }
+  if (UsesWinograd(d)) {
+    winograd::KernelGrad(pool, d, x.typed_data(), g.typed_data(), result);
+    return ffi::Error::Success();
+  }
+  const int64_t chunks = std::min(d.n, kMaxChunks);
+  // Chunk 0 is summed straight into the result, the others into their own buffers (Chunk
+  // zeroes each before summing, so they are left uninitialised here).
+  std::unique_ptr<float[]> partial(new float[(chunks - 1) * size]);
+  const float* xp = x.typed_data();
+  const float* gp = g.typed_data();
+  float* pp = partial.get();
+  Parallel(pool, chunks, [=](int64_t c) {
+    float* out = c == 0 ? result : pp + (c - 1) * size;
+    Chunk(d, xp, gp, out, c * d.n / chunks, (c + 1) * d.n / chunks);
+  });
+  for (int64_t c = 1; c < chunks; ++c) {
+    const float* p = pp + (c - 1) * size;
+    for (int64_t k = 0; k < size; ++k) result[k] += p[k];
+  }
+  return ffi::Error::Success();
 }
 
 ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,

@@ -17,12 +17,13 @@ DEMO = "--flagfile=experiments/demo.flags"
 # second run in a fresh workspace gives the same bits instead.
 PINNED = {
     # 2-vCPU AMD EPYC (Zen 4, KVM), AVX-512, L1d 32K, L2 1M, L3 32M; jax 0.10.2; nkd's CPU
-    # convolution kernels (Winograd for stride-1 3x3 layers); LLVM at -O1. (With the direct
-    # kernel only they were e623e72257c7cac6 / bb4a0cea4e7a171f; at -O2 as well, fingerprint
-    # f83cc420c7db5039, 19b4c3c78fd307f6 / 5a73104f18449d35. A Sapphire Rapids entry,
-    # 15bd2de09393049b, gave the same bits as the Zen 4 before nkd's own BatchNorm changed them;
-    # not measured since.)
-    "41424d23890f8607": ("f9ed927594107981", "ffa73f5df64ddf50"),
+    # convolution kernels (Winograd for stride-1 3x3 layers, their kernel gradients too); LLVM
+    # at -O1. (With the direct kernel gradient they were f9ed927594107981 / ffa73f5df64ddf50;
+    # with the direct kernel only, e623e72257c7cac6 / bb4a0cea4e7a171f; at -O2 as well,
+    # fingerprint f83cc420c7db5039, 19b4c3c78fd307f6 / 5a73104f18449d35. A Sapphire Rapids
+    # entry, 15bd2de09393049b, gave the same bits as the Zen 4 before nkd's own BatchNorm changed
+    # them; not measured since.)
+    "41424d23890f8607": ("d15b313f743b8f17", "fa2855be6252dcc5"),
 }
 
 

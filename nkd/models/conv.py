@@ -14,9 +14,10 @@ gradient are nkd's own kernels (`nkd/cpu_kernels.cc`, XLA FFI calls) where `nkd.
 built them for this machine, for float32 and output channels a multiple of 8; else XLA's
 convolution and JAX's rule. XLA:CPU runs JAX's kernel gradient as a convolution over transposed
 operands: on a 2-vCPU Zen 4 (AVX-512, jaxlib 0.10.2, nkd's CPU settings), batch 128, 81-90
-GFLOP/s for a 32x32x32 -> 32 layer and 24 for the strided 1x1 shortcut, against 180-210 and 100
-for nkd's kernel; nkd's convolution (Winograd's F(2x2, 3x3) for stride-1 3x3 layers) runs at the
-equivalent of 200-400 GFLOP/s of direct convolution on a WRN's 3x3 layers, XLA's at 79-187.
+GFLOP/s for a 32x32x32 -> 32 layer and 24 for the strided 1x1 shortcut, against 280 (the
+equivalent of a direct sum: Winograd's F(3x3, 2x2) does fewer) and 100 for nkd's kernel; nkd's
+convolution (Winograd's F(2x2, 3x3) for stride-1 3x3 layers) runs at the equivalent of 200-400
+GFLOP/s of direct convolution on a WRN's 3x3 layers, XLA's at 79-187.
 Their bits are the same on every AVX2 + FMA CPU (BENCHMARKS.md has every layer). Inside `batch_sharded`
 they run on each device's rows of a sharded batch. On GPU and TPU the whole convolution is
 `lax.conv_general_dilated` with JAX's rule.
