@@ -360,11 +360,11 @@ void ProductRows(const float* v, const float* u, float* m, int64_t rows, int64_t
   for (; j < rows; ++j) Product<1, OV>(v + j * ci, u, m + j * co, ci, co);
 }
 
-// y of tiles [t0, t0 + count) from m[k][tile - t0][o]: A^T m A, A^T = [1 1 1 0; 0 1 -1 -1],
-// the outputs past the layer's last row or column left out.
+// y of tiles [t0, t0 + count) from m[k][tile - t0][o], m[k] at m + k * k_stride: A^T m A,
+// A^T = [1 1 1 0; 0 1 -1 -1], the outputs past the layer's last row or column left out.
 void TransformOutput(const Dims& d, const Layout& l, const float* m, int64_t t0, int64_t count,
-                     float* y) {
-  const int64_t per_image = l.tiles_h * l.tiles_w, k_stride = count * d.co;
+                     int64_t k_stride, float* y) {
+  const int64_t per_image = l.tiles_h * l.tiles_w;
   for (int64_t j = 0; j < count; ++j) {
     const int64_t t = t0 + j, n = t / per_image;
     const int64_t row0 = (t % per_image) / l.tiles_w * 2, col0 = (t % per_image) % l.tiles_w * 2;
@@ -410,20 +410,23 @@ void Conv(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* w, 
   const int64_t tasks = (l.tiles + l.block - 1) / l.block;
   Parallel(pool, tasks, [=](int64_t task) {
     const int64_t t0 = task * l.block, count = std::min(l.block, l.tiles - t0);
-    float* v = Scratch(16 * l.block * (d.ci + d.co));
-    float* m = v + 16 * count * d.ci;
-    TransformInput(d, l, x, zp, t0, count, count * d.ci, v);
+    // The 16 patches' and products' rows lie a cache line more than a block apart (see
+    // KernelGrad).
+    const int64_t v_stride = l.block * d.ci + 16, m_stride = l.block * d.co + 16;
+    float* v = Scratch(16 * (v_stride + m_stride));
+    float* m = v + 16 * v_stride;
+    TransformInput(d, l, x, zp, t0, count, v_stride, v);
     for (int k = 0; k < 16; ++k) {
-      const float* vk = v + k * count * d.ci;
+      const float* vk = v + k * v_stride;
       const float* uk = up + k * d.ci * d.co;
-      float* mk = m + k * count * d.co;
+      float* mk = m + k * m_stride;
       int64_t o0 = 0;
       for (; o0 + 32 <= d.co; o0 += 32)
         ProductRows<3, 4>(vk, uk + o0, mk + o0, count, d.ci, d.co);
       if (o0 + 16 <= d.co) ProductRows<6, 2>(vk, uk + o0, mk + o0, count, d.ci, d.co), o0 += 16;
       if (o0 < d.co) ProductRows<6, 1>(vk, uk + o0, mk + o0, count, d.ci, d.co);
     }
-    TransformOutput(d, l, m, t0, count, y);
+    TransformOutput(d, l, m, t0, count, m_stride, y);
   });
 }
 
@@ -520,8 +523,9 @@ void KernelGrad(ffi::ThreadPool& pool, const Dims& d, const float* x, const floa
     float* mc = sums + c * size;
     std::memset(mc, 0, sizeof(float) * size);
     const int64_t first = c * d.n / chunks * per_image, last = (c + 1) * d.n / chunks * per_image;
-    // The 16 products' operands lie a cache line more than a multiple of the block apart: at
-    // a multiple of 4 KiB, the transforms' 16 streams of stores would share L1 cache sets.
+    // The 16 products' operands lie a cache line more than a block apart: at a multiple of
+    // 4 KiB (a block of 64 tiles x 32 channels is 8 KiB), the transforms' 16 streams of stores
+    // would share L1 cache sets.
     const int64_t v_stride = l.block * d.ci + 16, g_stride = l.block * d.co + 16;
     float* v = Scratch(16 * (v_stride + g_stride));
     float* gt = v + 16 * v_stride;
