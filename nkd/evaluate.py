@@ -16,7 +16,6 @@ from absl import app, flags
 
 from nkd import cli
 from nkd import config as config_lib
-from nkd import pipeline
 from nkd.config import fields as fields_lib
 from nkd.errors import ConfigError, NkdError
 from nkd.training import runlock
@@ -33,6 +32,8 @@ def main(argv):
     if not flags.FLAGS.workdir:
       raise ConfigError("--workdir: expected the folder of a finished run")
     overrides = fields_lib.values_from_flags(_EVAL_FIELDS, flags.FLAGS, only_present=True)
+    from nkd import pipeline  # pylint: disable=g-import-not-at-top  (JAX: only to evaluate)
+
     with runlock.hold(flags.FLAGS.workdir, create=False):  # Not while a run works there.
       results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)
     print("\n".join(cli.summary_lines(results)), flush=True)

@@ -59,42 +59,6 @@ def setup_jax(config) -> None:
       os.environ["XLA_FLAGS"] = f"{xla_flags} {flag}".strip()
 
 
-def teacher_config(config, seed: int | None = None):
-  """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed
-  (`seed`, else --teacher_seed)."""
-  inherited = config.to_flags(config_lib.INHERITED_BY_TEACHER)
-  noise = []
-  if config.teacher_dropout >= 0:
-    noise.append(config_lib.as_flag("dropout", config.teacher_dropout))
-  if config.label_noise_p > 0 and config.label_noise_mode in ("T", "TS"):
-    noise += [
-        config_lib.as_flag("label_noise_p", config.label_noise_p),
-        "--label_noise_mode=T",
-        config_lib.as_flag("label_noise_fixed", config.label_noise_fixed),
-    ]
-  teacher = config_lib.parse_flagfile(
-      config.teacher_flagfile,
-      [
-          *inherited,
-          *noise,
-          f"--seed={config.teacher_seed if seed is None else seed}",
-          *config.teacher_flags,
-      ],
-  )
-  if teacher.mode != "ce":
-    raise ConfigError(
-        f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
-        f"train with --mode=ce, not {teacher.mode}"
-    )
-  workdir = os.path.join(
-      config.workspace,
-      "teachers",
-      f"{teacher.name}-{teacher.recipe_hash()}",
-      f"seed_{teacher.seed}",
-  )
-  return teacher.replace(workdir=workdir)
-
-
 def candidate_seeds(config) -> tuple[int, ...]:
   """The teacher seeds a distillation run trains (or reuses): --teacher_seeds, else
   --teacher_seed."""
@@ -181,7 +145,7 @@ def prepare_teacher(config, data: Dataset) -> Teacher:
   """The teacher of a distillation run: --teacher_workdir's, or its recipe's for --teacher_seed,
   or the best of --teacher_seeds by --teacher_select (each trained once, then reused)."""
   tconfigs = (
-      [teacher_config(config, seed) for seed in candidate_seeds(config)]
+      [config_lib.teacher_config(config, seed) for seed in candidate_seeds(config)]
       if config.teacher_flagfile
       else []
   )

@@ -15,7 +15,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
 
 from nkd.errors import DataError, NkdError
@@ -128,6 +127,8 @@ def read_results(workdir: str) -> RunResults:
 
 def params_sha256(variables: Any) -> str:
   """sha256 over every leaf's path, dtype, shape and bytes, in tree order."""
+  import jax  # pylint: disable=g-import-not-at-top  (reading and writing run files needs no JAX)
+
   h = hashlib.sha256()
   for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(variables))[0]:
     leaf = np.ascontiguousarray(np.asarray(leaf))

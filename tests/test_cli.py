@@ -6,10 +6,12 @@ in a subprocess; every other bad input is checked in this process, through the s
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
-from helpers import assert_one_line_error, parse_flags, run_cli, tiny_config, tiny_flags
+from helpers import REPO, assert_one_line_error, parse_flags, run_cli, tiny_config, tiny_flags
 from nkd import pipeline
 from nkd.errors import ConfigError, NkdError
 
@@ -138,3 +140,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   # Nothing after the divergence was checkpointed.
   checkpoints = tmp_path / "run" / "checkpoints"
   assert not [d for d in os.listdir(checkpoints) if d.isdigit()] if checkpoints.exists() else True
+
+
+@pytest.mark.parametrize(
+    "module", ["nkd.main", "nkd.evaluate", "nkd.sweep.__main__", "nkd.report.__main__"]
+)
+def test_the_command_lines_load_jax_only_to_compute(module):
+  """`--help`, a refused flag, a sweep's parent and a report need no JAX, Flax or Matplotlib:
+  importing the entry point loads none of them (a second of CPU less per such process)."""
+  heavy = ("jax", "flax", "optax", "orbax", "matplotlib")
+  script = f"import sys, {module}; print(sorted(m for m in {heavy} if m in sys.modules))"
+  out = subprocess.run(
+      [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+  )
+  assert out.stdout.strip() == "[]", out.stdout + out.stderr

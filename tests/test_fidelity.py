@@ -209,7 +209,7 @@ def test_choose_teacher_picks_the_best_on_the_rules_split():
 def test_new_options_at_their_defaults_keep_recipe_hashes():
   student = config_lib.parse_flagfile(str(REPO / "experiments" / "demo.flags"))
   # The demo teacher's recipe hash (README quotes its folder).
-  assert pipeline.teacher_config(student).workdir.endswith("demo_teacher-f3fe99fd/seed_0")
+  assert config_lib.teacher_config(student).workdir.endswith("demo_teacher-f3fe99fd/seed_0")
   stored = {
       k: v
       for k, v in student.to_dict().items()

@@ -194,6 +194,42 @@ def parse_flagfile(path: str, extra_flags: Sequence[str] = ()) -> Config:
   return from_flags(fv, argv)
 
 
+def teacher_config(config, seed: int | None = None):
+  """The teacher's Config: its recipe's flagfile, the student's data options, the teacher seed
+  (`seed`, else --teacher_seed)."""
+  inherited = config.to_flags(INHERITED_BY_TEACHER)
+  noise = []
+  if config.teacher_dropout >= 0:
+    noise.append(as_flag("dropout", config.teacher_dropout))
+  if config.label_noise_p > 0 and config.label_noise_mode in ("T", "TS"):
+    noise += [
+        as_flag("label_noise_p", config.label_noise_p),
+        "--label_noise_mode=T",
+        as_flag("label_noise_fixed", config.label_noise_fixed),
+    ]
+  teacher = parse_flagfile(
+      config.teacher_flagfile,
+      [
+          *inherited,
+          *noise,
+          f"--seed={config.teacher_seed if seed is None else seed}",
+          *config.teacher_flags,
+      ],
+  )
+  if teacher.mode != "ce":
+    raise ConfigError(
+        f"--teacher_flagfile={config.teacher_flagfile}: a teacher recipe must "
+        f"train with --mode=ce, not {teacher.mode}"
+    )
+  workdir = os.path.join(
+      config.workspace,
+      "teachers",
+      f"{teacher.name}-{teacher.recipe_hash()}",
+      f"seed_{teacher.seed}",
+  )
+  return teacher.replace(workdir=workdir)
+
+
 def _flagfile_stem(argv: Sequence[str]) -> str:
   stems = [
       os.path.splitext(os.path.basename(a.split("=", 1)[1]))[0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from nkd.report import figures as figures_lib
 from nkd.report import tables
 from nkd.report.grouping import group_runs
 from nkd.report.loading import ReportError, load_runs
@@ -34,6 +33,9 @@ def write_report(paths: Sequence[str], out_dir: str, figures: bool = True) -> li
       f.write(text)
   written = list(texts)
   if figures:
+    # Matplotlib loads only to draw (half a second of CPU).
+    from nkd.report import figures as figures_lib  # pylint: disable=g-import-not-at-top
+
     written += figures_lib.write_figures(groups, out_dir)
   print(f"nkd.report: {len(runs)} runs in {len(groups)} groups -> {out_dir}: " + ", ".join(written))
   return written

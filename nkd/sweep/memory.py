@@ -13,8 +13,7 @@ import subprocess
 import sys
 from typing import Any, Sequence
 
-from nkd import pipeline
-from nkd.config import parse_model_name
+from nkd.config import parse_model_name, teacher_config
 from nkd.errors import NkdError
 from nkd.sweep import SweepError
 
@@ -100,7 +99,7 @@ def estimate_run_bytes(config, platform: str) -> int:
   )
   if config.mode == "kd" and config.teacher_flagfile:
     try:
-      teacher = pipeline.teacher_config(config)
+      teacher = teacher_config(config)
       work = max(
           work,
           training(teacher.model, teacher.batch_size),
