@@ -492,8 +492,15 @@ void TransformKernelGradient(const float* m, int64_t io, int64_t lo, int64_t hi,
   }
 }
 
-// The products' partial sums of every chunk of images, kept by the calling thread between calls.
-float* ChunkSums(size_t floats) {
+// Room for the products' partial sums of every chunk of images: up to 64 MiB kept by the calling
+// thread between calls (a WRN-16-2's largest layer needs 16 MiB), more allocated for this call in
+// `owned` (a wide network's, 16 x 16 x I x O floats, would otherwise stay held per thread).
+float* ChunkSums(size_t floats, std::unique_ptr<float[]>* owned) {
+  constexpr size_t kKeptFloats = size_t{16} << 20;
+  if (floats > kKeptFloats) {
+    owned->reset(new float[floats]);
+    return owned->get();
+  }
   thread_local std::vector<float> buffer;
   if (buffer.size() < floats) buffer.resize(floats);
   return buffer.data();
@@ -514,7 +521,8 @@ void KernelGrad(ffi::ThreadPool& pool, const Dims& d, const float* x, const floa
   l.block = std::max<int64_t>(8, std::min<int64_t>(64, 16384 / (d.ci + d.co)));
   const int64_t per_image = l.tiles_h * l.tiles_w, io = d.ci * d.co, size = 16 * io;
   const int64_t chunks = std::min(d.n, kMaxChunks);
-  float* sums = ChunkSums(chunks * size);
+  std::unique_ptr<float[]> owned;
+  float* sums = ChunkSums(chunks * size, &owned);
   const std::vector<float> zeros(static_cast<size_t>(std::max(d.ci, d.co)), 0.0f);
   const float* zp = zeros.data();
   Dims rows = d;  // the products' operands: rows of I (patches) and of O (cotangents) floats
