@@ -15,8 +15,8 @@
 // instead of 36; its kernel gradient the transposed F(3x3, 2x2), 16 per 2x2 tile of g and channel
 // pair. Other layers take the direct sum. On a 2-vCPU Zen 4 the convolution runs at the
 // equivalent of 200-400 GFLOP/s of direct convolution on a WRN's 3x3 layers (XLA:CPU: 79-187),
-// the kernel gradient at 160-300 (direct: 100-210; XLA:CPU transposes both operands first:
-// 24-180); BENCHMARKS.md.
+// the kernel gradient at 230-300 on the stride-1 ones (direct: 150-210; XLA:CPU transposes both
+// operands first: 24-180); BENCHMARKS.md.
 //
 // The bits do not depend on the CPU or on the thread count. The code fixes the order of every
 // operation: a direct output element is one running sum of fused multiply-adds over (a, b, i); a
