@@ -60,9 +60,11 @@ inline void ValidRange(int64_t out, int64_t stride, int64_t offset, int64_t size
   while (*hi > *lo && (*hi - 1) * stride + offset >= size) --*hi;
 }
 
-// dW[a, b, i0:i0+CI, o0:o0+8*OV] += the products of output row p of image `n` (its pixels
-// q_lo .. q_hi, xr and gr pointing at the first). The block of dW lives in CI x OV registers
-// for the row (12 of AVX2's 16 at most).
+// out[i][o] += sum over q < q_count, in order, of xr[q * stride * I + i] gr[q * O + o], for
+// i < CI and o < 8 * OV (out's rows O floats apart). For the direct kernel gradient, a block of
+// dW[a, b] and the pixels of output row p (xr and gr at its first); for Winograd's, a block of
+// one product M[k] and a block of tiles (`stride` 1: the transformed rows lie I floats apart).
+// The block lives in CI x OV registers for the row (12 of AVX2's 16 at most).
 template <int CI, int OV>
 inline void Block(const Dims& d, const float* xr, const float* gr, float* out, int64_t q_count) {
   const int64_t x_step = d.stride * d.ci;
@@ -388,12 +390,16 @@ void TransformOutput(const Dims& d, const Layout& l, const float* m, int64_t t0,
   }
 }
 
-// Scratch space for a task's transformed patches and products, kept by each thread.
-float* Scratch(size_t floats) {
+// At least `floats` floats kept by the calling thread between calls; each `Use` its own buffer.
+template <int Use>
+float* ThreadBuffer(size_t floats) {
   thread_local std::vector<float> buffer;
   if (buffer.size() < floats) buffer.resize(floats);
   return buffer.data();
 }
+
+// Scratch space for a task's transformed patches and products.
+float* Scratch(size_t floats) { return ThreadBuffer<0>(floats); }
 
 void Conv(ffi::ThreadPool& pool, const Dims& d, const float* x, const float* w, float* y) {
   Layout l;
@@ -501,9 +507,8 @@ float* ChunkSums(size_t floats, std::unique_ptr<float[]>* owned) {
     owned->reset(new float[floats]);
     return owned->get();
   }
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
+  // Not Scratch's buffer: the calling thread also runs tasks, which use theirs meanwhile.
+  return ThreadBuffer<1>(floats);
 }
 
 // dW of a stride-1 3x3 layer. Chunk c of images sums its tiles' products into its own M_c, each

@@ -4,11 +4,12 @@ as an XLA FFI library.
 Two kernels: a float32 convolution (NHWC, HWIO; Winograd's F(2x2, 3x3) for stride-1 3x3
 layers with 8 or more input channels, the direct sum for the others), 1.6-3.8x XLA:CPU's speed
 on a WRN's stride-1 3x3 layers, and its kernel gradient (Winograd's F(3x3, 2x2) for those
-layers), up to 3x (XLA transposes both operands first); nkd/models/conv.py uses them for a network's forward pass, input gradients (written as
-convolutions) and kernel gradients, BENCHMARKS.md has the figures. The library is compiled for
-AVX2 + FMA and its arithmetic is fixed by the code (fused multiply-adds and additions in a set
-order, `-ffp-contract=off`), so it gives the same bits on every x86-64 CPU that has them,
-whatever its vector width, caches or thread count.
+layers), up to 3x (XLA transposes both operands first); nkd/models/conv.py uses them for a
+network's forward pass, input gradients (written as convolutions) and kernel gradients,
+BENCHMARKS.md has the figures. The library is compiled for AVX2 + FMA and its arithmetic is fixed
+by the code (fused multiply-adds and additions in a set order, `-ffp-contract=off`), so it gives
+the same bits on every x86-64 CPU that has them, whatever its vector width, caches or thread
+count.
 
 It is used when all of these hold, else XLA's own convolutions are (and `status()` says why,
 which config.json records under `cpu.kernels`):
