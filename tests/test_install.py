@@ -12,6 +12,7 @@ for the build backend (setuptools, as pyproject.toml asks)."""
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -104,7 +105,7 @@ def test_installs_into_a_fresh_venv_and_runs_away_from_the_repository(tmp_path):
       check=True,
   ).stdout.strip()
   # After the environment's own site-packages on sys.path: nkd installed there comes first.
-  ours = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+  ours = [p for p in site.getsitepackages() if os.path.isdir(p)]
   (Path(purelib) / "_test_process_packages.pth").write_text("\n".join(ours) + "\n")
   pip(python, str(source), cwd=away)
 
