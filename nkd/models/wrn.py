@@ -12,6 +12,7 @@ and attack epsilons are in pixel units.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -114,17 +115,32 @@ class WideResNet(nn.Module):
     return x.astype(jnp.float32)
 
 
+# Programs are built once per process for each distinct description (model, optimiser, step):
+# a second run of the same shape in one process (an in-process sweep, nkd.api in a notebook,
+# the tests) reuses the compiled program instead of tracing, lowering and loading it again.
+# The descriptions are immutable and compared by value; 64 of each are kept.
+MEMO_SIZE = 64
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
 def create_model(
     name: str, *, num_classes: int = 10, dropout_rate: float = 0.0, dtype: str = "float32"
 ) -> WideResNet:
+  """The (immutable) model of an architecture name: one object per description, so the
+  programs built on it (`model.apply` is part of a train state's structure) are shared."""
   depth, width = parse_model_name(name)
   return WideResNet(depth, width, num_classes, dropout_rate, jnp.dtype(dtype))
 
 
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _init_program(model: nn.Module, image_size: int):
+  shape = (1, image_size, image_size, 3)  # zeros made inside the program: no eager op to compile
+  return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))
+
+
 def init_variables(model: nn.Module, key: jax.Array, image_size: int = 32):
   """Initial {'params', 'batch_stats'} from an explicit key."""
-  shape = (1, image_size, image_size, 3)  # zeros made inside the program: no eager op to compile
-  return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))(key)
+  return _init_program(model, image_size)(key)
 
 
 def count_params(params) -> int:

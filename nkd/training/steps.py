@@ -11,6 +11,7 @@ batch (XLA inserts the cross-device reductions), exactly as on one device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -23,6 +24,7 @@ from nkd.config.noise import NoiseOptions
 from nkd.data.augment import crop_and_flip, to_unit_float
 from nkd.keys import step_key_for
 from nkd.models import conv
+from nkd.models.wrn import MEMO_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +111,23 @@ def make_train_step(
     jit: bool = True,
 ) -> Callable:
   """Returns `train_step(state, teacher_vars, images, labels, order, train_key)`, jitted with
-  `jit_train_step` unless `jit=False`. `labels` are the epoch's (possibly corrupted) labels."""
-  batch_sharding = NamedSharding(mesh, P("data"))
+  `jit_train_step` unless `jit=False`. `labels` are the epoch's (possibly corrupted) labels.
+  The jitted step is built once per (model, spec, mesh, teacher model) in a process (see
+  wrn.MEMO_SIZE): an equal run reuses its compiled program."""
   if spec.mode == "kd" and teacher_model is None:
     raise ValueError("mode 'kd' needs a teacher model")
+  if not jit:
+    return _train_step(model, spec, mesh, teacher_model)
+  return _jitted_train_step(model, spec, mesh, teacher_model)
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _jitted_train_step(model, spec, mesh, teacher_model):
+  return jit_train_step(_train_step(model, spec, mesh, teacher_model), mesh)
+
+
+def _train_step(model: nn.Module, spec: StepSpec, mesh: Mesh, teacher_model) -> Callable:
+  batch_sharding = NamedSharding(mesh, P("data"))
 
   def train_step(state, teacher_variables, images, labels, order, train_key):
     step = state.step
@@ -161,7 +176,7 @@ def make_train_step(
     with conv.batch_sharded(mesh):  # nkd's CPU convolution kernels on each device's rows
       return train_step(*args)
 
-  return jit_train_step(sharded_train_step, mesh) if jit else sharded_train_step
+  return sharded_train_step
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
