@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import gc
+import importlib
 import os
 import re
 import sys
@@ -30,6 +32,24 @@ _COLUMN = 32  # where the one-line help starts
 _FIRST_SENTENCE = re.compile(r"^(.+?\.)(?=\s+[A-Z])", re.S)
 
 Sections = Sequence[tuple[str, Sequence[str]]]
+
+
+# Python's cyclic garbage collector in a process that runs or evaluates. Importing JAX, Flax and
+# Orbax leaves about 140,000 objects it tracks, and tracing a run's programs makes many more: at
+# Python's default thresholds (700, 10, 10) it ran often enough to take about 12% of a small
+# run's CPU time (`perf`, 2-vCPU Zen 4).
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def load_pipeline():
+  """Imports `nkd.pipeline` (JAX and the rest) for a command that runs or evaluates: the collector
+  runs less often (GC_THRESHOLDS), and what is alive once the imports are done is left out of
+  its later walks (`gc.freeze`, once per process)."""
+  gc.set_threshold(*GC_THRESHOLDS)
+  pipeline = importlib.import_module("nkd.pipeline")
+  if not gc.get_freeze_count():
+    gc.freeze()
+  return pipeline
 
 
 def config_sections(names: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:

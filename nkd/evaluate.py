@@ -32,7 +32,7 @@ def main(argv):
     if not flags.FLAGS.workdir:
       raise ConfigError("--workdir: expected the folder of a finished run")
     overrides = fields_lib.values_from_flags(_EVAL_FIELDS, flags.FLAGS, only_present=True)
-    from nkd import pipeline  # pylint: disable=g-import-not-at-top  (JAX: only to evaluate)
+    pipeline = cli.load_pipeline()  # JAX: only to evaluate
 
     with runlock.hold(flags.FLAGS.workdir, create=False):  # Not while a run works there.
       results = pipeline.evaluate_run(flags.FLAGS.workdir, overrides)

@@ -62,7 +62,7 @@ def main(argv):
     config = config_lib.from_flags(flags.FLAGS, sys.argv)
     # JAX, Flax and the rest load here, for a run: --help and refused flags answer without them
     # (about a second of CPU less each).
-    from nkd import pipeline  # pylint: disable=g-import-not-at-top
+    pipeline = cli.load_pipeline()
 
     # One process at a time in a run folder (a multi-host run's processes share one: the
     # trainer's process 0 holds it).

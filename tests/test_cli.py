@@ -154,3 +154,26 @@ def test_the_command_lines_load_jax_only_to_compute(module):
       [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
   )
   assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_run_loads_the_pipeline_with_the_collector_tuned_once():
+  """nkd.main and nkd.evaluate import JAX through cli.load_pipeline: the collector's thresholds
+  are raised and what is alive then is frozen, once per process (a second call, as in-process
+  runs make, freezes nothing more: garbage pending then would never be collected)."""
+  import gc  # pylint: disable=import-outside-toplevel
+
+  from nkd import cli  # pylint: disable=import-outside-toplevel
+
+  thresholds, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+  try:
+    assert cli.load_pipeline() is pipeline
+    assert gc.get_threshold() == cli.GC_THRESHOLDS
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    made_since = [[i] for i in range(5000)]  # tracked objects alive at the second call
+    assert cli.load_pipeline() is pipeline
+    assert gc.get_freeze_count() < frozen + len(made_since)
+  finally:
+    gc.set_threshold(*thresholds)
+    if not frozen_before:
+      gc.unfreeze()
