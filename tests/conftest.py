@@ -46,6 +46,11 @@ from helpers import (
     tiny_config,  # noqa: E402,F401
     tiny_flags,
 )
+from nkd import cli  # noqa: E402
+
+# The test processes load JAX as nkd.main does (cli.load_pipeline: the garbage collector's
+# thresholds raised, the imports' objects frozen): in-process runs then cost what runs do.
+cli.load_pipeline()
 
 
 @pytest.fixture(scope="session")
