@@ -316,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   say = lambda s: print(f"[{PROG}] {s}", file=sys.stderr, flush=True)  # noqa: E731
   if flag_values.report:
     return _report(flag_values, argv, say)
-  # Before the backend starts, as for a run: the timed programs are the ones training runs.
+  # Before the backend starts, as for a run: the timed programs are the ones training runs, with
+  # the process's garbage collector set as nkd.main sets it.
+  cli.load_pipeline()
   pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
   env = environment()
   say(f"{env['device']} x{env['device_count']}, rows: {', '.join(rows)}")
