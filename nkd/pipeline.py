@@ -51,6 +51,10 @@ def setup_jax(config) -> None:
     )
   if not os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE"):
     jax.config.update("jax_compilation_cache_max_size", runtime.COMPILATION_CACHE_MAX_BYTES)
+  if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+    # Every program, not only those over JAX's default second: a run's initialisations,
+    # evaluations and attacks compile in 0.1-1 s each, and the next seed needs them all again.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   runtime.mend_compilation_cache(jax.config.jax_compilation_cache_dir)
   if config.gpu_deterministic:
     flag = "--xla_gpu_deterministic_ops=true"

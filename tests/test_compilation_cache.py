@@ -18,15 +18,21 @@ from helpers import tiny_config
 config = tiny_config(__import__("pathlib").Path(sys.argv[1]))
 pipeline.setup_jax(config)
 jax.jit(lambda x: x * 2 + 1)(jax.numpy.arange(3.0)).block_until_ready()
+print(jax.config.jax_persistent_cache_min_compile_time_secs)
 print(jax.config.jax_compilation_cache_max_size)
 """
 
 
-def _probe(tmp_path, **env):
+def _probe(tmp_path, min_time=False, **env):
   clean = {
       k: v
       for k, v in os.environ.items()
-      if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_COMPILATION_CACHE_MAX_SIZE")
+      if k
+      not in (
+          "JAX_COMPILATION_CACHE_DIR",
+          "JAX_COMPILATION_CACHE_MAX_SIZE",
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+      )
   }
   proc = subprocess.run(
       [sys.executable, "-c", PROBE, str(tmp_path)],
@@ -34,7 +40,6 @@ def _probe(tmp_path, **env):
       env={
           **clean,
           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           **env,
       },
       capture_output=True,
@@ -42,7 +47,8 @@ def _probe(tmp_path, **env):
       timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return int(proc.stdout.split()[-1])
+  min_compile_time, max_size = proc.stdout.split()[-2:]
+  return int(max_size) if not min_time else float(min_compile_time)
 
 
 def test_the_workspace_cache_is_capped_and_locked(tmp_path):
@@ -57,6 +63,15 @@ def test_the_workspace_cache_is_capped_and_locked(tmp_path):
 
 def test_the_users_cap_wins(tmp_path):
   assert _probe(tmp_path, JAX_COMPILATION_CACHE_MAX_SIZE="12345678") == 12345678
+
+
+def test_every_program_is_cached_unless_the_user_says_otherwise(tmp_path):
+  """JAX caches only programs that took a second to compile; a run caches them all (the next
+  seed needs its initialisations and evaluations again), unless the user set a minimum."""
+  assert _probe(tmp_path, min_time=True) == 0.0
+  assert (
+      _probe(tmp_path / "b", min_time=True, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="2.5") == 2.5
+  )
 
 
 def test_an_entry_left_without_its_access_time_is_mended(tmp_path):
