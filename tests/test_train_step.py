@@ -57,3 +57,36 @@ def test_epoch_order_is_a_permutation_that_changes_each_epoch():
   a, b = (np.asarray(keys_lib.epoch_permutation(key, e, 100)) for e in (0, 1))
   assert sorted(a) == list(range(100)) and not np.array_equal(a, b)
   np.testing.assert_array_equal(a, keys_lib.epoch_permutation(key, 0, 100))
+
+
+def test_a_second_equal_run_in_one_process_traces_nothing(tmp_path):
+  """The programs of a run (model, initialisation, optimiser, schedule, train step, evaluation)
+  are built once per description in a process: the next seed of the same run reuses them all."""
+  import jax.monitoring  # pylint: disable=import-outside-toplevel
+
+  from nkd import pipeline  # pylint: disable=import-outside-toplevel
+
+  traces = []
+
+  def count(event, duration, **kwargs):  # pylint: disable=unused-argument
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      traces.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(count)
+  try:
+    counts = []
+    for seed in (0, 1):
+      config = tiny_config(  # Shapes of this test's own, so its first run traces.
+          tmp_path,
+          seed=seed,
+          workdir=str(tmp_path / f"seed_{seed}"),
+          synthetic_train_size=48,
+          batch_size=12,
+          epochs=1,
+      )
+      before = len(traces)
+      pipeline.train_and_evaluate(config, load_dataset(config))
+      counts.append(len(traces) - before)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert counts[0] > 0 and counts[1] == 0, counts
