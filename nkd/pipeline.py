@@ -23,10 +23,12 @@ from nkd.data import Dataset, load_dataset
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import predict, smoothing
 from nkd.evaluation.suite import run_suite
+from nkd.devices import make_mesh
 from nkd.models import create_model
 from nkd.training import runlock
 from nkd.training.checkpoint import Checkpointer
 from nkd.training.loop import train
+from nkd.training.steps import replicate
 from nkd.training.teacher import Teacher, load_teacher
 
 
@@ -194,9 +196,13 @@ def evaluate(
 ) -> dict[str, Any]:
   """The sections of `config.eval_suite` for the eval-mode model (teacher agreement for
   students); `test_logits` from the trainer are reused, not computed again."""
+  # The variables replicated on the run's mesh, as the trainer's own evaluations have them: the
+  # evaluators then split their batches over its devices, and share those programs.
+  mesh = make_mesh()
+  variables = replicate(variables, mesh)
   teacher_model = None
   if teacher is not None:
-    teacher_model = (predict.eval_apply_fn(teacher.model), teacher.variables)
+    teacher_model = (predict.eval_apply_fn(teacher.model), replicate(teacher.variables, mesh))
   cache_dir = config.eval_cache_dir or os.path.join(config.workspace, "cache", "eval")
   return run_suite(
       predict.eval_apply_fn(model),

@@ -153,3 +153,29 @@ def test_evaluation_splits_the_batch_over_the_models_devices():
       pgd.correct_under_attack(apply_fn, on_mesh, key, images, labels, **attack),
       pgd.correct_under_attack(apply_fn, variables, key, images, labels, **attack),
   )
+
+
+def test_the_evaluation_suite_runs_on_the_runs_mesh(tmp_path, monkeypatch):
+  """After training (host arrays) and in nkd.evaluate (a restored checkpoint) the model's and
+  the teacher's variables reach the evaluators replicated on the run's mesh, as the trainer's
+  own evaluations have them: the evaluators split their batches over its devices and share
+  those programs."""
+  from nkd import pipeline  # pylint: disable=import-outside-toplevel
+  from nkd.evaluation import batching  # pylint: disable=import-outside-toplevel
+  from nkd.training.teacher import Teacher  # pylint: disable=import-outside-toplevel
+
+  config = tiny_config(tmp_path)
+  model = create_model(config.model)
+  host = jax.device_get(init_variables(model, jax.random.key(0)))
+  seen = {}
+
+  def fake_suite(apply_fn, variables, **kwargs):
+    seen["model"], seen["teacher"] = variables, kwargs["teacher"][1]
+    return {}
+
+  monkeypatch.setattr(pipeline, "run_suite", fake_suite)
+  teacher = Teacher(model=model, variables=host, workdir="", results=None)
+  pipeline.evaluate(config, model, host, load_dataset(config), teacher)
+  for name in ("model", "teacher"):
+    mesh = batching.model_mesh(seen[name])
+    assert mesh is not None and mesh.size == len(jax.devices()) > 1, name
