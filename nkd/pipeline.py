@@ -20,10 +20,10 @@ from nkd import run_files
 from nkd import runtime
 from nkd import tensorboard
 from nkd.data import Dataset, load_dataset
+from nkd.devices import make_mesh
 from nkd.errors import ConfigError, DataError
 from nkd.evaluation import predict, smoothing
 from nkd.evaluation.suite import run_suite
-from nkd.devices import make_mesh
 from nkd.models import create_model
 from nkd.training import runlock
 from nkd.training.checkpoint import Checkpointer
