@@ -21,6 +21,7 @@ from typing import Sequence
 from absl import flags
 
 from nkd import config as config_lib
+from nkd import runtime
 
 # The areas of nkd.main's options, in the order --help shows them (a Config field's `group`).
 GROUPS = ("run and data", "model and optimiser", "distillation and noise", "evaluation")
@@ -42,9 +43,11 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def load_pipeline():
-  """Imports `nkd.pipeline` (JAX and the rest) for a command that runs or evaluates: the collector
-  runs less often (GC_THRESHOLDS), and what is alive once the imports are done is left out of
-  its later walks (`gc.freeze`, once per process)."""
+  """Imports `nkd.pipeline` (JAX and the rest) for a command that runs or evaluates: glibc's
+  allocator keeps the memory of each step's temporaries (`runtime.tune_malloc`, on the CPU),
+  the collector runs less often (GC_THRESHOLDS), and what is alive once the imports are done is
+  left out of its later walks (`gc.freeze`, once per process)."""
+  runtime.tune_malloc()
   gc.set_threshold(*GC_THRESHOLDS)
   pipeline = importlib.import_module("nkd.pipeline")
   if not gc.get_freeze_count():
