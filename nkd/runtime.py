@@ -132,6 +132,14 @@ def _users_allocator() -> dict[str, str]:
   return mine
 
 
+def libc_version() -> str | None:
+  """'glibc 2.36' and the like, or None (another C library, or not POSIX)."""
+  try:
+    return os.confstr("CS_GNU_LIBC_VERSION")
+  except (AttributeError, ValueError, OSError):  # no confstr, or no such name (macOS, musl)
+    return None
+
+
 def tune_malloc() -> dict[str, Any]:
   """Sets glibc's allocator for a process that computes on the CPU (_MALLOC_SETTINGS: one
   arena, no mmap, freed memory kept), unless the user set their own; returns what config.json
@@ -140,7 +148,7 @@ def tune_malloc() -> dict[str, Any]:
   if _malloc:
     return dict(_malloc)
   mine = _users_allocator()
-  libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+  libc = libc_version()
   if mine:
     record = {"source": "yours", "settings": mine}
   elif not libc or not libc.startswith("glibc"):

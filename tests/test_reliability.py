@@ -17,6 +17,7 @@ import time
 import pytest
 
 from helpers import REPO, run_cli, tiny_flags
+from nkd import runtime
 
 # Two epochs of 32 steps: checkpoints at steps 32 and 64.
 FLAGS = tiny_flags(synthetic_train_size=1024, epochs=2, keep_checkpoints=5)
@@ -193,7 +194,7 @@ def _faults(**env):
 
 
 @pytest.mark.skipif(
-    not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"), reason="glibc's malloc only"
+    not (runtime.libc_version() or "").startswith("glibc"), reason="glibc's malloc only"
 )
 def test_the_allocator_keeps_each_steps_memory_and_a_users_setting_wins():
   """With nkd's allocator settings a thread's fresh large buffers reuse the memory of the last
@@ -213,9 +214,10 @@ def test_the_allocator_keeps_each_steps_memory_and_a_users_setting_wins():
       "settings": {"MALLOC_TOP_PAD_": "131072"},
       "libc": tuned["record"]["libc"],
   }
-  # 8 buffers of 96 MB: 24,576 pages each when glibc maps them afresh.
-  assert users["faults"] > 8 * 20_000, users
-  assert tuned["faults"] < users["faults"] / 10, (tuned, users)
+  # 8 fresh mappings of 96 MB: 24,576 faults each with 4 KiB pages, at least 48 where the
+  # kernel's transparent huge pages are always on; reused memory: next to none.
+  assert users["faults"] >= 8 * 48, users
+  assert tuned["faults"] < 100 and tuned["faults"] * 3 < users["faults"], (tuned, users)
   on_gpu = _faults(JAX_PLATFORMS="cuda")
   assert on_gpu["record"]["source"] == "default" and "accelerator" in on_gpu["record"]["why"]
 
@@ -266,7 +268,7 @@ def test_config_records_the_cpu_and_the_pinned_isa(reference):
   assert config["options"]["cpu_isa"] == "AVX2"
   assert results["steps"] == STEPS
   malloc = cpu["malloc"]  # speed only: outside the fingerprint
-  if os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc") and not any(
+  if (runtime.libc_version() or "").startswith("glibc") and not any(
       name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ
   ):
     assert malloc["source"] == "nkd" and malloc["settings"]["M_ARENA_MAX"] == 1, malloc
