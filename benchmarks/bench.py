@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if flag_values.report:
     return _report(flag_values, argv, say)
   # Before the backend starts, as for a run: the timed programs are the ones training runs, with
-  # the process's garbage collector set as nkd.main sets it.
+  # the process's allocator and garbage collector set as nkd.main sets them.
   cli.load_pipeline()
   pipeline.setup_jax(config_lib.Config(gpu_deterministic=flag_values.gpu_deterministic))
   env = environment()

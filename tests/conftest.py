@@ -48,8 +48,9 @@ from helpers import (
 )
 from nkd import cli  # noqa: E402
 
-# The test processes load JAX as nkd.main does (cli.load_pipeline: the garbage collector's
-# thresholds raised, the imports' objects frozen): in-process runs then cost what runs do.
+# The test processes load JAX as nkd.main does (cli.load_pipeline: glibc's allocator set, the
+# garbage collector's thresholds raised, the imports' objects frozen): in-process runs then cost
+# what runs do.
 cli.load_pipeline()
 
 

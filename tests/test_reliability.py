@@ -181,7 +181,8 @@ print(json.dumps({"record": record, "faults": resource.getrusage(resource.RUSAGE
 
 
 def _faults(**env):
-  base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+  theirs = runtime._users_allocator()  # this environment's own: the subprocesses go without
+  base = {k: v for k, v in os.environ.items() if k not in theirs}
   out = subprocess.run(
       [sys.executable, "-c", _FAULTS_SCRIPT],
       cwd=REPO,
@@ -223,8 +224,6 @@ def test_the_allocator_keeps_each_steps_memory_and_a_users_setting_wins():
 
 
 def test_a_users_allocator_or_tunables_are_recorded_as_theirs(monkeypatch):
-  from nkd import runtime
-
   monkeypatch.setattr(runtime, "_malloc", {})
   monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libjemalloc.so.2")
   monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
@@ -268,9 +267,7 @@ def test_config_records_the_cpu_and_the_pinned_isa(reference):
   assert config["options"]["cpu_isa"] == "AVX2"
   assert results["steps"] == STEPS
   malloc = cpu["malloc"]  # speed only: outside the fingerprint
-  if (runtime.libc_version() or "").startswith("glibc") and not any(
-      name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" for name in os.environ
-  ):
+  if (runtime.libc_version() or "").startswith("glibc") and not runtime._users_allocator():
     assert malloc["source"] == "nkd" and malloc["settings"]["M_ARENA_MAX"] == 1, malloc
 
 
