@@ -1,6 +1,7 @@
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 
 from nkd.data import load_dataset
@@ -90,3 +91,26 @@ def test_a_second_equal_run_in_one_process_traces_nothing(tmp_path):
   finally:
     jax.monitoring.unregister_event_duration_listener(count)
   assert counts[0] > 0 and counts[1] == 0, counts
+
+
+def test_the_optimiser_state_is_made_on_the_host_with_the_compiled_programs_values(tmp_path):
+  """nkd's SGD starts from constants (the step, the schedule's count, the momentum trace):
+  create_train_state makes them on the host (no program to compile); they must be what
+  `tx.init` compiled gives, leaf for leaf, shape, dtype and value. A state that depends on the
+  parameters falls back to the compiled program."""
+  from nkd.training import state as state_lib  # pylint: disable=import-outside-toplevel
+
+  config = tiny_config(tmp_path)
+  tx = make_optimizer(config, steps_per_epoch=4)
+  params = init_variables(create_model(config.model), jax.random.key(0))["params"]
+  host = state_lib._constant_state(tx, params)  # pylint: disable=protected-access
+  compiled = state_lib._optimizer_init(tx)(params)  # pylint: disable=protected-access
+  assert host is not None
+  chex.assert_trees_all_equal_structs(host, compiled)
+  for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(compiled)):
+    assert isinstance(a, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
+    assert np.array_equal(a, np.asarray(b))
+  averaged = optax.GradientTransformation(
+      lambda p: jax.tree_util.tree_map(lambda x: 0.5 * x, p), lambda u, s, p=None: (u, s)
+  )
+  assert state_lib._constant_state(averaged, params) is None  # pylint: disable=protected-access

@@ -7,7 +7,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -71,18 +73,66 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   )
 
 
+def _step_and_optimizer_state(tx: optax.GradientTransformation, params):
+  # A strongly typed step: a weakly typed 0 would make the second step compile again.
+  return jnp.zeros((), jnp.int32), tx.init(params)
+
+
 @functools.lru_cache(maxsize=MEMO_SIZE)
 def _optimizer_init(tx: optax.GradientTransformation):
-  # A strongly typed step: a weakly typed 0 would make the second step compile again.
-  return jax.jit(lambda p: (jnp.zeros((), jnp.int32), tx.init(p)))
+  return jax.jit(functools.partial(_step_and_optimizer_state, tx))
+
+
+def _constant_state(tx: optax.GradientTransformation, params):
+  """The step and `tx`'s initial state as numpy arrays where every leaf is a constant that
+  does not depend on the parameters' values (nkd's SGD: zeros for the step, the schedule's
+  count and the momentum trace), else None. Read off `tx.init`'s jaxpr: a literal, or a
+  literal broadcast to a shape, is made on the host; a compiled program for those zeros costs
+  0.2-0.4 s of compiling per model on a 2-vCPU CPU (BENCHMARKS.md)."""
+  shapes = jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+  leaves, treedef = jax.tree_util.tree_flatten(shapes)
+  recipe = _constant_state_recipe(tx, treedef, tuple(leaves))
+  if recipe is None:
+    return None
+  out_treedef, constants = recipe
+  return jax.tree_util.tree_unflatten(
+      out_treedef, [np.full(shape, value, dtype) for shape, dtype, value in constants]
+  )
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _constant_state_recipe(tx, treedef, leaves):
+  """(the state's tree structure, [(shape, dtype, value)] per leaf), or None; traced once per
+  optimiser and parameter shapes (a second run in the process traces nothing)."""
+  closed, shapes = jax.make_jaxpr(
+      functools.partial(_step_and_optimizer_state, tx), return_shape=True
+  )(jax.tree_util.tree_unflatten(treedef, leaves))
+  made = {}
+  for eqn in closed.jaxpr.eqns:
+    (operand,) = eqn.invars if len(eqn.invars) == 1 else (None,)
+    if eqn.primitive.name != "broadcast_in_dim" or not isinstance(operand, jax_core.Literal):
+      return None
+    (out,) = eqn.outvars
+    made[out] = (out.aval.shape, out.aval.dtype, operand.val)
+  constants = []
+  for var in closed.jaxpr.outvars:
+    if isinstance(var, jax_core.Literal):
+      constants.append(((), var.aval.dtype, var.val))
+    elif var in made:
+      constants.append(made[var])
+    else:  # an input passed through, or a constant of the jaxpr
+      return None
+  return jax.tree_util.tree_structure(shapes), tuple(constants)
 
 
 def create_train_state(model: nn.Module, key: jax.Array, tx) -> TrainState:
-  """The initial state (TrainState.create's) with the optimiser state made by one compiled
-  program: eagerly, each parameter shape's zeros would be a program of its own."""
+  """The initial state (TrainState.create's). The optimiser's state is made on the host where
+  it is constants (`_constant_state`), else by one compiled program: eagerly, each parameter
+  shape's zeros would be a program of its own."""
   variables = init_variables(model, key)
   params = variables["params"]
-  step, opt_state = _optimizer_init(tx)(params)
+  state = _constant_state(tx, params)
+  step, opt_state = state if state is not None else _optimizer_init(tx)(params)
   return TrainState(
       step=step,
       apply_fn=model.apply,
