@@ -1,6 +1,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from nkd.models.wrn import count_params, create_model, init_variables, parse_model_name
@@ -60,3 +61,31 @@ def test_bfloat16_compute_returns_float32_logits_close_to_float32():
   chex.assert_type(out16, jnp.float32)
   chex.assert_shape(out16, (2, 10))
   chex.assert_trees_all_close(out16, out32, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    "name,key",
+    [("wrn-10-1", jax.random.key(3)), ("wrn-16-2", jax.random.PRNGKey(11))],
+    ids=["wrn-10-1-typed-key", "wrn-16-2-raw-key"],
+)
+def test_init_variables_draws_together_the_bits_model_init_draws_one_by_one(name, key):
+  """init_variables makes all random draws in one pass (initializers.drawn_together); every
+  leaf must equal flax's `model.init`, which draws per parameter, bit for bit."""
+  model = create_model(name)
+  together = init_variables(model, key)
+  one_by_one = jax.jit(
+      lambda k: model.init(k, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
+  )(key)
+  chex.assert_trees_all_equal_structs(together, one_by_one)
+  for (path, a), (_, b) in zip(
+      jax.tree_util.tree_leaves_with_path(together), jax.tree_util.tree_leaves_with_path(one_by_one)
+  ):
+    assert np.array_equal(np.asarray(a), np.asarray(b)), jax.tree_util.keystr(path)
+  # The draws are random and differ per parameter: not zeros, not one draw repeated.
+  kernels = [
+      np.asarray(v)
+      for p, v in jax.tree_util.tree_leaves_with_path(together["params"])
+      if "kernel" in jax.tree_util.keystr(p)
+  ]
+  assert all(k.std() > 0 for k in kernels)
+  assert len({k.ravel()[:4].tobytes() for k in kernels}) == len(kernels)

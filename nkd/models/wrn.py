@@ -21,15 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from nkd.config import parse_model_name
+from nkd.models import initializers
 from nkd.models.batchnorm import BatchNorm
 from nkd.models.conv import conv2d
 from nkd.models.dropout import Dropout
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-# Kaiming normal, fan_out, as in the reference PyTorch WRN.
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class _BatchNorm(nn.Module):
@@ -55,7 +53,9 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param("kernel", _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+        "kernel", initializers.conv_kernel, (k, k, x.shape[-1], self.features), jnp.float32
+    )
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     return conv2d(x, kernel, self.stride, ((k // 2, k // 2), (k // 2, k // 2)))
 
@@ -111,7 +111,13 @@ class WideResNet(nn.Module):
         )(x, train=train, deterministic=deterministic)
     x = nn.relu(_BatchNorm(self.dtype, name="bn_final")(x, train))
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, bias_init=nn.initializers.zeros, dtype=self.dtype, name="fc")(x)
+    x = nn.Dense(
+        self.num_classes,
+        kernel_init=initializers.dense_kernel,
+        bias_init=nn.initializers.zeros,
+        dtype=self.dtype,
+        name="fc",
+    )(x)
     return x.astype(jnp.float32)
 
 
@@ -135,11 +141,13 @@ def create_model(
 @functools.lru_cache(maxsize=MEMO_SIZE)
 def _init_program(model: nn.Module, image_size: int):
   shape = (1, image_size, image_size, 3)  # zeros made inside the program: no eager op to compile
-  return jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False))
+  init = lambda k: model.init(k, jnp.zeros(shape, jnp.float32), train=False)  # noqa: E731
+  return jax.jit(initializers.drawn_together(init))
 
 
 def init_variables(model: nn.Module, key: jax.Array, image_size: int = 32):
-  """Initial {'params', 'batch_stats'} from an explicit key."""
+  """Initial {'params', 'batch_stats'} from an explicit key: `model.init`'s values, its random
+  draws made in one pass (`initializers.drawn_together`)."""
   return _init_program(model, image_size)(key)
 
 
