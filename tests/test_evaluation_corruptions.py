@@ -238,6 +238,37 @@ def test_regenerate_caches_seeds_and_records_missing_frost(tmp_path, images):
   assert not np.array_equal(other.images["gaussian_noise"], data.images["gaussian_noise"])
 
 
+def test_regenerate_makes_only_the_asked_severities_then_the_official_file(tmp_path, images):
+  """Asking for severity 5 makes that severity only (`<name>-5.npy`), rows equal to the full
+  set's; asking for all five later makes the other four and writes the official file."""
+  labels = np.arange(len(images)) % 10
+  part = cifar10c.regenerate_cifar10c(
+      images, labels, cache_dir=str(tmp_path), seed=3, corruptions=("contrast",), severities=[5]
+  )
+  folder = part.details["folder"]
+  assert sorted(os.listdir(folder)) == ["contrast-5.npy", "labels.npy", "manifest.json"]
+  assert part.severities == (5,) and part.images["contrast"].shape == (len(images), 32, 32, 3)
+  block, block_labels = part.severity("contrast", 5)
+  np.testing.assert_array_equal(block_labels, labels)
+  with pytest.raises(ValueError, match="severity 2 was not loaded"):
+    part.severity("contrast", 2)
+  full = cifar10c.regenerate_cifar10c(
+      images, labels, cache_dir=str(tmp_path), seed=3, corruptions=("contrast",)
+  )
+  assert sorted(os.listdir(folder)) == ["contrast.npy", "labels.npy", "manifest.json"]
+  assert full.severities == cifar10c.SEVERITIES
+  np.testing.assert_array_equal(full.severity("contrast", 5)[0], block)
+  fresh = cifar10c.regenerate_cifar10c(  # made at once in another cache: the same rows
+      images, labels, cache_dir=str(tmp_path / "other"), seed=3, corruptions=("contrast",)
+  )
+  np.testing.assert_array_equal(fresh.images["contrast"], full.images["contrast"])
+  again = cifar10c.regenerate_cifar10c(  # a subset of a complete file: read from it
+      images, labels, cache_dir=str(tmp_path), seed=3, corruptions=("contrast",), severities=[2, 4]
+  )
+  assert sorted(os.listdir(folder)) == ["contrast.npy", "labels.npy", "manifest.json"]
+  np.testing.assert_array_equal(again.severity("contrast", 4)[0], full.severity("contrast", 4)[0])
+
+
 def test_regenerate_frost_with_photographs(tmp_path, images, frost_dir):
   data = cifar10c.regenerate_cifar10c(
       images[:5],

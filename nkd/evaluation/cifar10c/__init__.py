@@ -57,8 +57,10 @@ class DataUnavailableError(DataError):
 
 @dataclasses.dataclass
 class Cifar10CData:
-  """Corrupted images per corruption, (5N, 32, 32, 3) uint8 each, severity s in rows
-  (s-1)*N .. s*N; `labels` (5N,). `missing` maps each corruption not present to the reason."""
+  """Corrupted images per corruption, (len(severities) N, 32, 32, 3) uint8 each, the k-th of
+  `severities` in rows k N .. (k+1) N (all five, in order, for the official layout: severity s
+  in rows (s-1) N .. s N); `labels` likewise. `missing` maps each corruption not present to the
+  reason."""
 
   source: str
   images: Mapping[str, np.ndarray]
@@ -66,12 +68,19 @@ class Cifar10CData:
   num_per_severity: int
   missing: dict = dataclasses.field(default_factory=dict)
   details: dict = dataclasses.field(default_factory=dict)
+  severities: tuple[int, ...] = SEVERITIES
 
   def severity(self, name: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
     if severity not in SEVERITIES:
       raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
+    if severity not in self.severities:
+      raise ValueError(
+          f"severity {severity} was not loaded (this {self.source} set holds severities "
+          f"{list(self.severities)})"
+      )
     n = self.num_per_severity
-    rows = slice((severity - 1) * n, severity * n)
+    k = self.severities.index(severity)
+    rows = slice(k * n, (k + 1) * n)
     return self.images[name][rows], self.labels[rows]
 
 
@@ -223,15 +232,22 @@ def regenerate_cifar10c(
     seed: int,
     corruptions: Sequence[str] | None = None,
     frost_dir: str | None = None,
+    severities: Sequence[int] = SEVERITIES,
 ) -> Cifar10CData:
-  """Makes (or reuses from cache_dir) CIFAR-10-C from clean uint8 test images.
+  """Makes (or reuses from cache_dir) CIFAR-10-C from clean uint8 test images, at `severities`.
 
   Corruption c at severity s uses numpy Generator SeedSequence([seed, index of c in
-  CORRUPTIONS, s]), images in chunks of 1000, so each corruption's stream is independent of
-  which others are made. Cached under cache_dir/cifar10c_regenerated/<digest of the clean set,
-  seed and generator version>/ in the official layout with a manifest.json.
+  CORRUPTIONS, s]), images in chunks of 1000, so each corruption's and severity's stream is
+  independent of which others are made. Cached under cache_dir/cifar10c_regenerated/<digest of
+  the clean set, seed and generator version>/ in the official layout (`<name>.npy`, all five
+  severities) with a manifest.json; where fewer severities are asked, only those are made, each
+  cached as `<name>-<s>.npy`, and a later request for all five makes the rest and writes the
+  official file.
   """
   names = _check_names(corruptions)
+  severities = tuple(sorted({int(s) for s in severities}))
+  if not severities or any(s not in SEVERITIES for s in severities):
+    raise ValueError(f"severities must be drawn from {SEVERITIES}, got {list(severities)}")
   clean_images, clean_labels = np.asarray(clean_images), np.asarray(clean_labels)
   if (
       clean_images.dtype != np.uint8
@@ -277,33 +293,75 @@ def regenerate_cifar10c(
       )
       continue
     if not os.path.isfile(path):
-      logging.info(
-          "Regenerating CIFAR-10-C %s (%d images x 5 severities, seed %d) into %s",
-          name,
-          len(clean_images),
-          seed,
-          folder,
-      )
-      out = np.empty((len(SEVERITIES) * len(clean_images), 32, 32, 3), np.uint8)
-      for severity in SEVERITIES:
-        rng = np.random.default_rng(
-            np.random.SeedSequence([int(seed), CORRUPTIONS.index(name), severity])
+      made = [s for s in SEVERITIES if os.path.isfile(_severity_path(folder, name, s))]
+      wanted = SEVERITIES if severities == SEVERITIES else severities
+      todo = [s for s in wanted if s not in made]
+      if todo:
+        logging.info(
+            "Regenerating CIFAR-10-C %s (%d images x severities %s, seed %d) into %s",
+            name,
+            len(clean_images),
+            todo,
+            seed,
+            folder,
         )
-        base = (severity - 1) * len(clean_images)
-        for start in range(0, len(clean_images), _REGEN_CHUNK):
-          chunk = clean_images[start : start + _REGEN_CHUNK]
-          out[base + start : base + start + len(chunk)] = corrupt(
-              name, chunk, severity, rng=rng, frost_images=frost_images
-          )
-      fileio.save_npy(path, out)
+      for severity in todo:
+        fileio.save_npy(
+            _severity_path(folder, name, severity),
+            _regenerate_severity(name, clean_images, severity, seed, frost_images),
+        )
+      if wanted == SEVERITIES:  # all five: the official file, from the parts
+        fileio.save_npy(
+            path, np.concatenate([np.load(_severity_path(folder, name, s)) for s in SEVERITIES])
+        )
+        for severity in SEVERITIES:
+          os.remove(_severity_path(folder, name, severity))
     manifest["fidelity"][name] = FIDELITY[name]
     manifest["missing"].pop(name, None)
   fileio.write_json(manifest_path, manifest, indent=1)
-  data = load_cifar10c_folder(folder, names, source="regenerated")
+  present = [n for n in names if n not in manifest["missing"]]
+  if all(os.path.isfile(os.path.join(folder, f"{n}.npy")) for n in present):
+    data = load_cifar10c_folder(folder, names, source="regenerated")
+  else:  # some corruptions at the asked severities only
+    data = Cifar10CData(
+        "regenerated",
+        {n: _load_severities(folder, n, severities) for n in present},
+        np.tile(clean_labels.astype(np.int32), len(severities)),
+        len(clean_images),
+        severities=severities,
+    )
   data.missing.update({k: v for k, v in manifest["missing"].items() if k in names})
   data.details = {k: v for k, v in manifest.items() if k != "missing"}
   data.details["folder"] = folder
   return data
+
+
+def _severity_path(folder: str, name: str, severity: int) -> str:
+  return os.path.join(folder, f"{name}-{severity}.npy")
+
+
+def _regenerate_severity(name, clean_images, severity, seed, frost_images) -> np.ndarray:
+  """Corruption `name` at `severity` of every clean image (N, 32, 32, 3) uint8."""
+  rng = np.random.default_rng(
+      np.random.SeedSequence([int(seed), CORRUPTIONS.index(name), severity])
+  )
+  out = np.empty((len(clean_images), 32, 32, 3), np.uint8)
+  for start in range(0, len(clean_images), _REGEN_CHUNK):
+    chunk = clean_images[start : start + _REGEN_CHUNK]
+    out[start : start + len(chunk)] = corrupt(
+        name, chunk, severity, rng=rng, frost_images=frost_images
+    )
+  return out
+
+
+def _load_severities(folder: str, name: str, severities: tuple[int, ...]) -> np.ndarray:
+  """`severities` of `name` in order, from the official file where it exists, else its parts."""
+  full = os.path.join(folder, f"{name}.npy")
+  if os.path.isfile(full):
+    array = np.load(full, mmap_mode="r")
+    n = len(array) // len(SEVERITIES)
+    return np.concatenate([array[(s - 1) * n : s * n] for s in severities])
+  return np.concatenate([np.load(_severity_path(folder, name, s)) for s in severities])
 
 
 # ----- choosing a source -----------------------------------------------------------------------
@@ -320,8 +378,10 @@ def load_cifar10c(
     cache_dir: str | None = None,
     seed: int = 0,
     frost_dir: str | None = None,
+    severities: Sequence[int] = SEVERITIES,
 ) -> Cifar10CData:
-  """The corrupted set from `source` ("auto", "official", "tfds", "regenerate").
+  """The corrupted set from `source` ("auto", "official", "tfds", "regenerate"); regeneration
+  makes `severities` only (the other sources hold all five).
 
   "auto" falls back official folder -> TFDS -> regeneration, recording why in
   details["fallbacks"]; a folder that exists but is malformed raises DataError instead.
@@ -357,6 +417,7 @@ def load_cifar10c(
       seed=seed,
       corruptions=corruptions,
       frost_dir=frost_dir,
+      severities=severities,
   )
   if fallbacks:
     data.details["fallbacks"] = fallbacks
@@ -465,6 +526,7 @@ def run(model: Model, data: EvalData, options) -> dict:
       cache_dir=data.cache_dir,
       seed=options.cifar10c_seed,
       frost_dir=options.cifar10c_frost_dir or None,
+      severities=options.cifar10c_severities,
   )
   section = evaluate_cifar10c(
       model.apply_fn,
