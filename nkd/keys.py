@@ -8,9 +8,9 @@ step takes `step_key_for(step_key, name)`, so a resumed run needs nothing but th
 
 from __future__ import annotations
 
-import functools
-
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 # Stable tags; never renumber: a tag change shifts that stream for every run.
 RUN_KEY_TAGS = {"init": 0, "data": 1, "train": 2, "eval": 3, "label_noise": 4}
@@ -28,14 +28,14 @@ LABEL_ROLE_TAGS = {"teacher": 0, "student": 1}
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
-  """The run's named keys, all derived from `seed`."""
-  return _named(jax.random.key(seed))
-
-
-@jax.jit
-def _named(root: jax.Array) -> dict[str, jax.Array]:
-  # One compiled program (eager fold_ins are two); integer arithmetic: the same keys.
-  return {name: jax.random.fold_in(root, tag) for name, tag in RUN_KEY_TAGS.items()}
+  """The run's named keys, all derived from `seed`: fold_in(key(seed), tag) per purpose."""
+  root = _words(jax.random.key(seed))
+  return {
+      name: jax.random.wrap_key_data(
+          np.asarray(_fold_in(root, tag), np.uint32), impl="threefry2x32"
+      )
+      for name, tag in RUN_KEY_TAGS.items()
+  }
 
 
 def label_noise_key(seed: int, role: str) -> jax.Array:
@@ -53,7 +53,62 @@ def step_key_for(step_key: jax.Array, name: str) -> jax.Array:
   return jax.random.fold_in(step_key, STEP_KEY_TAGS[name])
 
 
-@functools.partial(jax.jit, static_argnums=2)
 def epoch_permutation(data_key: jax.Array, epoch: int, n: int) -> jax.Array:
-  """The order of the training set in `epoch` (one compiled program per run)."""
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+  """The order of the training set in `epoch`: jax.random.permutation(fold_in(data_key,
+  epoch), n), int32. Computed on the host (see `_threefry2x32`): the same integers."""
+  key = _fold_in(_words(data_key), epoch)
+  order = np.arange(n, dtype=np.int32)
+  # jax.random's shuffle: rounds of a stable sort by fresh 32-bit keys, enough rounds that
+  # all n elements likely get distinct key strings.
+  rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+  for _ in range(rounds):
+    key, subkey = _split(key)
+    bits = _bits(subkey, n)
+    order = order[np.argsort(bits, kind="stable")]
+  return jnp.asarray(order)
+
+
+# ----- threefry2x32 on the host -----------------------------------------------------------------
+# The run-level keys and the epoch's order are integer functions of the seed, computed here with
+# numpy instead of compiled JAX programs (a program each: 0.2-0.4 s of compiling per process on
+# a 2-vCPU CPU, BENCHMARKS.md). They follow jax.random's threefry2x32 with
+# jax_threefry_partitionable (which nkd.pipeline sets) word for word; tests/test_keys.py checks
+# them against jax.random.fold_in, split, bits and permutation.
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(key: tuple, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Threefry-2x32 with 20 rounds (Salmon et al., 2011), as jax.random's: uint32 arrays."""
+  k0, k1 = np.uint32(key[0]), np.uint32(key[1])
+  ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+  x0 = np.asarray(x0, np.uint32) + ks[0]
+  x1 = np.asarray(x1, np.uint32) + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
+      x1 = x0 ^ x1
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def _words(key: jax.Array) -> tuple[int, int]:
+  data = np.asarray(jax.random.key_data(key), np.uint32)
+  return int(data[0]), int(data[1])
+
+
+def _fold_in(key: tuple, data: int) -> tuple[int, int]:
+  y0, y1 = _threefry2x32(key, np.zeros(1, np.uint32), np.array([data], np.uint32))
+  return int(y0[0]), int(y1[0])
+
+
+def _split(key: tuple) -> tuple[tuple[int, int], tuple[int, int]]:
+  b0, b1 = _threefry2x32(key, np.zeros(2, np.uint32), np.arange(2, dtype=np.uint32))
+  return (int(b0[0]), int(b1[0])), (int(b0[1]), int(b1[1]))
+
+
+def _bits(key: tuple, n: int) -> np.ndarray:
+  b0, b1 = _threefry2x32(key, np.zeros(n, np.uint32), np.arange(n, dtype=np.uint32))
+  return b0 ^ b1
