@@ -29,13 +29,25 @@ LABEL_ROLE_TAGS = {"teacher": 0, "student": 1}
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
   """The run's named keys, all derived from `seed`: fold_in(key(seed), tag) per purpose."""
-  root = _words(jax.random.key(seed))
-  return {
-      name: jax.random.wrap_key_data(
-          np.asarray(_fold_in(root, tag), np.uint32), impl="threefry2x32"
-      )
-      for name, tag in RUN_KEY_TAGS.items()
-  }
+  root = jax.random.key(seed)
+  return {name: fold_in(root, tag) for name, tag in RUN_KEY_TAGS.items()}
+
+
+def fold_in(key: jax.Array, data: int) -> jax.Array:
+  """jax.random.fold_in(key, data) for one key, outside any trace: the same key, computed on the
+  host for threefry2x32 keys (see `_threefry2x32`), by JAX for others."""
+  if not _host_threefry(key):
+    return jax.random.fold_in(key, data)
+  return _wrap(_fold_in(_words(key), data))
+
+
+def split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """jax.random.split(key) (two keys) for one key, outside any trace; as `fold_in`."""
+  if not (_host_threefry(key) and jax.config.jax_threefry_partitionable):
+    first, second = jax.random.split(key)
+    return first, second
+  first, second = _split(_words(key))
+  return _wrap(first), _wrap(second)
 
 
 def label_noise_key(seed: int, role: str) -> jax.Array:
@@ -43,7 +55,7 @@ def label_noise_key(seed: int, role: str) -> jax.Array:
   epoch's corruption comes from fold_in(this, epoch), or from this key itself when fixed."""
   if role not in LABEL_ROLE_TAGS:
     raise KeyError(f"unknown label-noise role {role!r}; known: {sorted(LABEL_ROLE_TAGS)}")
-  return jax.random.fold_in(run_keys(seed)["label_noise"], LABEL_ROLE_TAGS[role])
+  return fold_in(run_keys(seed)["label_noise"], LABEL_ROLE_TAGS[role])
 
 
 def step_key_for(step_key: jax.Array, name: str) -> jax.Array:
@@ -56,6 +68,8 @@ def step_key_for(step_key: jax.Array, name: str) -> jax.Array:
 def epoch_permutation(data_key: jax.Array, epoch: int, n: int) -> jax.Array:
   """The order of the training set in `epoch`: jax.random.permutation(fold_in(data_key,
   epoch), n), int32. Computed on the host (see `_threefry2x32`): the same integers."""
+  if not (_host_threefry(data_key) and jax.config.jax_threefry_partitionable):
+    return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
   key = _fold_in(_words(data_key), epoch)
   order = np.arange(n, dtype=np.int32)
   # jax.random's shuffle: rounds of a stable sort by fresh 32-bit keys, enough rounds that
@@ -92,6 +106,20 @@ def _threefry2x32(key: tuple, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarra
     x0 = x0 + ks[(i + 1) % 3]
     x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
   return x0, x1
+
+
+def _host_threefry(key: jax.Array) -> bool:
+  """A single typed threefry2x32 key (what nkd makes), whose streams `_threefry2x32` computes."""
+  return (
+      isinstance(key, jax.Array)
+      and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+      and key.shape == ()
+      and str(jax.random.key_impl(key)) == "threefry2x32"
+  )
+
+
+def _wrap(words: tuple[int, int]) -> jax.Array:
+  return jax.random.wrap_key_data(np.asarray(words, np.uint32), impl="threefry2x32")
 
 
 def _words(key: jax.Array) -> tuple[int, int]:

@@ -44,3 +44,22 @@ def test_host_threefry_split_and_bits_are_jax_random_split_and_bits():
     assert keys_lib._split(words) == tuple(map(tuple, np.asarray(split).tolist()))  # pylint: disable=protected-access
     bits = jax.random.bits(key, (1000,), jnp.uint32)
     np.testing.assert_array_equal(keys_lib._bits(words, 1000), np.asarray(bits))  # pylint: disable=protected-access
+
+
+def test_fold_in_and_split_are_jax_randoms_and_other_keys_go_to_jax():
+  key = keys_lib.run_keys(5)["eval"]
+  for data in (0, 1, 17, 2**32 - 1):
+    np.testing.assert_array_equal(
+        jax.random.key_data(keys_lib.fold_in(key, data)),
+        jax.random.key_data(jax.random.fold_in(key, data)),
+    )
+  ours, theirs = keys_lib.split(key), jax.random.split(key)
+  for a, b in zip(ours, theirs):
+    assert a.dtype == b.dtype and a.shape == b.shape == ()
+    np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b))
+  rbg = jax.random.key(5, impl="rbg")  # not threefry2x32: JAX computes it
+  np.testing.assert_array_equal(
+      jax.random.key_data(keys_lib.fold_in(rbg, 3)),
+      jax.random.key_data(jax.random.fold_in(rbg, 3)),
+  )
+  assert keys_lib.split(rbg)[0].dtype == rbg.dtype

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from nkd import keys as keys_lib
 from nkd.evaluation import predict
 from nkd.evaluation.predict import ApplyFn, RandomApplyFn
 
@@ -46,7 +47,7 @@ class EvalData:
   sections: dict[str, dict] = dataclasses.field(default_factory=dict)  # by results.json name
 
   def key_of(self, name: str) -> jax.Array:
-    return jax.random.fold_in(self.key, KEY_TAGS[name])
+    return keys_lib.fold_in(self.key, KEY_TAGS[name])
 
   def clean_logits(self, model: Model, batch_size: int) -> np.ndarray:
     if self.logits is None:

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from nkd import keys as keys_lib
 from nkd.config.evaluation import DEFAULT_SWEEP_EPS, PGD_LOSSES as LOSSES
 from nkd.data.augment import to_unit_float
 from nkd.evaluation import batching, predict
@@ -456,7 +457,7 @@ def run(model: Model, data: EvalData, options) -> dict:
   settings = options.pgd_settings()
   n = options.pgd_num_examples or len(data.images)
   images, labels = data.images[:n], data.labels[:n]
-  attack_key, sweep_key = jax.random.split(jax.random.fold_in(data.key, options.pgd_seed))
+  attack_key, sweep_key = keys_lib.split(keys_lib.fold_in(data.key, options.pgd_seed))
   out = evaluate_pgd(
       model.apply_fn,
       model.variables,
