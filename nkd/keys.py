@@ -109,9 +109,11 @@ def _threefry2x32(key: tuple, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarra
 
 
 def _host_threefry(key: jax.Array) -> bool:
-  """A single typed threefry2x32 key (what nkd makes), whose streams `_threefry2x32` computes."""
+  """A single concrete typed threefry2x32 key (what nkd makes, outside a trace), whose streams
+  `_threefry2x32` computes."""
   return (
       isinstance(key, jax.Array)
+      and not isinstance(key, jax.core.Tracer)
       and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
       and key.shape == ()
       and str(jax.random.key_impl(key)) == "threefry2x32"

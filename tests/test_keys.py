@@ -63,3 +63,11 @@ def test_fold_in_and_split_are_jax_randoms_and_other_keys_go_to_jax():
       jax.random.key_data(jax.random.fold_in(rbg, 3)),
   )
   assert keys_lib.split(rbg)[0].dtype == rbg.dtype
+
+
+def test_fold_in_and_split_inside_a_trace_are_jaxs():
+  key = keys_lib.run_keys(2)["eval"]
+  traced = jax.jit(lambda k: jax.random.key_data(keys_lib.split(keys_lib.fold_in(k, 4))[1]))
+  np.testing.assert_array_equal(
+      traced(key), jax.random.key_data(jax.random.split(jax.random.fold_in(key, 4))[1])
+  )
