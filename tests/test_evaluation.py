@@ -247,6 +247,34 @@ def test_run_suite_end_to_end(trained, tmp_path):
   assert set(only_pgd) == {"clean", "pgd"} and "eps_sweep" not in only_pgd["pgd"]
 
 
+def test_pgd_takes_its_clean_predictions_from_the_accuracy_sections_logits(trained):
+  """After the accuracy section, PGD reads the clean predictions off the suite's clean logits
+  (computed at --eval_batch_size) instead of computing them at its own batch size: the same
+  section as PGD alone."""
+  apply_fn, variables, x, y = trained
+
+  def pgd_section(suite):
+    options = EvalOptions(
+        eval_suite=suite,
+        eval_batch_size=24,
+        pgd_batch_size=8,
+        pgd_num_examples=16,
+        pgd_restarts=1,
+        pgd_steps=(2,),
+        pgd_eps_sweep=(0.0, 1.0),
+        pgd_sweep_num_examples=8,
+        pgd_sweep_steps=2,
+    )
+    result = run_suite(
+        apply_fn, variables, key=jax.random.key(4), test_images=x, test_labels=y, options=options
+    )
+    return {k: v for k, v in result["pgd"].items() if k != "time_s"}
+
+  with_accuracy, alone = pgd_section("accuracy,pgd"), pgd_section("pgd")
+  assert with_accuracy == alone
+  assert with_accuracy["num_examples"] == 16 and with_accuracy["eps_sweep"]["num_examples"] == 8
+
+
 def test_bucket_sizes_are_powers_of_two_up_to_the_batch_size():
   from nkd.evaluation import batching  # pylint: disable=g-import-not-at-top
 

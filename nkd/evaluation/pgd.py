@@ -458,6 +458,12 @@ def run(model: Model, data: EvalData, options) -> dict:
   n = options.pgd_num_examples or len(data.images)
   images, labels = data.images[:n], data.labels[:n]
   attack_key, sweep_key = keys_lib.split(keys_lib.fold_in(data.key, options.pgd_seed))
+  # Where the suite has the test set's clean logits already (its accuracy section), the clean
+  # predictions come from them (each example's logits do not depend on its batch), not from
+  # another program compiled for the attack's batch size.
+  clean_correct = None
+  if data.logits is not None:
+    clean_correct = np.argmax(data.logits[:n], axis=-1) == np.asarray(labels)
   out = evaluate_pgd(
       model.apply_fn,
       model.variables,
@@ -471,6 +477,7 @@ def run(model: Model, data: EvalData, options) -> dict:
       loss=options.pgd_loss,
       batch_size=options.pgd_batch_size,
       fgsm=options.pgd_fgsm,
+      clean_correct=clean_correct,
   )
   out.update(
       {
@@ -492,5 +499,6 @@ def run(model: Model, data: EvalData, options) -> dict:
         steps=options.pgd_sweep_steps,
         loss=options.pgd_loss,
         batch_size=options.pgd_batch_size,
+        clean_correct=None if clean_correct is None else clean_correct[:n],
     )
   return out
