@@ -90,6 +90,7 @@ def epoch_permutation(data_key: jax.Array, epoch: int, n: int) -> jax.Array:
 # them against jax.random.fold_in, split, bits and permutation.
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_TRACER = getattr(jax.core, "Tracer", ())  # a key inside a trace: JAX computes its streams
 
 
 def _threefry2x32(key: tuple, x0: np.ndarray, x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +114,7 @@ def _host_threefry(key: jax.Array) -> bool:
   `_threefry2x32` computes."""
   return (
       isinstance(key, jax.Array)
-      and not isinstance(key, jax.core.Tracer)
+      and not isinstance(key, _TRACER)
       and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
       and key.shape == ()
       and str(jax.random.key_impl(key)) == "threefry2x32"

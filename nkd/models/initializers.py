@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# The primitive behind jax.random.bits (threefry2x32 on explicit keys and counters); JAX
-# exports no public name for it.
-from jax._src.random.threefry2x32 import threefry2x32_p
+# The primitive behind jax.random.bits: threefry2x32 on explicit keys and counters.
+from jax.extend.random import threefry2x32_p
 
 # variance_scaling's constant: the standard deviation of a standard normal truncated to (-2, 2).
 _TRUNCATED_STDDEV = 0.87962566103423978
