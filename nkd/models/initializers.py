@@ -14,8 +14,8 @@ How: `drawn_together(init)(key)` traces `init` twice. The first trace records ea
 shape and scale (its initialisers return zeros, unused); one threefry2x32 over the concatenated
 counters of all draws (each element keeps its own draw's key and counter, so its bits are those
 of `jax.random.bits(key, shape)` with jax_threefry_partitionable) and one transform make every
-value; the second trace hands them out in the same call order. Flax derives the keys in both
-traces from the same root key; XLA computes them once and drops the first trace's zeros.
+value; the second trace hands them out in the same call order. The second trace's keys and the
+first trace's zeros go unused, and XLA drops them.
 
 The values are `variance_scaling`'s bit for bit (tests/test_models.py checks every architecture
 against `model.init`), which holds because each element goes through the same operations:
