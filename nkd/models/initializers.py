@@ -17,8 +17,9 @@ of `jax.random.bits(key, shape)` with jax_threefry_partitionable) and one transf
 value; the second trace hands them out in the same call order. The second trace's keys and the
 first trace's zeros go unused, and XLA drops them.
 
-The values are `variance_scaling`'s bit for bit (tests/test_models.py checks every architecture
-against `model.init`), which holds because each element goes through the same operations:
+The values are `variance_scaling`'s bit for bit (on the CPU: tests/test_models.py checks WRN-10-1
+and WRN-16-2 against `model.init`, WRN-10-2 and 40-2 were checked once, BENCHMARKS.md), which
+holds because each element goes through the same operations:
   normal: sqrt(2) * erf_inv(u) * sqrt(variance), u uniform in (-1, 1), which XLA's algebraic
     simplifier folds to erf_inv(u) * c with the constant c = f32(sqrt(2) * sqrt(variance));
     written here as that product with c computed the same way (float32, rounded once each);
