@@ -293,9 +293,8 @@ def regenerate_cifar10c(
       )
       continue
     if not os.path.isfile(path):
-      made = [s for s in SEVERITIES if os.path.isfile(_severity_path(folder, name, s))]
-      wanted = SEVERITIES if severities == SEVERITIES else severities
-      todo = [s for s in wanted if s not in made]
+      parts = {s: _severity_path(folder, name, s) for s in severities}
+      todo = [s for s in severities if not os.path.isfile(parts[s])]
       if todo:
         logging.info(
             "Regenerating CIFAR-10-C %s (%d images x severities %s, seed %d) into %s",
@@ -305,17 +304,22 @@ def regenerate_cifar10c(
             seed,
             folder,
         )
-      for severity in todo:
-        fileio.save_npy(
-            _severity_path(folder, name, severity),
-            _regenerate_severity(name, clean_images, severity, seed, frost_images),
-        )
-      if wanted == SEVERITIES:  # all five: the official file, from the parts
-        fileio.save_npy(
-            path, np.concatenate([np.load(_severity_path(folder, name, s)) for s in SEVERITIES])
-        )
-        for severity in SEVERITIES:
-          os.remove(_severity_path(folder, name, severity))
+      if severities == SEVERITIES:  # all five: the official file, from earlier parts and these
+        n = len(clean_images)
+        out = np.empty((len(SEVERITIES) * n, 32, 32, 3), np.uint8)
+        for s in SEVERITIES:
+          rows = slice((s - 1) * n, s * n)
+          if s in todo:
+            out[rows] = _regenerate_severity(name, clean_images, s, seed, frost_images)
+          else:
+            out[rows] = np.load(parts[s])
+        fileio.save_npy(path, out)
+        for s in SEVERITIES:
+          if s not in todo:
+            os.remove(parts[s])
+      else:
+        for s in todo:
+          fileio.save_npy(parts[s], _regenerate_severity(name, clean_images, s, seed, frost_images))
     manifest["fidelity"][name] = FIDELITY[name]
     manifest["missing"].pop(name, None)
   fileio.write_json(manifest_path, manifest, indent=1)
