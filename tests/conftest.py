@@ -18,8 +18,16 @@ os.environ.setdefault(
 # Every program: the tiny ones that compile in under half a second add up over the session.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# glibc's allocator with several arenas in the test processes and the runs they start (a user's
+# allocator setting, which nkd records and leaves alone: nkd.runtime.tune_malloc): the suite is
+# mostly compiling, on XLA's compile threads at once, and one arena (nkd's setting for a run,
+# where large train steps dominate) serializes their allocations. Speed only: no result
+# depends on the allocator. Measured on a 2-vCPU Zen 3: a tiny KD run's process 40-48 s of CPU
+# against 58-59 s with one arena (BENCHMARKS.md).
+os.environ.setdefault("MALLOC_ARENA_MAX", "8")
+
 # The CPU settings a run makes (nkd.runtime.pin_cpu) hold in the test processes too, made before
-# JAX starts: in-process runs compute as `nkd.main` does, and as fast.
+# JAX starts: in-process runs compute as `nkd.main` does.
 from nkd import runtime  # noqa: E402
 
 # The cache is read and written under a file lock, as in nkd runs: two workers compiling the
@@ -48,9 +56,8 @@ from helpers import (
 )
 from nkd import cli  # noqa: E402
 
-# The test processes load JAX as nkd.main does (cli.load_pipeline: glibc's allocator set, the
-# garbage collector's thresholds raised, the imports' objects frozen): in-process runs then cost
-# what runs do.
+# The test processes load JAX as nkd.main does (cli.load_pipeline: the garbage collector's
+# thresholds raised, the imports' objects frozen; the allocator is the one set above).
 cli.load_pipeline()
 
 

@@ -225,6 +225,8 @@ def test_the_allocator_keeps_each_steps_memory_and_a_users_setting_wins():
 
 def test_a_users_allocator_or_tunables_are_recorded_as_theirs(monkeypatch):
   monkeypatch.setattr(runtime, "_malloc", {})
+  for name in runtime._MALLOC_ENV:  # the test processes' own (conftest.py)
+    monkeypatch.delenv(name, raising=False)
   monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libjemalloc.so.2")
   monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
   record = runtime.tune_malloc()
