@@ -37,14 +37,18 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(runtime.COMPILATION_
 runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
 
 import jax  # noqa: E402
-from jax._src import lru_cache  # noqa: E402
+
+try:  # JAX's private module: a JAX without it keeps its own eviction.
+  from jax._src import lru_cache  # pylint: disable=g-import-not-at-top
+except ImportError:
+  lru_cache = None
 
 # JAX's cache, with a size limit, lists the whole folder at every write to see whether it is
 # over the limit: a stat and a read of each entry's access-time file, under the lock every test
 # process waits on. A session writes about 1,500 entries (30 MB of the 8 GiB limit), the last
 # scans taking 0.11 s each: about 85 s of CPU a session with an empty cache (2-vCPU Zen 3).
 # The test processes skip the scan (the lock stays); runs (nkd.main) keep JAX's eviction.
-if hasattr(lru_cache.LRUCache, "_evict_if_needed"):
+if hasattr(getattr(lru_cache, "LRUCache", None), "_evict_if_needed"):
   lru_cache.LRUCache._evict_if_needed = lambda self, *, additional_size=0: None
 
 # Four fake CPU devices in every test process, set before JAX starts its backend: sharding is
