@@ -45,6 +45,33 @@ def test_train_step_compiles_once_and_changes_parameters(tmp_path, mode):
   assert all(jax.tree.leaves(changed))
 
 
+@pytest.mark.parametrize(
+    "kind,epochs,steps_per_epoch,lr",
+    [("cosine", 3, 32, 0.1), ("cosine", 1, 7, 0.05), ("cosine", 200, 390, 0.1)]
+    + [("step", 10, 5, 0.1), ("step", 200, 390, 0.1)],
+)
+def test_schedule_is_optaxs_bit_for_bit_at_every_step(tmp_path, kind, epochs, steps_per_epoch, lr):
+  """The train step's learning rate (its numbers inputs, not constants) is what optax's
+  schedule with those numbers as constants gives in a compiled program, to the bit."""
+  config = tiny_config(
+      tmp_path, lr_schedule=kind, epochs=epochs, lr=lr, lr_milestones=(3, 6, 60, 120, 160)
+  )
+  total = epochs * steps_per_epoch
+  if kind == "cosine":
+    reference = optax.cosine_decay_schedule(lr, total)
+  else:
+    milestones = [m for m in config.lr_milestones if m < epochs]
+    reference = optax.piecewise_constant_schedule(
+        lr, {m * steps_per_epoch: config.lr_decay for m in milestones}
+    )
+  reference = jax.jit(reference)
+  ours = learning_rate_schedule(config, steps_per_epoch)
+  counts = range(0, total + 2, max(1, total // 500))
+  want = np.array([np.asarray(reference(np.int32(c))) for c in counts], np.float32)
+  got = np.array([ours(c) for c in counts], np.float32)
+  np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_step_schedule_drops_by_lr_decay_at_milestones(tmp_path):
   config = tiny_config(tmp_path, lr_schedule="step", epochs=10, lr_milestones=(3, 6), lr_decay=0.2)
   schedule = learning_rate_schedule(config, steps_per_epoch=5)
@@ -62,7 +89,8 @@ def test_epoch_order_is_a_permutation_that_changes_each_epoch():
 
 def test_a_second_equal_run_in_one_process_traces_nothing(tmp_path):
   """The programs of a run (model, initialisation, optimiser, schedule, train step, evaluation)
-  are built once per description in a process: the next seed of the same run reuses them all."""
+  are built once per description in a process: the next seed of the same run, with other epochs
+  and learning rate too, reuses them all."""
   import jax.monitoring  # pylint: disable=import-outside-toplevel
 
   from nkd import pipeline  # pylint: disable=import-outside-toplevel
@@ -76,14 +104,17 @@ def test_a_second_equal_run_in_one_process_traces_nothing(tmp_path):
   jax.monitoring.register_event_duration_secs_listener(count)
   try:
     counts = []
-    for seed in (0, 1):
+    # The second run: another seed, and other epochs and learning rate (the schedule's numbers
+    # are inputs of the train step, not constants of its program).
+    for seed, epochs, lr in ((0, 1, 0.1), (1, 2, 0.05)):
       config = tiny_config(  # Shapes of this test's own, so its first run traces.
           tmp_path,
           seed=seed,
           workdir=str(tmp_path / f"seed_{seed}"),
           synthetic_train_size=48,
           batch_size=12,
-          epochs=1,
+          epochs=epochs,
+          lr=lr,
       )
       before = len(traces)
       pipeline.train_and_evaluate(config, load_dataset(config))
@@ -101,7 +132,7 @@ def test_the_optimiser_state_is_made_on_the_host_with_the_compiled_programs_valu
   from nkd.training import state as state_lib  # pylint: disable=import-outside-toplevel
 
   config = tiny_config(tmp_path)
-  tx = make_optimizer(config, steps_per_epoch=4)
+  tx = make_optimizer(config, steps_per_epoch=4).sgd
   params = init_variables(create_model(config.model), jax.random.key(0))["params"]
   host = state_lib._constant_state(tx, params)  # pylint: disable=protected-access
   compiled = state_lib._optimizer_init(tx)(params)  # pylint: disable=protected-access

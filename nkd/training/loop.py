@@ -33,12 +33,7 @@ from nkd.evaluation import predict
 from nkd.models import create_model
 from nkd.training import preemption, runlock
 from nkd.training.checkpoint import CheckpointError, Checkpointer
-from nkd.training.state import (
-    create_train_state,
-    jitted_schedule,
-    learning_rate_schedule,
-    make_optimizer,
-)
+from nkd.training.state import create_train_state, make_optimizer
 from nkd.training.steps import StepSpec, make_train_step, replicate
 from nkd.training.teacher import Teacher
 
@@ -226,8 +221,8 @@ def _train(config, data: Dataset, teacher: Teacher | None) -> Trained:
   spec = StepSpec.from_config(config, steps_per_epoch)
   train_step = make_train_step(model, spec, mesh, teacher.model if teacher else None)
   apply_fn = predict.eval_apply_fn(model)
-  # The logged learning rate: one compiled program (the schedule's eager ops would be several).
-  schedule = jitted_schedule(learning_rate_schedule(config, steps_per_epoch))
+  # The logged learning rate, as the train step computes it (one compiled program per kind).
+  schedule = tx.learning_rate
   last_test_logits = None
 
   def evaluate(variables) -> dict[str, float]:
