@@ -184,10 +184,9 @@ def stage_determinism(ctx: Context, report: dict[str, Any]) -> dict[str, Any]:
       "nondeterministic_img_per_s": n["img_per_s"],
       "time_saved": 1 - deterministic_rate / n["img_per_s"],
       "note": (
-          "on a CPU --gpu_deterministic changes nothing (it only sets an XLA GPU flag): "
-          "the three runs compute the same programs, so any difference in speed is noise "
-          "(the non-deterministic run compiles its own copy of them: the XLA flags are "
-          "part of the compilation cache's key)"
+          "on a CPU --gpu_deterministic changes nothing (it sets an XLA GPU flag only where "
+          "JAX computes on a GPU): the three runs compute the same programs, so any "
+          "difference in speed is noise"
           if on_cpu
           else ""
       ),

@@ -58,7 +58,9 @@ def setup_jax(config) -> None:
     # evaluations and attacks compile in 0.1-1 s each, and the next seed needs them all again.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   runtime.mend_compilation_cache(jax.config.jax_compilation_cache_dir)
-  if config.gpu_deterministic:
+  # A GPU flag, set where JAX computes on a GPU: on the CPU it changes nothing but the
+  # compilation cache's key (a --nogpu_deterministic run would compile its own copy).
+  if config.gpu_deterministic and not runtime.computes_on_cpu():
     flag = "--xla_gpu_deterministic_ops=true"
     xla_flags = os.environ.get("XLA_FLAGS", "")
     if flag not in xla_flags:

@@ -65,7 +65,7 @@ _FIXED_FLAGS = {
 # XLA's libraries, not generated code): BENCHMARKS.md. Each level rounds its own way (XLA
 # fuses multiplies and adds into FMAs on the optimised IR), so the level is part of the bits.
 # XLA_FLAGS reach every backend, and on a GPU this flag is the level of its kernels' LLVM
-# pipeline, so it is set only where JAX will compute on the CPU (`_computes_on_cpu`).
+# pipeline, so it is set only where JAX will compute on the CPU (`computes_on_cpu`).
 OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
 CPU_OPT_LEVEL = "1"
 # Other settings that change XLA:CPU's numerics: recorded, and named when the user set one.
@@ -153,7 +153,7 @@ def tune_malloc() -> dict[str, Any]:
     record = {"source": "yours", "settings": mine}
   elif not libc or not libc.startswith("glibc"):
     record = {"source": "default", "why": "not glibc's malloc"}
-  elif not _computes_on_cpu():
+  elif not computes_on_cpu():
     record = {"source": "default", "why": "JAX computes on an accelerator"}
   else:
     import ctypes  # pylint: disable=g-import-not-at-top
@@ -247,7 +247,7 @@ def known_xla_flags(names) -> set[str]:
   return {name for name in names if known[name]}
 
 
-def _computes_on_cpu() -> bool:
+def computes_on_cpu() -> bool:
   """Whether JAX will compute on the CPU in this process, decided before it starts: the first
   platform JAX_PLATFORMS names, else whether an accelerator plugin (CUDA, ROCm, TPU) is
   installed. A GPU machine whose plugin fails to load computes on its CPU without the CPU's
@@ -283,7 +283,7 @@ def cpu_settings(isa: str) -> dict[str, dict[str, str]]:
       for name, value in _FIXED_FLAGS.items()
       if name in known_xla_flags(tuple(_FIXED_FLAGS))
   }
-  if _computes_on_cpu():
+  if computes_on_cpu():
     flags[OPT_LEVEL_FLAG] = CPU_OPT_LEVEL
   env = {CONTRACTION_ENV: "false"}
   if isa != NATIVE:

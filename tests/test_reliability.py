@@ -66,7 +66,7 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   from nkd import runtime
 
   monkeypatch.setattr(runtime, "is_x86", lambda: True)
-  monkeypatch.setattr(runtime, "_computes_on_cpu", lambda: True)
+  monkeypatch.setattr(runtime, "computes_on_cpu", lambda: True)
   monkeypatch.setattr(runtime, "_backend_started", lambda: False)  # as in a fresh process
   monkeypatch.setattr(runtime, "_pinned", {})  # This process's record stays as it was.
   for name in (
@@ -124,7 +124,7 @@ def test_llvm_optimisation_level_is_pinned_only_where_the_cpu_computes(monkeypat
       ("cuda,cpu", False),
   ):
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
-    assert runtime._computes_on_cpu() is on_cpu, platforms
+    assert runtime.computes_on_cpu() is on_cpu, platforms
     assert (level in runtime.cpu_settings("AVX2")["xla_flags"]) is on_cpu, platforms
   # Without JAX_PLATFORMS: an installed accelerator plugin (jax_plugins/xla_cuda13 here) means
   # JAX will compute on it.
@@ -133,7 +133,7 @@ def test_llvm_optimisation_level_is_pinned_only_where_the_cpu_computes(monkeypat
   plugin.mkdir(parents=True)
   (plugin / "__init__.py").write_text("")
   monkeypatch.syspath_prepend(str(tmp_path / "site"))
-  assert runtime._computes_on_cpu() is False
+  assert runtime.computes_on_cpu() is False
   assert level not in runtime.cpu_settings("AVX2")["xla_flags"]
 
 
