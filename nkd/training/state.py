@@ -23,8 +23,9 @@ class TrainState(train_state.TrainState):
 
   `tx` is an `SGD`: the optimiser's structure only (schedule kind, weight decay, momentum).
   The schedule's numbers (learning rate, decay steps, milestones) are `schedule`, arrays the
-  train step takes as inputs: runs that differ only in them (epochs, training-set size, learning
-  rate) share one compiled step. They are made from the config, never checkpointed."""
+  train step takes as inputs: runs that differ only in them (epochs, learning rate, milestone
+  epochs) share one compiled step; the training set's size stays a shape of the step. They are
+  made from the config, never checkpointed."""
 
   batch_stats: Any = None
   schedule: Any = None
@@ -107,9 +108,6 @@ class Optimizer:
   sgd: SGD
   schedule: dict[str, np.ndarray]
 
-  def init(self, params):
-    return self.sgd.init(params)
-
   def learning_rate(self, step) -> float:
     """The learning rate of `step` (0-based), as the train step computes it."""
     return float(_jitted_lr(self.sgd.kind)(jnp.asarray(step, jnp.int32), self.schedule))
@@ -119,13 +117,9 @@ def schedule_values(config, steps_per_epoch: int) -> dict[str, np.ndarray]:
   """The numbers of the run's learning-rate schedule, as arrays."""
   lr = np.asarray(config.lr, np.float32)
   if config.lr_schedule == "cosine":  # optax's cosine schedule takes its steps as a float
-    total = np.float32(config.epochs * steps_per_epoch)
-    pi_over_total = np.float32(np.pi) * (np.float32(1) / total)
-    return {
-        "lr": lr,
-        "total": np.asarray(total, np.float32),
-        "pi_over_total": np.asarray(pi_over_total, np.float32),
-    }
+    total = np.asarray(config.epochs * steps_per_epoch, np.float32)
+    pi_over_total = np.asarray(np.float32(np.pi) * (np.float32(1) / total))
+    return {"lr": lr, "total": total, "pi_over_total": pi_over_total}
   boundaries = sorted({m * steps_per_epoch for m in config.lr_milestones if m < config.epochs})
   return {
       "lr": lr,
