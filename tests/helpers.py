@@ -28,6 +28,19 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
+# LLVM -O0, as the test processes compile (conftest.py), for the children of smoke tests whose
+# checks relate the child's own runs (the GPU report, the GPU check, a multi-process run): a
+# user's XLA_FLAGS setting to nkd, used and recorded. Children whose bits a test pins or
+# compares across processes keep nkd's -O1, as a user's runs do.
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+
+
+def fast_compile_flags(xla_flags: str | None = None) -> str:
+  """XLA_FLAGS (this process's by default) with LLVM's optimisation level 0 last (it wins)."""
+  flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+  return f"{flags} {FAST_COMPILE_FLAG}".strip()
+
+
 # A tiny, fast run: WRN-10-1 on a small synthetic set.
 TINY = dict(
     dataset="synthetic",

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import HAS_TORCH, REPO, needs_torch, once_per_session
+from helpers import HAS_TORCH, REPO, fast_compile_flags, needs_torch, once_per_session
 
 from benchmarks import bench
 from nkd.models import count_params, create_model
@@ -203,7 +203,7 @@ def quick_report(tmp_path_factory):
         capture_output=True,
         text=True,
         timeout=1500,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": fast_compile_flags()},
     )
     (folder / "process.json").write_text(json.dumps(vars(proc) | {"args": None}))
 

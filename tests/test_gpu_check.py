@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, fast_compile_flags
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
 def gpu_check(*args, timeout=300):
-  env = {**os.environ, "NKD_PYTHON": sys.executable}
+  env = {**os.environ, "NKD_PYTHON": sys.executable, "XLA_FLAGS": fast_compile_flags()}
   return subprocess.run(
       ["bash", str(REPO / "launch" / "gpu_check.sh"), *map(str, args)],
       cwd="/",

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, tiny_flags
+from helpers import REPO, fast_compile_flags, tiny_flags
 
 FLAGS = tiny_flags(epochs=3)  # as tests/test_sweep.py: shares its compiled programs
 
@@ -288,7 +288,7 @@ def test_slurm_multinode_job_runs_two_processes_as_one_run(tmp_path):
           "SLURM_JOB_NODELIST": "localhost",
           "SLURM_NTASKS": "2",
           "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+          "XLA_FLAGS": fast_compile_flags("--xla_force_host_platform_device_count=2"),
       },
   )
   logs = "".join((tmp_path / f"task{i}.log").read_text()[-2000:] for i in range(2))
