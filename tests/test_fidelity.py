@@ -24,7 +24,7 @@ from nkd.report import loading
 from nkd.training.loop import epoch_training_labels, label_stream_key
 from nkd.training.steps import replicate
 
-from conftest import REPO, run_cli, tiny_config, tiny_flags
+from helpers import REPO, fast_compile_flags, run_cli, tiny_config, tiny_flags
 
 C = 10  # classes
 
@@ -243,7 +243,7 @@ def test_teacher_selection_trains_each_candidate_once_under_concurrent_students(
   teacher_flags = tmp_path / "teacher.flags"
   teacher_flags.write_text("\n".join(["--mode=ce", *tiny_flags(epochs=1)]) + "\n")
   ws = tmp_path / "ws"
-  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_FLAGS": fast_compile_flags()}
   procs = [
       subprocess.Popen(
           [
