@@ -43,11 +43,14 @@ runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
 # processes (the demo's pinned hashes, resumes, sweeps) inherit XLA_FLAGS with -O1, as a user's
 # do, and JAX's compilation cache keys each program by its level. XLA reads XLA_FLAGS once, at
 # its first compilation, so the level is set around that one and recorded as the tests'.
+# (helpers imports JAX and nkd's models: no computation, so XLA has read no flags yet.)
+from helpers import TEST_OPT_LEVEL, fast_compile_flags  # noqa: E402
+
 _XLA_FLAGS_FOR_CHILDREN = os.environ.get("XLA_FLAGS", "")
-TEST_OPT_LEVEL = "0"
 _level = runtime._pinned["settings"].get(runtime.OPT_LEVEL_FLAG, {})  # pylint: disable=protected-access
-if _level.get("source") == "nkd":  # nkd's -O1 (the CPU computes, the user set no level)
-  os.environ["XLA_FLAGS"] = f"{_XLA_FLAGS_FOR_CHILDREN} {runtime.OPT_LEVEL_FLAG}={TEST_OPT_LEVEL}"
+_AT_TEST_LEVEL = _level.get("source") == "nkd"  # nkd's -O1: the CPU computes, the user set none
+if _AT_TEST_LEVEL:
+  os.environ["XLA_FLAGS"] = fast_compile_flags(_XLA_FLAGS_FOR_CHILDREN)
 
 import jax  # noqa: E402
 
@@ -70,7 +73,7 @@ if hasattr(getattr(lru_cache, "LRUCache", None), "_evict_if_needed"):
 # helpers.mesh_of(1). Child processes (run_module) keep their one device.
 FAKE_CPU_DEVICES = 4
 jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
-if os.environ.get("XLA_FLAGS", "") != _XLA_FLAGS_FOR_CHILDREN:
+if _AT_TEST_LEVEL:
   jax.jit(lambda x: x + 1)(0).block_until_ready()  # XLA reads XLA_FLAGS here
   os.environ["XLA_FLAGS"] = _XLA_FLAGS_FOR_CHILDREN
   runtime._pinned["settings"][runtime.OPT_LEVEL_FLAG] = {  # pylint: disable=protected-access

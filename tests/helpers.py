@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 
+from nkd import runtime
 from nkd.evaluation.predict import eval_apply_fn
 from nkd.models.wrn import create_model, init_variables
 
@@ -28,11 +29,12 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
-# LLVM -O0, as the test processes compile (conftest.py), for the children of smoke tests whose
-# checks relate the child's own runs (the GPU report, the GPU check, a multi-process run): a
-# user's XLA_FLAGS setting to nkd, used and recorded. Children whose bits a test pins or
-# compares across processes keep nkd's -O1, as a user's runs do.
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+# LLVM -O0: what the test processes compile at (conftest.py), and what the children of smoke
+# tests whose checks relate the child's own runs (the GPU report, the GPU check, a
+# multi-process run) get as a user's XLA_FLAGS setting, used and recorded. Children whose bits
+# a test pins or compares across processes keep nkd's -O1, as a user's runs do.
+TEST_OPT_LEVEL = "0"
+FAST_COMPILE_FLAG = f"{runtime.OPT_LEVEL_FLAG}={TEST_OPT_LEVEL}"
 
 
 def fast_compile_flags(xla_flags: str | None = None) -> str:
