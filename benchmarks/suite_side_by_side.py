@@ -44,6 +44,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--workdir", default="", help="where logs go (new or empty; default: a temp)")
   parser.add_argument("--repo", default=REPO, help="the git repository to clone (default: this)")
   args = parser.parse_args(argv)
+  args.repo = os.path.abspath(args.repo)
   if not args.order or set(args.order) - {"A", "B"} or not {"A", "B"} <= set(args.order):
     raise Refused(f"--order={args.order}: expected A and B, each at least once (e.g. ABA)")
   for flag, rev in (("--rev", args.rev), ("--against", args.against)):
@@ -112,7 +113,8 @@ def main(argv: list[str]) -> int:
   except Refused as e:
     print(f"suite_side_by_side: {e}", file=sys.stderr)
     return 2
-  workdir = args.workdir or tempfile.mkdtemp(prefix="nkd-side-by-side-")
+  # Absolute: each run gets TMPDIR and the rest under it, and runs in its clone.
+  workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="nkd-side-by-side-"))
   os.makedirs(workdir, exist_ok=True)
   revs = {"A": args.rev, "B": args.against}
   print(f"A {args.rev[:10]}, B {args.against[:10]}, order {args.order}; logs in {workdir}")

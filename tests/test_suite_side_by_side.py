@@ -48,16 +48,27 @@ def two_revisions(tmp_path_factory):
   return repo, seen, old, new
 
 
-def _script(*args):
+def _script(*args, cwd=None):
   return subprocess.run(
-      [sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, timeout=300
+      [sys.executable, SCRIPT, *map(str, args)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=cwd,
   )
 
 
 def test_runs_each_revision_in_a_fresh_clone_and_compares_cpu(two_revisions, tmp_path):
   repo, seen, old, new = two_revisions
   out = tmp_path / "out"
-  proc = _script(f"--repo={repo}", f"--rev={new}", f"--against={old}", f"--workdir={out}")
+  # Relative folders, as a user types them: each run's TMPDIR must still be absolute.
+  proc = _script(
+      f"--repo={os.path.relpath(repo, tmp_path)}",
+      f"--rev={new}",
+      f"--against={old}",
+      "--workdir=out",
+      cwd=tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr
   result = json.loads((out / "side_by_side.json").read_text())
   runs = result["runs"]
@@ -77,6 +88,7 @@ def test_runs_each_revision_in_a_fresh_clone_and_compares_cpu(two_revisions, tmp
   # A new TMPDIR each run; the clones, caches and environments are gone, the logs kept.
   tmpdirs = seen.read_text().split()
   assert len(set(tmpdirs[-3:])) == 3
+  assert all(t.startswith(str(out) + os.sep) for t in tmpdirs[-3:])
   for i, label in enumerate("ABA", 1):
     folder = out / f"{i:02d}-{label}"
     assert sorted(os.listdir(folder)) == ["ci.log"]
