@@ -45,7 +45,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--repo", default=REPO, help="the git repository to clone (default: this)")
   args = parser.parse_args(argv)
   args.repo = os.path.abspath(args.repo)
-  if not args.order or set(args.order) - {"A", "B"} or not {"A", "B"} <= set(args.order):
+  if set(args.order) != {"A", "B"}:
     raise Refused(f"--order={args.order}: expected A and B, each at least once (e.g. ABA)")
   for flag, rev in (("--rev", args.rev), ("--against", args.against)):
     found = subprocess.run(
