@@ -68,7 +68,7 @@ _FIXED_FLAGS = {
 # pipeline, so it is set only where JAX will compute on the CPU (`computes_on_cpu`).
 OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
 CPU_OPT_LEVEL = "1"
-# Other settings that change XLA:CPU's numerics: recorded, and named when the user set one.
+# Other settings that can change XLA:CPU's numerics: recorded, and named when the user set one.
 _WATCHED_FLAGS = (
     "--xla_cpu_enable_fast_math",
     "--xla_cpu_fast_math_honor_functions",
@@ -81,6 +81,10 @@ _WATCHED_FLAGS = (
     "--xla_cpu_disable_platform_dependent_math",
     "--xla_allow_excess_precision",
     OPT_LEVEL_FLAG,  # each level gave other bits (-O0, -O1, -O2)
+    # false: XLA's older loop-fusion code generator. The same bits as the MLIR fusion emitters
+    # in a tiny CE run at -O1 (BENCHMARKS.md), others for a KD step at -O0
+    # (tests/test_noise_training.py): recorded, since it is part of what computed a run.
+    "--xla_cpu_use_fusion_emitters",
 )
 _WATCHED_ENV = ("DNNL_MAX_CPU_ISA",)
 # Eigen's own matrix kernels instead of oneDNN's sgemm: oneDNN's code path follows the block
@@ -307,8 +311,8 @@ def pin_cpu(isa: str = DEFAULT_CPU_ISA) -> list[str]:
     if wanted is None or value != wanted:
       instead = f" (nkd would set {wanted!r})" if wanted is not None else ""
       notes.append(
-          f"your setting {name}={value} is used{instead}: it changes XLA:CPU's "
-          f"numerics, so params_sha256 differs from runs without it (recorded in "
+          f"your setting {name}={value} is used{instead}: it can change XLA:CPU's "
+          f"numerics, so params_sha256 may differ from runs without it (recorded in "
           f"config.json)"
       )
 

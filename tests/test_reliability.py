@@ -94,17 +94,26 @@ def test_pin_cpu_sets_the_cpu_settings_and_keeps_the_users(monkeypatch):
   assert sorted(os.environ["XLA_FLAGS"].split()) == sorted(fixed.split())
   assert "ONEDNN_MAX_CPU_ISA" not in os.environ
   # while the user's own settings win, each named in one line and recorded.
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2 --xla_foo=1")
+  monkeypatch.setenv(
+      "XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2 --xla_foo=1 --xla_cpu_use_fusion_emitters=false"
+  )
   monkeypatch.setenv("TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "true")
   monkeypatch.setattr(runtime, "_pinned", {})
   notes = runtime.pin_cpu("AVX2")
-  assert len(notes) == 2 and "--xla_cpu_max_isa=SSE4_2" in notes[0] and "'AVX2'" in notes[0]
-  assert "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=true" in notes[1] and "'false'" in notes[1]
+  assert len(notes) == 3 and "--xla_cpu_max_isa=SSE4_2" in notes[0] and "'AVX2'" in notes[0]
+  assert "--xla_cpu_use_fusion_emitters=false" in notes[1] and "nkd would" not in notes[1]
+  assert "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=true" in notes[2] and "'false'" in notes[2]
   flags = os.environ["XLA_FLAGS"].split()
-  assert flags[:2] == ["--xla_cpu_max_isa=SSE4_2", "--xla_foo=1"] and fixed.split()[0] in flags
+  assert flags[:3] == [
+      "--xla_cpu_max_isa=SSE4_2",
+      "--xla_foo=1",
+      "--xla_cpu_use_fusion_emitters=false",
+  ]
+  assert fixed.split()[0] in flags
   cpu = runtime.describe()
   assert cpu["isa"] == "SSE4_2" and cpu["isa_source"] == "XLA_FLAGS"
   assert cpu["settings"]["--xla_cpu_max_isa"] == {"value": "SSE4_2", "source": "yours"}
+  assert cpu["settings"]["--xla_cpu_use_fusion_emitters"] == {"value": "false", "source": "yours"}
   assert cpu["settings"]["ONEDNN_MAX_CPU_ISA"] == {"value": "AVX2", "source": "nkd"}
   assert {"model", "host_isa", "cores", "caches", "fingerprint"} <= set(cpu)
   with pytest.raises(ValueError, match="unknown CPU ISA"):
