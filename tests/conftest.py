@@ -36,15 +36,18 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(runtime.COMPILATION_
 
 runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
 
-# The test processes compile at LLVM -O0 where nkd's runs use -O1 (runtime.CPU_OPT_LEVEL): the
-# suite is mostly compiling, and -O0 compiles a tiny KD step in 2.0-2.2 s of CPU against 3.6-3.9
-# (2-vCPU Zen 3). Their checks relate programs of one process (bit-for-bit references,
-# determinism, one compilation per shape), never a pinned hash; the runs they start as child
-# processes (the demo's pinned hashes, resumes, sweeps) inherit XLA_FLAGS with -O1, as a user's
-# do, and JAX's compilation cache keys each program by its level. XLA reads XLA_FLAGS once, at
-# its first compilation, so the level is set around that one and recorded as the tests'.
-# (helpers imports JAX and nkd's models: no computation, so XLA has read no flags yet.)
-from helpers import TEST_OPT_LEVEL, fast_compile_flags  # noqa: E402
+# The test processes compile with the settings of helpers.TEST_COMPILE_SETTINGS where nkd's runs
+# use their own: LLVM at -O0 instead of -O1 (runtime.CPU_OPT_LEVEL), and XLA:CPU's older
+# loop-fusion code generator instead of its MLIR fusion emitters. The suite is mostly
+# compiling: a tiny KD step compiles in 3.6-3.9 s of CPU at -O1, 2.0-2.2 s at -O0 and 1.6-1.8 s
+# at -O0 without the emitters (2-vCPU Zen 3; BENCHMARKS.md). Their checks relate programs of one
+# process (bit-for-bit references, determinism, one compilation per shape), never a pinned hash;
+# the runs they start as child processes (the demo's pinned hashes, resumes, sweeps) inherit
+# nkd's settings, as a user's do, and JAX's compilation cache keys each program by them. XLA
+# reads XLA_FLAGS once, at its first compilation, so the settings are made around that one and
+# recorded as the tests'. (helpers imports JAX and nkd's models: no computation, so XLA has
+# read no flags yet.)
+from helpers import TEST_COMPILE_SETTINGS, fast_compile_flags  # noqa: E402
 
 _XLA_FLAGS_FOR_CHILDREN = os.environ.get("XLA_FLAGS", "")
 _level = runtime._pinned["settings"].get(runtime.OPT_LEVEL_FLAG, {})  # pylint: disable=protected-access
@@ -76,10 +79,12 @@ jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
 if _AT_TEST_LEVEL:
   jax.jit(lambda x: x + 1)(0).block_until_ready()  # XLA reads XLA_FLAGS here
   os.environ["XLA_FLAGS"] = _XLA_FLAGS_FOR_CHILDREN
-  runtime._pinned["settings"][runtime.OPT_LEVEL_FLAG] = {  # pylint: disable=protected-access
-      "value": TEST_OPT_LEVEL,
-      "source": "tests/conftest.py",
-  }
+  for _name, _value in TEST_COMPILE_SETTINGS.items():
+    if _name == runtime.OPT_LEVEL_FLAG or f"{_name}=" not in _XLA_FLAGS_FOR_CHILDREN:
+      runtime._pinned["settings"][_name] = {  # pylint: disable=protected-access
+          "value": _value,
+          "source": "tests/conftest.py",
+      }
 
 from helpers import (
     REPO,

@@ -29,18 +29,31 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (optional)")
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
-# LLVM -O0: what the test processes compile at (conftest.py), and what the children of smoke
-# tests whose checks relate the child's own runs (the GPU report, the GPU check, a
-# multi-process run) get as a user's XLA_FLAGS setting, used and recorded. Children whose bits
-# a test pins or compares across processes keep nkd's -O1, as a user's runs do.
+# What the test processes compile with (conftest.py), and what the children of smoke tests whose
+# checks relate the child's own runs (the GPU report, the GPU check, a multi-process run) get as
+# a user's XLA_FLAGS setting, used and recorded: LLVM at -O0, and XLA:CPU's older loop-fusion
+# code generator instead of its MLIR fusion emitters, which set up MLIR contexts and run an MLIR
+# pipeline for every program (a tiny KD step compiled at -O0 in 3.7-4.9 s of CPU with them,
+# 1.6-1.8 s without; a one-operation program 45 ms against 19: BENCHMARKS.md). Both change the
+# bits. Children whose bits a test pins or compares across processes keep nkd's settings, as a
+# user's runs do.
 TEST_OPT_LEVEL = "0"
-FAST_COMPILE_FLAG = f"{runtime.OPT_LEVEL_FLAG}={TEST_OPT_LEVEL}"
+FUSION_EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters"
+TEST_COMPILE_SETTINGS = {runtime.OPT_LEVEL_FLAG: TEST_OPT_LEVEL}
+if runtime.known_xla_flags((FUSION_EMITTERS_FLAG,)):  # a jaxlib without it keeps its emitters
+  TEST_COMPILE_SETTINGS[FUSION_EMITTERS_FLAG] = "false"
 
 
 def fast_compile_flags(xla_flags: str | None = None) -> str:
-  """XLA_FLAGS (this process's by default) with LLVM's optimisation level 0 last (it wins)."""
+  """XLA_FLAGS (this process's by default) with the tests' compile settings last: their LLVM
+  level wins over nkd's -O1; an emitter setting already there is kept."""
   flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
-  return f"{flags} {FAST_COMPILE_FLAG}".strip()
+  ours = " ".join(
+      f"{name}={value}"
+      for name, value in TEST_COMPILE_SETTINGS.items()
+      if name == runtime.OPT_LEVEL_FLAG or f"{name}=" not in flags  # the user's emitter choice
+  )
+  return f"{flags} {ours}".strip()
 
 
 # A tiny, fast run: WRN-10-1 on a small synthetic set.
