@@ -47,7 +47,7 @@ runtime.pin_cpu(runtime.DEFAULT_CPU_ISA)
 # reads XLA_FLAGS once, at its first compilation, so the settings are made around that one and
 # recorded as the tests'. (helpers imports JAX and nkd's models: no computation, so XLA has
 # read no flags yet.)
-from helpers import TEST_COMPILE_SETTINGS, fast_compile_flags  # noqa: E402
+from helpers import compile_settings_for_tests, fast_compile_flags  # noqa: E402
 
 _XLA_FLAGS_FOR_CHILDREN = os.environ.get("XLA_FLAGS", "")
 _level = runtime._pinned["settings"].get(runtime.OPT_LEVEL_FLAG, {})  # pylint: disable=protected-access
@@ -79,12 +79,11 @@ jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
 if _AT_TEST_LEVEL:
   jax.jit(lambda x: x + 1)(0).block_until_ready()  # XLA reads XLA_FLAGS here
   os.environ["XLA_FLAGS"] = _XLA_FLAGS_FOR_CHILDREN
-  for _name, _value in TEST_COMPILE_SETTINGS.items():
-    if _name == runtime.OPT_LEVEL_FLAG or f"{_name}=" not in _XLA_FLAGS_FOR_CHILDREN:
-      runtime._pinned["settings"][_name] = {  # pylint: disable=protected-access
-          "value": _value,
-          "source": "tests/conftest.py",
-      }
+  for _name, _value in compile_settings_for_tests(_XLA_FLAGS_FOR_CHILDREN).items():
+    runtime._pinned["settings"][_name] = {  # pylint: disable=protected-access
+        "value": _value,
+        "source": "tests/conftest.py",
+    }
 
 from helpers import (
     REPO,

@@ -44,15 +44,20 @@ if runtime.known_xla_flags((FUSION_EMITTERS_FLAG,)):  # a jaxlib without it keep
   TEST_COMPILE_SETTINGS[FUSION_EMITTERS_FLAG] = "false"
 
 
-def fast_compile_flags(xla_flags: str | None = None) -> str:
-  """XLA_FLAGS (this process's by default) with the tests' compile settings last: their LLVM
-  level wins over nkd's -O1; an emitter setting already there is kept."""
-  flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
-  ours = " ".join(
-      f"{name}={value}"
+def compile_settings_for_tests(xla_flags: str) -> dict[str, str]:
+  """The settings of TEST_COMPILE_SETTINGS the tests add over `xla_flags`: their LLVM level
+  always (it wins over nkd's -O1), the emitter setting only where the flags have none."""
+  return {
+      name: value
       for name, value in TEST_COMPILE_SETTINGS.items()
-      if name == runtime.OPT_LEVEL_FLAG or f"{name}=" not in flags  # the user's emitter choice
-  )
+      if name == runtime.OPT_LEVEL_FLAG or f"{name}=" not in xla_flags
+  }
+
+
+def fast_compile_flags(xla_flags: str | None = None) -> str:
+  """XLA_FLAGS (this process's by default) with `compile_settings_for_tests` of them last."""
+  flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+  ours = " ".join(f"{name}={value}" for name, value in compile_settings_for_tests(flags).items())
   return f"{flags} {ours}".strip()
 
 

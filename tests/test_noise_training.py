@@ -67,11 +67,16 @@ def _plain_hinton_step(student, teacher, spec):
   return jax.jit(step)
 
 
-def _run(step, state, teacher_vars, images, labels, n=2):
+def _order_and_train_key():
+  """The epoch order and the train key of seed 0, the step's last two inputs."""
   keys = keys_lib.run_keys(0)
-  order = keys_lib.epoch_permutation(keys["data"], 0, N)
+  return keys_lib.epoch_permutation(keys["data"], 0, N), keys["train"]
+
+
+def _run(step, state, teacher_vars, images, labels, n=2):
+  order, train_key = _order_and_train_key()
   for _ in range(n):
-    state, _ = step(state, teacher_vars, images, labels, order, keys["train"])
+    state, _ = step(state, teacher_vars, images, labels, order, train_key)
   return jax.device_get((state.params, state.batch_stats))
 
 
@@ -87,9 +92,7 @@ def _with_nkds_emitters(step, *args):
   bias, 43 of 64 elements, at -O0); with the emitters they agree bit for bit."""
   if TEST_COMPILE_SETTINGS.get(FUSION_EMITTERS_FLAG) != "false":
     return step
-  keys = keys_lib.run_keys(0)
-  order = keys_lib.epoch_permutation(keys["data"], 0, N)
-  return step.lower(*args, order, keys["train"]).compile(
+  return step.lower(*args, *_order_and_train_key()).compile(
       compiler_options={FUSION_EMITTERS_FLAG.lstrip("-"): True}
   )
 
