@@ -67,8 +67,8 @@ QUICK = Sizes(
     sweep_epochs=2,
     sweep_seeds=(1, 2),  # two processes at once test the sweep as four do, for half the CPU
     determinism_epochs=2,
-    train_subset=512,
-    synthetic_train_size=512,
+    train_subset=256,  # two steps an epoch at batch 128: the runs' cost is the process's own
+    synthetic_train_size=256,
     bench_flags=("--quick",),  # every row: the tests check the whole bench through this stage
     budgets_s=(
         ("bench", 90),
