@@ -10,13 +10,18 @@ import time
 
 import pytest
 
-from helpers import REPO, run_cli, tiny_flags
+from helpers import REPO, TINY, run_cli, tiny_flags
 
 # A resume from the first epoch's checkpoint crosses both learning-rate milestones.
+TRAIN_IMAGES = 256
 FLAGS = tiny_flags(
-    epochs=3, synthetic_train_size=256, lr_schedule="step", lr_milestones=(1, 2), checkpoint_every=1
+    epochs=3,
+    synthetic_train_size=TRAIN_IMAGES,
+    lr_schedule="step",
+    lr_milestones=(1, 2),
+    checkpoint_every=1,
 )
-STEPS_PER_EPOCH = 256 // 32
+STEPS_PER_EPOCH = TRAIN_IMAGES // TINY["batch_size"]
 
 
 def _results(workdir):
