@@ -124,6 +124,9 @@ def test_official_folder_and_tarball_through_the_loaders(cifar10_official, tmp_p
   )
   assert folder_data.train_images.shape == (50000, 32, 32, 3)
   assert folder_data.test_images.shape == (10000, 32, 32, 3)
+  assert folder_data.train_images.dtype == np.uint8
+  assert np.bincount(folder_data.train_labels).tolist() == [5000] * 10
+  assert np.bincount(folder_data.test_labels).tolist() == [1000] * 10
   tarball = cifar10_official / cifar10.TARBALL
   md5 = hashlib.md5(tarball.read_bytes()).hexdigest()
   tar_data = cifar10.load_tarball(str(tarball), str(tmp_path / "cache"), expected_md5=md5)
