@@ -17,7 +17,7 @@ from helpers import run_cli
 
 
 def test_small_wrn_learns_real_cifar10(cifar10_official, tmp_path):
-  # 250 steps on 8,000 real training images; the 10,000 real test images.
+  # 250 steps on 8,000 real training images, then the 10,000 real test images.
   run_cli(
       [
           "--dataset=cifar10",
@@ -30,6 +30,7 @@ def test_small_wrn_learns_real_cifar10(cifar10_official, tmp_path):
           "--lr_schedule=cosine",
           "--eval_suite=accuracy",
           "--log_every=50",
+          "--eval_every=2",  # the 10,000 test images once, at the end
           f"--workspace={tmp_path}",
           "--name=real",
       ],
