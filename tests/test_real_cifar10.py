@@ -3,7 +3,7 @@
 loaders' own checks on it are in test_safe_unpickle.py).
 
 The run is a child process, as a user's is: with nkd's compile settings (LLVM at -O1, XLA's
-fusion emitters) a WRN-10-1 step runs about 4x faster than with the settings the test processes
+fusion emitters) a WRN-10-1 step runs 2.5-4x faster than with the settings the test processes
 compile with (tests/conftest.py: -O0, which pays where a test compiles many programs and runs
 each a few times, not here): 250 steps and two evaluations of the 10,000 test images took 29 s
 of wall time in a child (49 s of CPU) against 78 s in-process (about 120 s of CPU) on a 2-vCPU
