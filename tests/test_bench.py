@@ -441,6 +441,16 @@ def test_report_bad_arguments_are_one_line(tmp_path, capsys):
   assert not (tmp_path / "new").exists()
 
 
+def _split_arrays(split, blobs, labels):
+  """One split's arrays in cifar10_jpeg.npz's layout: the JPEG files' bytes concatenated, N+1
+  offsets, the labels."""
+  return {
+      f"{split}_jpeg": np.concatenate(blobs),
+      f"{split}_offsets": np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),
+      f"{split}_label": labels,
+  }
+
+
 def _fake_npz(path, n_train=10, n_test=5):
   """A cifar10_jpeg.npz in the JPEG copy's layout, of random images."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -456,9 +466,7 @@ def _fake_npz(path, n_train=10, n_test=5):
       buf = io.BytesIO()
       Image.fromarray(img).save(buf, format="JPEG", quality=95)
       blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
-    arrays[f"{split}_jpeg"] = np.concatenate(blobs)
-    arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    arrays[f"{split}_label"] = (np.arange(n) % 10).astype(np.uint8)
+    arrays.update(_split_arrays(split, blobs, (np.arange(n) % 10).astype(np.uint8)))
     images[split] = imgs
   np.savez(path, **arrays)
   return images
@@ -499,9 +507,7 @@ def _npz_slice(src, dst, step):
       jpeg, offsets = z[f"{split}_jpeg"], z[f"{split}_offsets"]
       keep = range(0, len(offsets) - 1, step)
       blobs = [jpeg[offsets[i] : offsets[i + 1]] for i in keep]
-      arrays[f"{split}_jpeg"] = np.concatenate(blobs)
-      arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-      arrays[f"{split}_label"] = z[f"{split}_label"][::step]
+      arrays.update(_split_arrays(split, blobs, z[f"{split}_label"][::step]))
   np.savez(dst, **arrays)
 
 
