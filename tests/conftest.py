@@ -120,21 +120,24 @@ cli.load_pipeline()
 @pytest.fixture(scope="session")
 def finished_runs(tmp_path_factory):
   """A finished 1-epoch WRN-10-1 teacher and a student distilled from it (accuracy-only
-  suite), trained in this process: (workspace, teacher workdir, student workdir)."""
+  suite), trained in a test process, once per session (the test processes share it; tests
+  read it, or copy it to change it): (workspace, teacher workdir, student workdir)."""
   from nkd import pipeline  # pylint: disable=g-import-not-at-top
 
-  ws = tmp_path_factory.mktemp("finished")
-  teacher = tiny_config(ws, epochs=1, workspace=str(ws), workdir=str(ws / "teacher"))
-  pipeline.run(teacher)
-  student = tiny_config(
-      ws,
-      epochs=1,
-      mode="kd",
-      teacher_workdir=teacher.workdir,
-      workspace=str(ws),
-      workdir=str(ws / "student"),
-  )
-  pipeline.run(student)
+  def build(ws):
+    teacher = tiny_config(ws, epochs=1, workspace=str(ws), workdir=str(ws / "teacher"))
+    pipeline.run(teacher)
+    student = tiny_config(
+        ws,
+        epochs=1,
+        mode="kd",
+        teacher_workdir=teacher.workdir,
+        workspace=str(ws),
+        workdir=str(ws / "student"),
+    )
+    pipeline.run(student)
+
+  ws = once_per_session(tmp_path_factory, "finished_runs", build)
   return ws, ws / "teacher", ws / "student"
 
 
