@@ -71,6 +71,7 @@ class _FigureWriter:
     png = os.path.join(self.out_dir, stem + ".png")
     pdf = os.path.join(self.out_dir, stem + ".pdf")
     fig.savefig(png, dpi=150, metadata={"Software": None})
+    fig.set_layout_engine("none")  # the PDF keeps the PNG's layout, computed once
     fig.savefig(pdf, metadata={"Creator": None, "Producer": None, "CreationDate": None})
     self.written += [os.path.basename(png), os.path.basename(pdf)]
 
