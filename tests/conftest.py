@@ -117,6 +117,17 @@ from nkd import cli  # noqa: E402
 cli.load_pipeline()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _share_trained_tiny(tmp_path_factory):
+  """helpers.trained_tiny trains each small model once per session, not once in each test
+  process (the evaluators' tests of several files use the same one)."""
+  import helpers  # pylint: disable=g-import-not-at-top
+
+  helpers.SHARED_FOLDER = helpers.session_folder(tmp_path_factory)
+  yield
+  helpers.SHARED_FOLDER = None
+
+
 @pytest.fixture(scope="session")
 def finished_runs(tmp_path_factory):
   """A finished 1-epoch WRN-10-1 teacher and a student distilled from it (accuracy-only

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,25 +105,42 @@ def run_module(module: str, args, *, env=None, timeout=600, check=False, cwd=REP
   return proc
 
 
+def session_folder(tmp_path_factory) -> Path:
+  """This test session's folder above every test process's own (pytest-xdist), or this
+  process's base folder where there is one process."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_TESTRUNUID") else base
+
+
+# Set by conftest.py for the session: where trained_tiny keeps its models for the other test
+# processes (None: each process trains its own).
+SHARED_FOLDER: Path | None = None
+
+
+def build_once(path: Path, build) -> Path:
+  """`build(path)` once per session, whichever test process asks first; under pytest-xdist the
+  others wait for it (a file lock beside it)."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  done = path.with_name(path.name + ".done")
+  with open(path.with_name(path.name + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      build(path)
+      done.touch()
+  return path
+
+
 def once_per_session(tmp_path_factory, name: str, build) -> Path:
   """A folder that `build(folder)` fills once per test session, whichever test process asks
   first; under pytest-xdist the other workers wait for it (a module- or session-scoped fixture
   is otherwise built once in each worker that runs one of its tests)."""
-  if not os.environ.get("PYTEST_XDIST_TESTRUNUID"):
-    folder = tmp_path_factory.mktemp(name)
-    build(folder)
-    return folder
-  import fcntl  # pylint: disable=g-import-not-at-top
 
-  shared = tmp_path_factory.getbasetemp().parent  # this session's, above every worker's
-  folder, done = shared / name, shared / f"{name}.done"
-  with open(shared / f"{name}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not done.exists():
-      folder.mkdir(exist_ok=True)
-      build(folder)
-      done.touch()
-  return folder
+  def make(folder):
+    folder.mkdir(exist_ok=True)
+    build(folder)
+
+  return build_once(session_folder(tmp_path_factory) / name, make)
 
 
 def run_cli(args, **kwargs):
@@ -195,7 +213,9 @@ def trained_tiny(
     steps: int = 40, input_noise_sigma: float = 0.0, num_test: int = 40, seed: int = 0
 ) -> TinyModel:
   """A WRN-10-1 trained for `steps` SGD steps (batch 32) on 3-class colour images, optionally
-  with Gaussian input noise (Soft Randomization's student alone). Cached per process."""
+  with Gaussian input noise (Soft Randomization's student alone). Cached per process, and
+  trained once per session where conftest.py gives SHARED_FOLDER (the test set is drawn here:
+  its size does not change the training)."""
   rng = np.random.default_rng(seed)
   train_x, train_y = colour_images(rng, 32 * steps)
   test_x, test_y = colour_images(rng, num_test)
@@ -220,14 +240,24 @@ def trained_tiny(
     delta, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, delta), updates["batch_stats"], opt_state
 
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  for i in range(steps):
-    params, batch_stats, opt_state = step(
-        params,
-        batch_stats,
-        opt_state,
-        train_x[i * 32 : (i + 1) * 32],
-        train_y[i * 32 : (i + 1) * 32],
-        jax.random.key(1000 + i),
-    )
-  return TinyModel(model, {"params": params, "batch_stats": batch_stats}, test_x, test_y)
+  def train():
+    params, batch_stats, state = variables["params"], variables["batch_stats"], opt_state
+    for i in range(steps):
+      params, batch_stats, state = step(
+          params,
+          batch_stats,
+          state,
+          train_x[i * 32 : (i + 1) * 32],
+          train_y[i * 32 : (i + 1) * 32],
+          jax.random.key(1000 + i),
+      )
+    return {"params": params, "batch_stats": batch_stats}
+
+  if SHARED_FOLDER is None:
+    trained = train()
+  else:  # trained once per session; the other test processes read its bytes
+    path = SHARED_FOLDER / f"trained_tiny-{steps}-{input_noise_sigma}-{seed}.msgpack"
+    build_once(path, lambda p: p.write_bytes(flax.serialization.to_bytes(train())))
+    restored = flax.serialization.from_bytes(variables, path.read_bytes())
+    trained = jax.tree_util.tree_map(jnp.asarray, restored)
+  return TinyModel(model, trained, test_x, test_y)
