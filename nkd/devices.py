@@ -54,10 +54,15 @@ def warn_if_gpu_unused() -> None:
     )
 
 
+def run_devices() -> list[jax.Device]:
+  """The devices a run computes on: every device of every process."""
+  return jax.devices()
+
+
 def environment() -> dict[str, Any]:
   # The first description of a run's devices, made when it starts training.
   warn_if_gpu_unused()
-  devices = jax.devices()
+  devices = run_devices()
   return {
       "versions": {
           "python": platform.python_version(),
@@ -79,4 +84,4 @@ def environment() -> dict[str, Any]:
 
 def make_mesh() -> Mesh:
   """Every device of every process on one axis, "data": batches are split along it."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
+  return Mesh(np.asarray(run_devices()), ("data",))

@@ -87,9 +87,10 @@ if hasattr(getattr(lru_cache, "LRUCache", None), "_evict_if_needed"):
   lru_cache.LRUCache._evict_if_needed = lambda self, *, additional_size=0: None
 
 # Four fake CPU devices in every test process, set before JAX starts its backend: sharding is
-# tested in-process (tests/test_sharding.py), and every in-process run trains data-parallel
-# over them. Tests that compare a step bit for bit with an unsharded reference use
-# helpers.mesh_of(1). Child processes (run_module) keep their one device.
+# tested in-process on meshes of 1, 2 and 4 of them (tests/test_sharding.py: the train step
+# with every random stream on, the evaluators, the run's own mesh; helpers.mesh_of). Child
+# processes (run_module) keep their one device; tests/test_launch.py trains a whole run on 4
+# devices in 2 processes.
 FAKE_CPU_DEVICES = 4
 jax.config.update("jax_num_cpu_devices", FAKE_CPU_DEVICES)
 if _AT_TEST_LEVEL:
@@ -111,6 +112,22 @@ from helpers import (
     tiny_flags,
 )
 from nkd import cli  # noqa: E402
+from nkd import devices as nkd_devices  # noqa: E402
+
+# The runs the tests make in-process (nkd.pipeline, nkd.training.loop, the run's mesh and its
+# recorded device count) compute on the first of those devices, as a run on a one-device
+# machine does; a test asks for all of them with the `run_on_all_devices` fixture. A partitioned
+# program costs more to compile and to run on 2 shared cores: tests/test_experiments.py took
+# 98 s of CPU with its runs on 4 devices, 79 s on one (93 s on 2; 2-vCPU Zen 3, `-n 0`).
+_RUN_DEVICES = nkd_devices.run_devices
+nkd_devices.run_devices = lambda: jax.devices()[:1]
+
+
+@pytest.fixture
+def run_on_all_devices(monkeypatch):
+  """In-process runs compute on every device of the test process (4 fake CPU ones)."""
+  monkeypatch.setattr(nkd_devices, "run_devices", _RUN_DEVICES)
+
 
 # The test processes load JAX as nkd.main does (cli.load_pipeline: the garbage collector's
 # thresholds raised, the imports' objects frozen; the allocator is the one set above).

@@ -155,6 +155,7 @@ def test_evaluation_splits_the_batch_over_the_models_devices():
   )
 
 
+@pytest.mark.usefixtures("run_on_all_devices")
 def test_the_evaluation_suite_runs_on_the_runs_mesh(tmp_path, monkeypatch):
   """After training (host arrays) and in nkd.evaluate (a restored checkpoint) the model's and
   the teacher's variables reach the evaluators replicated on the run's mesh, as the trainer's
