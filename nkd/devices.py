@@ -83,5 +83,6 @@ def environment() -> dict[str, Any]:
 
 
 def make_mesh() -> Mesh:
-  """Every device of every process on one axis, "data": batches are split along it."""
+  """The run's devices (`run_devices`: every device of every process) on one axis, "data":
+  batches are split along it."""
   return Mesh(np.asarray(run_devices()), ("data",))
