@@ -7,9 +7,9 @@ fusion emitters) a WRN-10-1 step runs 2.5-4x faster than with the settings the t
 compile with (tests/conftest.py: -O0, which pays where a test compiles many programs and runs
 each a few times, not here): 250 steps and two evaluations of the 10,000 test images took 29 s
 of wall time in a child (49 s of CPU) against 78 s in-process (about 120 s of CPU) on a 2-vCPU
-Zen 3. A child also trains on its one CPU device, not on the test process's 4 fake ones, whose
-in-process all-reduces can time out under load (the worker crash this test caused now and then,
-commit c3d2106)."""
+Zen 3. (In-process, it once trained on the test process's 4 fake CPU devices, whose all-reduces
+could time out under load: the worker crash of commit c3d2106. In-process runs now use one of
+them: tests/conftest.py.)"""
 
 import json
 
