@@ -120,7 +120,7 @@ from nkd import devices as nkd_devices  # noqa: E402
 # program costs more to compile and to run on 2 shared cores: tests/test_experiments.py took
 # 98 s of CPU with its runs on 4 devices, 79 s on one (93 s on 2; 2-vCPU Zen 3, `-n 0`).
 _RUN_DEVICES = nkd_devices.run_devices
-nkd_devices.run_devices = lambda: jax.devices()[:1]
+nkd_devices.run_devices = lambda: _RUN_DEVICES()[:1]
 
 
 @pytest.fixture
